@@ -1,0 +1,16 @@
+//! livechain: a JSON-RPC reverse proxy for blockchain node providers, built on Pingora.
+//!
+//! A request's path through the crate: [`proxy`] (Pingora phases) → [`jsonrpc`] (parse and
+//! classify the body) → [`route`] (chain and upstream table) → [`upstream`] (selection and the HTTP
+//! exchange) → back through [`proxy`] to the client. [`config`] turns the user's TOML into the typed
+//! config everything else uses; [`mock`] is the built-in node used by the default config and tests.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod jsonrpc;
+pub mod mock;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
