@@ -1,3 +1,140 @@
-fn main() {
-    println!("Hello, world!");
+//! The `livechain` binary: parses the command line, loads and validates the config (exiting
+//! before anything is bound when it is wrong), and runs the proxy, a config check, or a mock node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use livechain::telemetry::{self, LogFormat};
+
+/// Exit code for an invalid configuration (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "JSON-RPC reverse proxy for blockchain node providers"
+)]
+struct Cli {
+    /// Main config file; its `server.upstreams` names the upstreams file.
+    #[arg(long, global = true, default_value = "conf/livechain.toml")]
+    config: PathBuf,
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config files and exit (0 when valid).
+    Check,
+    /// Run a standalone mock Ethereum node.
+    Mock {
+        #[arg(long, default_value = "127.0.0.1:18545")]
+        listen: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        chain_id: u64,
+        #[arg(long, default_value_t = 1000)]
+        block_time_ms: u64,
+        /// Added latency range in milliseconds, e.g. `2..10`.
+        #[arg(long, default_value = "0..0", value_parser = parse_range)]
+        latency_ms: (u64, u64),
+        /// Probability in [0, 1] that a request fails with HTTP 500.
+        #[arg(long, default_value_t = 0.0)]
+        failure_rate: f64,
+    },
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    let a: u64 = a.trim().parse().map_err(|_| format!("bad range {s:?}"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("bad range {s:?}"))?;
+    if a > b {
+        return Err(format!("range {s:?} has min above max"));
+    }
+    Ok((a, b))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Some(Command::Mock {
+            listen,
+            chain_id,
+            block_time_ms,
+            latency_ms,
+            failure_rate,
+        }) => run_mock(listen, chain_id, block_time_ms, latency_ms, failure_rate),
+        Some(Command::Check) => match livechain::config::load(&cli.config) {
+            Ok(config) => {
+                println!("{}: configuration is valid", config.path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        None => run_proxy(&cli.config),
+    }
+}
+
+fn run_proxy(path: &std::path::Path) -> ExitCode {
+    let config = match livechain::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let daemon = match livechain::server::build(&config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("livechain: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    livechain::server::print_banner(&daemon);
+    daemon.run();
+    ExitCode::SUCCESS
+}
+
+fn run_mock(
+    listen: SocketAddr,
+    chain_id: u64,
+    block_time_ms: u64,
+    (lo, hi): (u64, u64),
+    failure_rate: f64,
+) -> ExitCode {
+    if !(0.0..=1.0).contains(&failure_rate) || block_time_ms == 0 {
+        eprintln!(
+            "livechain mock: --failure-rate must be within [0, 1] and --block-time-ms above 0"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let spec = livechain::mock::MockSpec {
+        chain_id,
+        block_time: Duration::from_millis(block_time_ms),
+        latency: (Duration::from_millis(lo), Duration::from_millis(hi)),
+        failure_rate,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("livechain mock: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(livechain::mock::run_standalone(listen, spec)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("livechain mock: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -12,3 +12,21 @@ pub struct MockSpec {
     /// Probability in [0, 1] that a request fails with the configured failure (HTTP 500 by default).
     pub failure_rate: f64,
 }
+
+// Interface shim until the mock node lands from its branch.
+pub struct MockNode {
+    addr: std::net::SocketAddr,
+}
+impl MockNode {
+    pub fn from_std(listener: std::net::TcpListener, _spec: MockSpec) -> std::io::Result<MockNode> {
+        Ok(MockNode {
+            addr: listener.local_addr()?,
+        })
+    }
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+pub async fn run_standalone(_listen: std::net::SocketAddr, _spec: MockSpec) -> std::io::Result<()> {
+    Ok(())
+}

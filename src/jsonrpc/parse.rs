@@ -1,0 +1,400 @@
+//! Parsing a JSON-RPC 2.0 request body (single call or batch) without copying it.
+//!
+//! Used by the proxy's `request_filter` before an upstream is chosen: the result records *where*
+//! each id, method and params sit in the body, so the exact bytes received can be forwarded and
+//! ids echoed verbatim in any error we answer ourselves.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::error::RpcError;
+
+/// A parsed request body. Ranges index into the body it was parsed from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Single(Call),
+    /// Never empty: an empty batch is an invalid request.
+    Batch(Vec<Item>),
+}
+
+/// One element of a batch: a valid call, or what we answer for an invalid one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Call(Call),
+    Invalid(Invalid),
+}
+
+/// An element that is not a valid JSON-RPC 2.0 request: answered by us, never forwarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// The element's raw id, when it had a usable one (the answer then carries it).
+    pub id: Option<Range<usize>>,
+    pub error: RpcError,
+}
+
+/// A valid request object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The whole object, as received.
+    pub span: Range<usize>,
+    /// The raw id (number, string or null); `None` for a notification.
+    pub id: Option<Range<usize>>,
+    method: Method,
+    /// The raw params (array or object), if present.
+    pub params: Option<Range<usize>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Method {
+    /// The method string's content between its quotes (no escapes in it).
+    Span(Range<usize>),
+    /// A method written with JSON escapes, decoded.
+    Decoded(Box<str>),
+}
+
+impl Call {
+    /// The method name.
+    pub fn method<'b>(&'b self, body: &'b [u8]) -> &'b str {
+        match &self.method {
+            // The span was checked to be valid UTF-8 without escapes when parsed.
+            Method::Span(r) => std::str::from_utf8(&body[r.clone()]).unwrap_or_default(),
+            Method::Decoded(s) => s,
+        }
+    }
+
+    pub fn is_notification(&self) -> bool {
+        self.id.is_none()
+    }
+}
+
+impl Request {
+    /// The number of calls that expect an answer (valid calls with an id, and invalid elements).
+    pub fn expected_answers(&self) -> usize {
+        match self {
+            Request::Single(c) => usize::from(!c.is_notification()),
+            Request::Batch(items) => items
+                .iter()
+                .filter(|i| match i {
+                    Item::Call(c) => !c.is_notification(),
+                    Item::Invalid(_) => true,
+                })
+                .count(),
+        }
+    }
+}
+
+/// Why a body could not be parsed at all; answered with a single error object and id `null`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyError {
+    /// Not JSON (-32700).
+    Parse(String),
+    /// JSON, but not a request or batch (-32600); carries the id when one could be read.
+    Invalid(Invalid),
+    /// More calls in a batch than allowed (-32600).
+    BatchTooLarge { len: usize, max: usize },
+}
+
+/// Loose view of one request object: types are checked by hand so a bad field gives a precise
+/// error and, where possible, keeps the caller's id.
+#[derive(Deserialize)]
+struct RawCall<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+/// Distinguishes `"id": null` (present, value null) from a missing id: plain `Option` would map
+/// both to `None`, and a call with a null id must be answered while a notification must not.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Parses `body` into a [`Request`]. `max_batch` bounds the number of calls in a batch.
+pub fn parse(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .ok_or_else(|| BodyError::Parse("empty request body".into()))?;
+    match body[start] {
+        b'[' => parse_batch(body, max_batch),
+        b'{' => match serde_json::from_slice::<RawCall>(body) {
+            Ok(raw) => {
+                let span = start..trimmed_end(body);
+                check_call(body, raw, span)
+                    .map(Request::Single)
+                    .map_err(BodyError::Invalid)
+            }
+            Err(e) => Err(classify(e)),
+        },
+        _ => match serde_json::from_slice::<&RawValue>(body) {
+            Ok(_) => Err(BodyError::Invalid(Invalid {
+                id: None,
+                error: RpcError::invalid_request("expected a request object or a batch array"),
+            })),
+            Err(e) => Err(BodyError::Parse(e.to_string())),
+        },
+    }
+}
+
+fn parse_batch(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
+    let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(classify)?;
+    if elements.is_empty() {
+        return Err(BodyError::Invalid(Invalid {
+            id: None,
+            error: RpcError::invalid_request("empty batch"),
+        }));
+    }
+    if elements.len() > max_batch {
+        return Err(BodyError::BatchTooLarge {
+            len: elements.len(),
+            max: max_batch,
+        });
+    }
+    let items = elements
+        .into_iter()
+        .map(|el| {
+            let span = offset_of(body, el.get());
+            let item = match serde_json::from_str::<RawCall>(el.get()) {
+                Ok(raw) => check_call(body, raw, span),
+                Err(e) => Err(Invalid {
+                    id: None,
+                    error: RpcError::invalid_request(&not_a_request(el, &e)),
+                }),
+            };
+            item.map_or_else(Item::Invalid, Item::Call)
+        })
+        .collect();
+    Ok(Request::Batch(items))
+}
+
+/// Syntax errors are parse errors; well-formed JSON of the wrong shape is an invalid request.
+fn classify(e: serde_json::Error) -> BodyError {
+    match e.classify() {
+        serde_json::error::Category::Data => BodyError::Invalid(Invalid {
+            id: None,
+            error: RpcError::invalid_request(&e.to_string()),
+        }),
+        _ => BodyError::Parse(e.to_string()),
+    }
+}
+
+fn not_a_request(el: &RawValue, e: &serde_json::Error) -> String {
+    if el.get().starts_with('{') {
+        e.to_string()
+    } else {
+        "expected a request object".to_owned()
+    }
+}
+
+/// Checks a request object's members, returning the call or the error to answer.
+fn check_call(body: &[u8], raw: RawCall<'_>, span: Range<usize>) -> Result<Call, Invalid> {
+    let id = match raw.id {
+        None => None,
+        Some(id) => match id.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(offset_of(body, id.get())),
+            _ => {
+                return Err(Invalid {
+                    id: None,
+                    error: RpcError::invalid_request("id must be a string, a number or null"),
+                })
+            }
+        },
+    };
+    let invalid = |msg: &str| Invalid {
+        id: id.clone(),
+        error: RpcError::invalid_request(msg),
+    };
+    if raw.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return Err(invalid(r#"jsonrpc must be "2.0""#));
+    }
+    let method = match raw.method {
+        None => return Err(invalid("missing method")),
+        Some(m) => method_of(body, m).ok_or_else(|| invalid("method must be a string"))?,
+    };
+    if matches!(&method, Method::Span(r) if r.is_empty())
+        || matches!(&method, Method::Decoded(s) if s.is_empty())
+    {
+        return Err(invalid("method must not be empty"));
+    }
+    let params = match raw.params {
+        None => None,
+        Some(p) => match p.get().as_bytes().first() {
+            Some(b'[' | b'{') => Some(offset_of(body, p.get())),
+            _ => return Err(invalid("params must be an array or an object")),
+        },
+    };
+    Ok(Call {
+        span,
+        id,
+        method,
+        params,
+    })
+}
+
+fn method_of(body: &[u8], raw: &RawValue) -> Option<Method> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    if !text.contains('\\') {
+        let r = offset_of(body, text);
+        return Some(Method::Span(r.start + 1..r.end - 1));
+    }
+    let decoded: Cow<'_, str> = serde_json::from_str(text).ok()?;
+    Some(Method::Decoded(decoded.into()))
+}
+
+/// Where `part`, a slice borrowed from `body`, sits in it.
+fn offset_of(body: &[u8], part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - body.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn trimmed_end(body: &[u8]) -> usize {
+    body.iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |p| p + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(body: &str) -> Call {
+        match parse(body.as_bytes(), 100) {
+            Ok(Request::Single(c)) => c,
+            other => panic!("expected a single call, got {other:?}"),
+        }
+    }
+
+    fn slice(body: &str, r: &Range<usize>) -> String {
+        body[r.clone()].to_owned()
+    }
+
+    #[test]
+    fn single_call_keeps_raw_id_method_and_params() {
+        let body =
+            r#" {"jsonrpc":"2.0","id":1.50,"method":"eth_getBalance","params":["0xab","latest"]} "#;
+        let c = single(body);
+        assert_eq!(slice(body, c.id.as_ref().unwrap()), "1.50");
+        assert_eq!(c.method(body.as_bytes()), "eth_getBalance");
+        assert_eq!(
+            slice(body, c.params.as_ref().unwrap()),
+            r#"["0xab","latest"]"#
+        );
+        assert_eq!(slice(body, &c.span), body.trim());
+    }
+
+    #[test]
+    fn ids_of_every_kind_are_kept_verbatim() {
+        for id in [r#""abc""#, "-7", "1e3", "null", r#""\u0041""#] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"m"}}"#);
+            let c = single(&body);
+            assert_eq!(slice(&body, c.id.as_ref().unwrap()), id);
+        }
+    }
+
+    #[test]
+    fn missing_id_is_a_notification_but_null_id_is_not() {
+        assert!(single(r#"{"jsonrpc":"2.0","method":"m"}"#).is_notification());
+        assert!(!single(r#"{"jsonrpc":"2.0","method":"m","id":null}"#).is_notification());
+    }
+
+    #[test]
+    fn escaped_method_is_decoded() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_\u0063hainId"}"#;
+        assert_eq!(single(body).method(body.as_bytes()), "eth_chainId");
+    }
+
+    #[test]
+    fn invalid_json_is_a_parse_error() {
+        for body in ["", "   ", "{", r#"{"jsonrpc":"2.0",}"#, "[1,", "nope"] {
+            assert!(
+                matches!(parse(body.as_bytes(), 10), Err(BodyError::Parse(_))),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_json_that_is_not_a_request_is_invalid_request() {
+        for body in [
+            "1",
+            r#""x""#,
+            "null",
+            r#"{"jsonrpc":"1.0","id":1,"method":"m"}"#,
+            r#"{"id":1,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":""}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":true,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"m"}"#,
+        ] {
+            let got = parse(body.as_bytes(), 10);
+            assert!(matches!(got, Err(BodyError::Invalid(_))), "{body}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_request_keeps_a_usable_id() {
+        let body = r#"{"jsonrpc":"2.0","id":"k","method":7}"#;
+        match parse(body.as_bytes(), 10) {
+            Err(BodyError::Invalid(inv)) => assert_eq!(slice(body, &inv.id.unwrap()), r#""k""#),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_batch_is_invalid() {
+        assert!(matches!(parse(b" [ ] ", 10), Err(BodyError::Invalid(_))));
+    }
+
+    #[test]
+    fn batch_keeps_order_and_marks_bad_elements() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 1, {"jsonrpc":"2.0","method":"n"},
+                      {"jsonrpc":"2.0","id":"x","method":"b","params":{}}, {"foo":"bar"}]"#;
+        let Ok(Request::Batch(items)) = parse(body.as_bytes(), 10) else {
+            panic!("not a batch")
+        };
+        assert_eq!(items.len(), 5);
+        assert!(matches!(&items[0], Item::Call(c) if c.method(body.as_bytes()) == "a"));
+        assert!(matches!(&items[1], Item::Invalid(i) if i.id.is_none()));
+        assert!(matches!(&items[2], Item::Call(c) if c.is_notification()));
+        assert!(
+            matches!(&items[3], Item::Call(c) if slice(body, c.id.as_ref().unwrap()) == r#""x""#)
+        );
+        assert!(matches!(&items[4], Item::Invalid(_)));
+        assert_eq!(Request::Batch(items).expected_answers(), 4);
+    }
+
+    #[test]
+    fn batch_limit_is_enforced() {
+        let body = format!(
+            "[{}]",
+            vec![r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#; 11].join(",")
+        );
+        assert!(matches!(
+            parse(body.as_bytes(), 10),
+            Err(BodyError::BatchTooLarge { len: 11, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn batch_with_broken_json_is_a_parse_error() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","#;
+        assert!(matches!(
+            parse(body.as_bytes(), 10),
+            Err(BodyError::Parse(_))
+        ));
+    }
+}

@@ -1,0 +1,308 @@
+//! The Pingora proxy service: where every client request enters.
+//!
+//! A JSON-RPC `POST /{chain}` is handled entirely in `request_filter`:
+//! 1. the chain is looked up in the routing snapshot ([`crate::route`]);
+//! 2. the body is read whole ([`read`]) and parsed ([`crate::jsonrpc`]) before any upstream is
+//!    chosen, and bad input is answered here, never forwarded;
+//! 3. the exact bytes received go to an upstream chosen by weight, failing over to another one
+//!    when it cannot answer ([`forward`], [`crate::upstream`]);
+//! 4. the upstream's answer is written back unchanged ([`respond`]).
+//!
+//! The filter then returns `Ok(true)`, so Pingora's own upstream phases never run for these
+//! requests (see `upstream::exchange` for why).
+
+mod forward;
+mod read;
+mod respond;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method};
+use pingora::connectors::http::Connector;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+
+use crate::config::ServerConfig;
+use crate::jsonrpc::{self, batch, code, BodyError, Request, RpcError};
+use crate::route::{Chain, Router};
+use respond::Answer;
+
+/// Limits the proxy applies to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
+    pub max_batch: usize,
+    pub request_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(server: &ServerConfig) -> Limits {
+        Limits {
+            max_body_bytes: server.max_body_bytes,
+            max_response_bytes: server.max_response_bytes,
+            max_batch: DEFAULT_MAX_BATCH,
+            request_timeout: server.request_timeout,
+        }
+    }
+}
+
+/// Calls allowed in one batch.
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+
+/// The proxy application.
+pub struct Livechain {
+    router: Arc<Router>,
+    connector: Arc<Connector>,
+    limits: Limits,
+}
+
+impl Livechain {
+    pub fn new(router: Arc<Router>, connector: Arc<Connector>, limits: Limits) -> Livechain {
+        Livechain {
+            router,
+            connector,
+            limits,
+        }
+    }
+}
+
+/// What one request did, for the access log.
+pub struct RequestCtx {
+    started: Instant,
+    chain: Option<Arc<Chain>>,
+    method: Option<Box<str>>,
+    calls: usize,
+    upstream: Option<Box<str>>,
+    failovers: u32,
+    status: u16,
+}
+
+#[async_trait]
+impl ProxyHttp for Livechain {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            chain: None,
+            method: None,
+            calls: 0,
+            upstream: None,
+            failovers: 0,
+            status: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let answer = self.handle(session, ctx).await;
+        ctx.status = answer.status;
+        respond::write(session, answer).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        // Every request is answered in request_filter; reaching this phase is a bug.
+        Error::e_explain(
+            ErrorType::InternalError,
+            "no upstream phase for this request",
+        )
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map_or(ctx.status, |h| h.status.as_u16());
+        tracing::info!(
+            target: "livechain::access",
+            chain = ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
+            method = ctx.method.as_deref().unwrap_or("-"),
+            calls = ctx.calls,
+            upstream = ctx.upstream.as_deref().unwrap_or("-"),
+            status,
+            failovers = ctx.failovers,
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = e.map(|e| e.etype().as_str()),
+        );
+    }
+}
+
+impl Livechain {
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answer {
+        let snapshot = self.router.load();
+        let segment = chain_segment(session.req_header().uri.path());
+        let Some(chain) = segment.and_then(|s| snapshot.chain(s)) else {
+            let known: Vec<String> = snapshot
+                .chains()
+                .map(|c| format!("/{} (/{})", c.name, c.chain_id))
+                .collect();
+            let msg = format!(
+                "unknown chain {:?}; this endpoint serves {}",
+                jsonrpc::error::quote(segment.unwrap_or("")),
+                known.join(", ")
+            );
+            return self
+                .early(session, 404, RpcError::new(code::INVALID_REQUEST, msg))
+                .await;
+        };
+        ctx.chain = Some(chain.clone());
+        let method = session.req_header().method.clone();
+        if method == Method::OPTIONS {
+            return respond::preflight();
+        }
+        if method != Method::POST {
+            let err = RpcError::new(
+                code::INVALID_REQUEST,
+                format!("method {method} not allowed: send JSON-RPC requests with POST"),
+            );
+            return self
+                .early(session, 405, err)
+                .await
+                .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        }
+        if let Err(answer) = read::check_content_type(session) {
+            return self.finish_early(session, answer).await;
+        }
+        let body = match read::body(
+            session,
+            self.limits.max_body_bytes,
+            self.limits.request_timeout,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(answer) => return answer,
+        };
+        self.jsonrpc(chain, body, ctx).await
+    }
+
+    async fn jsonrpc(&self, chain: &Chain, body: Bytes, ctx: &mut RequestCtx) -> Answer {
+        let request = match jsonrpc::parse(&body, self.limits.max_batch) {
+            Ok(r) => r,
+            Err(e) => return body_error(&body, e),
+        };
+        let (first, calls) = match &request {
+            Request::Single(c) => (Some(c), 1),
+            Request::Batch(items) => (batch::answered_calls(items).next(), items.len()),
+        };
+        ctx.method = first.map(|c| jsonrpc::error::quote(c.method(&body)).into());
+        ctx.calls = calls;
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+
+        // A batch with invalid elements: those are answered here, the rest goes upstream.
+        let partial = match &request {
+            Request::Batch(items) if !batch::all_valid(items) => Some(items),
+            _ => None,
+        };
+        let outgoing = match partial {
+            None => body.clone(),
+            Some(items) => match batch::forwardable(&body, items) {
+                Some(sub) => Bytes::from(sub),
+                None => return Answer::json(200, batch::reassemble(&body, items, None)),
+            },
+        };
+        let result = forward::forward(
+            chain,
+            &self.connector,
+            outgoing,
+            self.limits.max_response_bytes,
+            deadline,
+        )
+        .await;
+        match result {
+            Ok(done) => {
+                ctx.upstream = Some(done.upstream.name.as_str().into());
+                ctx.failovers = done.failovers;
+                let resp = done.response;
+                let answer = match partial {
+                    None => {
+                        let mut a = Answer::json(resp.status, resp.body);
+                        if let Some(enc) = resp.content_encoding {
+                            a = a.with_header(header::CONTENT_ENCODING, enc);
+                        }
+                        a
+                    }
+                    Some(items) => {
+                        Answer::json(200, batch::reassemble(&body, items, Some(&resp.body)))
+                    }
+                };
+                answer
+            }
+            Err(failure) => {
+                if let forward::Failure::Timeout { failovers }
+                | forward::Failure::AllFailed { failovers, .. } = &failure
+                {
+                    ctx.failovers = *failovers;
+                }
+                let (status, err) = failure.to_error(&chain.name);
+                Answer::json(status, respond::error_for_all(&body, &request, &err))
+            }
+        }
+    }
+
+    /// Answers before the body was read: drain it first so the connection can be reused.
+    async fn early(&self, session: &mut Session, status: u16, err: RpcError) -> Answer {
+        self.finish_early(session, Answer::rpc_error(status, &err))
+            .await
+    }
+
+    async fn finish_early(&self, session: &mut Session, answer: Answer) -> Answer {
+        if read::drain(
+            session,
+            self.limits.max_body_bytes,
+            self.limits.request_timeout,
+        )
+        .await
+        {
+            answer
+        } else {
+            answer.closing()
+        }
+    }
+}
+
+/// The answer to a body that is not a JSON-RPC request at all.
+fn body_error(body: &[u8], e: BodyError) -> Answer {
+    match e {
+        BodyError::Parse(detail) => Answer::rpc_error(400, &RpcError::parse_error(&detail)),
+        BodyError::Invalid(inv) => Answer::json(
+            400,
+            jsonrpc::error::error_body(inv.id.map(|r| &body[r]), &inv.error),
+        ),
+        BodyError::BatchTooLarge { len, max } => Answer::rpc_error(
+            400,
+            &RpcError::new(
+                code::INVALID_REQUEST,
+                format!("batch of {len} calls is larger than the limit of {max}"),
+            ),
+        ),
+    }
+}
+
+/// The chain named by a path: `/ethereum`, `/ethereum/`, `/1`.
+fn chain_segment(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain_segment;
+
+    #[test]
+    fn chain_is_the_only_path_segment() {
+        assert_eq!(chain_segment("/ethereum"), Some("ethereum"));
+        assert_eq!(chain_segment("/137/"), Some("137"));
+        assert_eq!(chain_segment("/"), None);
+        assert_eq!(chain_segment("/a/b"), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! The routing table: chains by name and id, each with its upstreams behind a
+//! `pingora-load-balancing` weighted selector.
+//!
+//! The table is an immutable [`Snapshot`] behind an `ArcSwap` in the [`Router`]: a request loads it
+//! once and keeps using it to the end, so swapping in a new one (hot reload) never disturbs
+//! requests in flight.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+
+use crate::upstream::Upstream;
+
+/// Holder of the current routing snapshot.
+pub struct Router {
+    current: ArcSwap<Snapshot>,
+}
+
+impl Router {
+    pub fn new(snapshot: Snapshot) -> Router {
+        Router {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the whole table; requests already holding the old one finish on it.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+}
+
+/// One immutable routing table.
+pub struct Snapshot {
+    chains: Vec<Arc<Chain>>,
+    by_name: HashMap<String, usize>,
+    by_id: HashMap<u64, usize>,
+}
+
+impl Snapshot {
+    pub fn new(chains: Vec<Chain>) -> Snapshot {
+        let chains: Vec<Arc<Chain>> = chains.into_iter().map(Arc::new).collect();
+        let by_name = chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let by_id = chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.chain_id, i))
+            .collect();
+        Snapshot {
+            chains,
+            by_name,
+            by_id,
+        }
+    }
+
+    /// Finds a chain by the first path segment: its name, or its decimal chain id.
+    pub fn chain(&self, segment: &str) -> Option<&Arc<Chain>> {
+        let index = if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            self.by_id.get(&segment.parse::<u64>().ok()?)
+        } else {
+            self.by_name.get(segment)
+        };
+        index.map(|&i| &self.chains[i])
+    }
+
+    pub fn chains(&self) -> impl Iterator<Item = &Arc<Chain>> {
+        self.chains.iter()
+    }
+}
+
+/// A chain and the upstreams that serve it.
+pub struct Chain {
+    pub name: String,
+    pub chain_id: u64,
+    pub max_block_lag: u64,
+    upstreams: Vec<Arc<Upstream>>,
+    balancer: LoadBalancer<RoundRobin>,
+}
+
+impl Chain {
+    pub fn new(
+        name: String,
+        chain_id: u64,
+        max_block_lag: u64,
+        upstreams: Vec<Arc<Upstream>>,
+    ) -> Chain {
+        let backends: BTreeSet<Backend> = upstreams.iter().map(backend_of).collect();
+        let balancer = LoadBalancer::from_backends(Backends::new(discovery::Static::new(backends)));
+        // Static discovery never blocks or fails; the selector is empty until the first update.
+        let _ = futures_now(balancer.update());
+        Chain {
+            name,
+            chain_id,
+            max_block_lag,
+            upstreams,
+            balancer,
+        }
+    }
+
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Picks an upstream by weight among those `accept` allows (e.g. not yet tried for this
+    /// request). `None` when none is usable.
+    pub fn select(&self, accept: impl Fn(&Upstream) -> bool) -> Option<Arc<Upstream>> {
+        // Enough draws for the weighted pass and the uniform fallback to visit every upstream.
+        let draws = self.upstreams.len() * 4 + 8;
+        self.balancer
+            .select_with(b"", draws, |b, healthy| {
+                healthy && upstream_of(b).is_some_and(|u| u.is_resolved() && accept(u))
+            })
+            .and_then(|b| upstream_of(&b).cloned())
+    }
+}
+
+fn upstream_of(b: &Backend) -> Option<&Arc<Upstream>> {
+    b.ext.get::<Arc<Upstream>>()
+}
+
+/// A backend whose identity is the upstream (chain, name, weight), not its address: several
+/// upstreams may share one provider host, and the real peer lives on the upstream itself.
+fn backend_of(up: &Arc<Upstream>) -> Backend {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&up.chain, &up.name, &up.display).hash(&mut h);
+    let path = format!("/livechain/upstream/{:016x}", h.finish());
+    let addr = std::os::unix::net::SocketAddr::from_pathname(path)
+        .expect("a short absolute path is a valid unix socket address");
+    let mut b = Backend {
+        addr: PeerAddr::Unix(addr),
+        weight: up.weight as usize,
+        ext: Default::default(),
+    };
+    b.ext.insert(up.clone());
+    b
+}
+
+/// Drives a future that completes without waiting (static discovery) to completion.
+fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}

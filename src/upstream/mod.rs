@@ -1,0 +1,211 @@
+//! One upstream node: where its requests go (address, TLS, path, headers), the Pingora peer used
+//! to reach it, and the HTTP exchange with it (`exchange`).
+//!
+//! An [`Upstream`] is immutable once built except for its resolved address, which the DNS refresh
+//! task (`resolve`) swaps in. The proxy reads it from the routing snapshot on every request.
+
+mod exchange;
+pub mod redact;
+mod resolve;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use http::{HeaderName, HeaderValue};
+use pingora::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::WrappedX509;
+use url::Url;
+
+use crate::config::{ServerConfig, UpstreamConfig};
+
+pub use exchange::{ExchangeError, Response};
+pub use resolve::DnsRefresh;
+
+/// Errors building an upstream from an already validated config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("upstream {name}: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+/// One upstream node of a chain.
+pub struct Upstream {
+    pub name: String,
+    pub chain: String,
+    pub weight: u32,
+    /// The URL without credentials, path or query: safe for logs, metrics and responses.
+    pub display: String,
+    /// WebSocket URL, when the upstream has one.
+    pub ws: Option<Url>,
+    endpoint: Endpoint,
+    /// `None` until the host name has been resolved at least once.
+    peer: ArcSwapOption<HttpPeer>,
+}
+
+/// Everything needed to send one request, precomputed so the request path only clones.
+struct Endpoint {
+    host: String,
+    /// Set when the host is an IP literal: never resolved again.
+    ip: Option<IpAddr>,
+    port: u16,
+    tls: bool,
+    /// Path and query, e.g. `/v3/KEY`.
+    path: String,
+    /// Request headers sent every time: Host, Content-Type, User-Agent, credentials, extras.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    ca: Option<Arc<[WrappedX509]>>,
+}
+
+impl Upstream {
+    /// Builds an upstream that sends its JSON-RPC requests to `http` (for a mock node, its
+    /// loopback URL). IP literals are ready at once; host names wait for [`Upstream::resolve`].
+    pub fn new(
+        chain: &str,
+        cfg: &UpstreamConfig,
+        http: &Url,
+        ws: Option<Url>,
+        server: &ServerConfig,
+    ) -> Result<Upstream, BuildError> {
+        let invalid = |reason: String| BuildError::Invalid {
+            name: cfg.name.clone(),
+            reason,
+        };
+        let tls = http.scheme() == "https";
+        let host = http
+            .host_str()
+            .ok_or_else(|| invalid("URL has no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = http
+            .port_or_known_default()
+            .ok_or_else(|| invalid("URL has no port".into()))?;
+        let mut path = http.path().to_owned();
+        if let Some(q) = http.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        let headers = request_headers(http, cfg).map_err(invalid)?;
+        let ca = match &cfg.tls_ca_file {
+            Some(file) => Some(load_ca(file).map_err(invalid)?),
+            None => None,
+        };
+        let up = Upstream {
+            name: cfg.name.clone(),
+            chain: chain.to_owned(),
+            weight: cfg.weight.get(),
+            display: redact::redact(http),
+            ws,
+            endpoint: Endpoint {
+                ip: host.parse().ok(),
+                host,
+                port,
+                tls,
+                path,
+                headers,
+                connect_timeout: server.connect_timeout,
+                idle_timeout: server.upstream_idle_timeout,
+                ca,
+            },
+            peer: ArcSwapOption::empty(),
+        };
+        if let Some(ip) = up.endpoint.ip {
+            up.set_addr(SocketAddr::new(ip, port));
+        }
+        Ok(up)
+    }
+
+    /// Whether the upstream has an address to connect to.
+    pub fn is_resolved(&self) -> bool {
+        self.peer.load().is_some()
+    }
+
+    /// Points new connections at `addr` (existing pooled ones to the old address drain away).
+    fn set_addr(&self, addr: SocketAddr) {
+        if self
+            .peer
+            .load()
+            .as_ref()
+            .is_some_and(|p| p._address == pingora::protocols::l4::socket::SocketAddr::Inet(addr))
+        {
+            return;
+        }
+        let e = &self.endpoint;
+        // With rustls an empty SNI silently disables certificate verification: always set it.
+        let mut peer = HttpPeer::new(addr, e.tls, e.host.clone());
+        peer.options.connection_timeout = Some(e.connect_timeout);
+        peer.options.total_connection_timeout = Some(e.connect_timeout);
+        peer.options.idle_timeout = Some(e.idle_timeout);
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+        peer.options.ca = e.ca.clone();
+        self.peer.store(Some(Arc::new(peer)));
+    }
+}
+
+fn request_headers(
+    http: &Url,
+    cfg: &UpstreamConfig,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let mut headers = Vec::with_capacity(4 + cfg.headers.len());
+    let host = match http.port() {
+        Some(p) => format!("{}:{p}", http.host_str().unwrap_or_default()),
+        None => http.host_str().unwrap_or_default().to_owned(),
+    };
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|_| "invalid header value".to_owned());
+    headers.push((http::header::HOST, value(&host)?));
+    headers.push((
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    ));
+    headers.push((
+        http::header::USER_AGENT,
+        HeaderValue::from_static(concat!("livechain/", env!("CARGO_PKG_VERSION"))),
+    ));
+    if !http.username().is_empty() || http.password().is_some() {
+        let user = percent_decode(http.username());
+        let pass = percent_decode(http.password().unwrap_or(""));
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        let mut v = value(&format!("Basic {token}"))?;
+        v.set_sensitive(true);
+        headers.push((http::header::AUTHORIZATION, v));
+    }
+    for (name, v) in &cfg.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let mut v = value(v)?;
+        v.set_sensitive(true);
+        headers.push((name, v));
+    }
+    Ok(headers)
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Reads the CA certificates of a `tls_ca_file`, checking each parses so the TLS layer (which
+/// panics on a bad certificate) never sees one.
+fn load_ca(file: &Path) -> Result<Arc<[WrappedX509]>, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let mut certs = Vec::new();
+    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = der.map_err(|e| format!("{}: bad PEM: {e}", file.display()))?;
+        let raw = der.as_ref().to_vec();
+        x509_parser::parse_x509_certificate(&raw)
+            .map_err(|e| format!("{}: bad certificate: {e}", file.display()))?;
+        certs.push(WrappedX509::new(raw, pingora_core::utils::tls::parse_x509));
+    }
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in file", file.display()));
+    }
+    Ok(certs.into())
+}

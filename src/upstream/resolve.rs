@@ -1,0 +1,87 @@
+//! Host name resolution for upstreams, off the request path.
+//!
+//! Pingora's `HttpPeer::new` takes a resolved address and never resolves again, so upstreams
+//! with host names are resolved here: once before the proxy starts serving, then periodically by
+//! a background service, so a provider moving its IPs is followed without a restart.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::Upstream;
+use crate::route::Router;
+
+impl Upstream {
+    /// Resolves the host name (no-op for IP literals). Keeps the last good address on failure.
+    pub async fn resolve(&self) {
+        if self.endpoint.ip.is_some() {
+            return;
+        }
+        let target = (self.endpoint.host.as_str(), self.endpoint.port);
+        match tokio::net::lookup_host(target).await {
+            Ok(addrs) => match pick(addrs) {
+                Some(addr) => self.set_addr(addr),
+                None => {
+                    tracing::warn!(upstream = %self.name, chain = %self.chain, "host name resolved to no address")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(upstream = %self.name, chain = %self.chain, error = %e, "resolving host name failed")
+            }
+        }
+    }
+
+    /// Blocking resolution for start-up, before any runtime exists.
+    pub fn resolve_blocking(&self) {
+        use std::net::ToSocketAddrs;
+        if self.endpoint.ip.is_some() {
+            return;
+        }
+        match (self.endpoint.host.as_str(), self.endpoint.port).to_socket_addrs() {
+            Ok(addrs) => {
+                if let Some(addr) = pick(addrs) {
+                    self.set_addr(addr);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %self.name, chain = %self.chain, error = %e, "resolving host name failed; will retry")
+            }
+        }
+    }
+}
+
+/// Prefers IPv4: many hosts publish AAAA records without working IPv6 routes to them.
+fn pick(addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> {
+    let all: Vec<SocketAddr> = addrs.collect();
+    all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
+}
+
+/// Background service re-resolving every upstream of the current routing snapshot.
+pub struct DnsRefresh {
+    pub router: Arc<Router>,
+    pub every: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for DnsRefresh {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let snapshot = self.router.load();
+            for chain in snapshot.chains() {
+                for up in chain.upstreams() {
+                    up.resolve().await;
+                }
+            }
+        }
+    }
+}
