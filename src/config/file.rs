@@ -1,0 +1,172 @@
+//! The user-facing shape of `livechain.toml` and the upstreams file, exactly as serde reads them.
+//!
+//! These structs only describe syntax: every table denies unknown keys (a typo must not silently
+//! fall back to a default), and defaults live in named functions so the documented value and the
+//! code cannot drift. Range checks, interpolation and path resolution happen in `validate.rs`;
+//! strings that may hold `${VAR}` stay uninterpreted here.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `livechain.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MainFile {
+    #[serde(default)]
+    pub server: ServerFile,
+}
+
+/// `[server]`. The whole table is optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerFile {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_threads")]
+    pub threads: u64,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_upstream_idle_timeout_ms")]
+    pub upstream_idle_timeout_ms: u64,
+    #[serde(default = "default_grace_period_ms")]
+    pub grace_period_ms: u64,
+    #[serde(default = "default_dns_refresh_ms")]
+    pub dns_refresh_ms: u64,
+    /// Relative to the directory of `livechain.toml`.
+    #[serde(default = "default_upstreams")]
+    pub upstreams: String,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: default_listen(),
+            threads: default_threads(),
+            max_body_bytes: default_max_body_bytes(),
+            max_response_bytes: default_max_response_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            upstream_idle_timeout_ms: default_upstream_idle_timeout_ms(),
+            grace_period_ms: default_grace_period_ms(),
+            dns_refresh_ms: default_dns_refresh_ms(),
+            upstreams: default_upstreams(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8545".to_string()
+}
+
+/// One worker per CPU; `available_parallelism` can fail in odd sandboxes, hence the fallback.
+fn default_threads() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+fn default_max_body_bytes() -> u64 {
+    1024 * 1024
+}
+
+/// Large on purpose: `eth_getLogs` and trace responses can legitimately be tens of megabytes.
+fn default_max_response_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_upstream_idle_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_grace_period_ms() -> u64 {
+    5_000
+}
+
+fn default_dns_refresh_ms() -> u64 {
+    30_000
+}
+
+fn default_upstreams() -> String {
+    "upstreams.toml".to_string()
+}
+
+/// The upstreams file. A missing `chains` table is reported by validation, not by serde, so the
+/// message can say what is expected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamsFile {
+    #[serde(default)]
+    pub chains: BTreeMap<String, ChainFile>,
+}
+
+/// `[chains.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChainFile {
+    pub chain_id: u64,
+    #[serde(default = "default_max_block_lag")]
+    pub max_block_lag: u64,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamFile>,
+}
+
+fn default_max_block_lag() -> u64 {
+    3
+}
+
+/// `[[chains.NAME.upstreams]]`: either a real node (`http`, ...) or a `mock`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamFile {
+    pub name: String,
+    pub http: Option<String>,
+    pub ws: Option<String>,
+    pub mock: Option<MockFile>,
+    /// Signed and wide so that 0 and negative values reach validation and get a clear message.
+    #[serde(default = "default_weight")]
+    pub weight: i64,
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Relative to the directory of the upstreams file.
+    pub tls_ca_file: Option<String>,
+}
+
+fn default_weight() -> i64 {
+    1
+}
+
+/// `mock = { ... }`: an in-process mock node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MockFile {
+    #[serde(default = "default_block_time_ms")]
+    pub block_time_ms: u64,
+    #[serde(default = "default_latency_ms")]
+    pub latency_ms: Vec<u64>,
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate: f64,
+}
+
+fn default_block_time_ms() -> u64 {
+    1_000
+}
+
+fn default_latency_ms() -> Vec<u64> {
+    vec![0, 0]
+}
+
+fn default_failure_rate() -> f64 {
+    0.0
+}

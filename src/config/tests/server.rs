@@ -1,0 +1,221 @@
+//! `livechain.toml`: the documented example, defaults, and every `[server]` rule.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8545"         # JSON-RPC over HTTP
+threads = 2
+max_body_bytes = 1048576
+request_timeout_ms = 10000
+upstreams = "upstreams.toml"      # relative to this file
+"#;
+
+fn server_ok(text: &str) -> ServerConfig {
+    parse_server(text, Path::new(MAIN), env).expect("config should be accepted")
+}
+
+#[test]
+fn example_parses() {
+    let s = server_ok(EXAMPLE);
+    assert_eq!(s.listen, "127.0.0.1:8545".parse().unwrap());
+    assert_eq!(s.threads, 2);
+    assert_eq!(s.max_body_bytes, 1_048_576);
+    assert_eq!(s.request_timeout, Duration::from_secs(10));
+    assert_eq!(s.upstreams_path, PathBuf::from("conf/upstreams.toml"));
+}
+
+#[test]
+fn optional_keys_default() {
+    let s = server_ok(EXAMPLE);
+    assert_eq!(s.max_response_bytes, 134_217_728);
+    assert_eq!(s.connect_timeout, Duration::from_millis(2000));
+    assert_eq!(s.upstream_idle_timeout, Duration::from_millis(30_000));
+    assert_eq!(s.grace_period, Duration::from_millis(5000));
+    assert_eq!(s.dns_refresh, Duration::from_millis(30_000));
+}
+
+#[test]
+fn whole_server_table_may_be_omitted() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for text in ["", "[server]\n"] {
+        let s = server_ok(text);
+        assert_eq!(s.listen, "127.0.0.1:8545".parse().unwrap());
+        assert_eq!(s.threads, cpus);
+        assert_eq!(s.max_body_bytes, 1_048_576);
+        assert_eq!(s.request_timeout, Duration::from_millis(10_000));
+        assert_eq!(s.upstreams_path, PathBuf::from("conf/upstreams.toml"));
+    }
+}
+
+#[test]
+fn optional_keys_are_accepted() {
+    let s = server_ok(
+        "[server]\nmax_response_bytes = 2048\nconnect_timeout_ms = 1\n\
+         upstream_idle_timeout_ms = 2\ngrace_period_ms = 3\ndns_refresh_ms = 4\n",
+    );
+    assert_eq!(s.max_response_bytes, 2048);
+    assert_eq!(s.connect_timeout, Duration::from_millis(1));
+    assert_eq!(s.upstream_idle_timeout, Duration::from_millis(2));
+    assert_eq!(s.grace_period, Duration::from_millis(3));
+    assert_eq!(s.dns_refresh, Duration::from_millis(4));
+}
+
+#[test]
+fn upstreams_path_is_relative_to_the_main_file() {
+    let parse = |main: &str, upstreams: &str| {
+        let text = format!("[server]\nupstreams = {upstreams:?}\n");
+        parse_server(&text, Path::new(main), env)
+            .unwrap()
+            .upstreams_path
+    };
+    assert_eq!(
+        parse("/etc/lc/main.toml", "u.toml"),
+        PathBuf::from("/etc/lc/u.toml")
+    );
+    assert_eq!(
+        parse("/etc/lc/main.toml", "/srv/u.toml"),
+        PathBuf::from("/srv/u.toml")
+    );
+    assert_eq!(
+        parse("main.toml", "sub/u.toml"),
+        PathBuf::from("sub/u.toml")
+    );
+}
+
+#[test]
+fn empty_upstreams_path_is_rejected() {
+    assert_eq!(
+        server_err("[server]\nupstreams = \"\""),
+        "conf/livechain.toml: server.upstreams: must not be empty"
+    );
+}
+
+#[test]
+fn listen_must_be_a_socket_address() {
+    assert_eq!(
+        server_err("[server]\nlisten = \"localhost:8545\""),
+        "conf/livechain.toml: server.listen: invalid socket address \"localhost:8545\" \
+         (expected IP:PORT, e.g. \"127.0.0.1:8545\")"
+    );
+}
+
+#[test]
+fn listen_is_interpolated() {
+    let s = server_ok("[server]\nlisten = \"${LISTEN}\"");
+    assert_eq!(s.listen, "0.0.0.0:9000".parse().unwrap());
+}
+
+#[test]
+fn missing_env_var_names_variable_and_key() {
+    assert_eq!(
+        server_err("[server]\nlisten = \"${NOT_SET}\""),
+        "conf/livechain.toml: server.listen: environment variable \"NOT_SET\" is not set"
+    );
+}
+
+#[test]
+fn threads_must_be_between_1_and_1024() {
+    for threads in [0, 1025] {
+        assert_eq!(
+            server_err(&format!("[server]\nthreads = {threads}")),
+            format!(
+                "conf/livechain.toml: server.threads: must be between 1 and 1024, got {threads}"
+            )
+        );
+    }
+    assert_eq!(server_ok("[server]\nthreads = 1024").threads, 1024);
+}
+
+#[test]
+fn max_body_bytes_must_be_at_least_1024() {
+    assert_eq!(
+        server_err("[server]\nmax_body_bytes = 1023"),
+        "conf/livechain.toml: server.max_body_bytes: must be at least 1024, got 1023"
+    );
+    assert_eq!(
+        server_ok("[server]\nmax_body_bytes = 1024").max_body_bytes,
+        1024
+    );
+}
+
+#[test]
+fn timeouts_must_be_positive() {
+    let err = server_err(
+        "[server]\nrequest_timeout_ms = 0\nconnect_timeout_ms = 0\n\
+         upstream_idle_timeout_ms = 0\ngrace_period_ms = 0\ndns_refresh_ms = 0\n",
+    );
+    let expected: Vec<String> = [
+        "request_timeout_ms",
+        "connect_timeout_ms",
+        "upstream_idle_timeout_ms",
+        "grace_period_ms",
+        "dns_refresh_ms",
+    ]
+    .iter()
+    .map(|k| format!("conf/livechain.toml: server.{k}: must be greater than 0"))
+    .collect();
+    assert_eq!(err, expected.join("\n"));
+}
+
+#[test]
+fn all_problems_are_listed_one_per_line() {
+    let err = parse_server(
+        "[server]\nlisten = \"nope\"\nthreads = 0\nmax_body_bytes = 1\n",
+        Path::new(MAIN),
+        env,
+    )
+    .unwrap_err();
+    assert_eq!(err.problems().len(), 3);
+    let lines: Vec<_> = err.to_string().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines
+        .iter()
+        .all(|l| l.starts_with("conf/livechain.toml: server.")));
+}
+
+#[test]
+fn unknown_key_reports_its_line() {
+    let err = server_err("[server]\nlisten = \"127.0.0.1:1\"\nthreadz = 2\n");
+    assert!(
+        err.starts_with("conf/livechain.toml: TOML parse error at line 3, column 1"),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `threadz`"), "{err}");
+    let err = server_err("[servers]\n");
+    assert!(
+        err.contains("line 1") && err.contains("unknown field `servers`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn syntax_error_reports_its_line() {
+    let err = parse_server("[server]\nthreads = 2\nlisten = \n", Path::new(MAIN), env).unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("conf/livechain.toml: TOML parse error at line 3"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn type_error_reports_its_line() {
+    let err = server_err("[server]\n\nthreads = \"two\"\n");
+    assert!(
+        err.starts_with("conf/livechain.toml: TOML parse error at line 3, column 11"),
+        "{err}"
+    );
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn interpolated_listen_never_leaks() {
+    let err = server_err("[server]\nlisten = \"${BAD_LISTEN}\"");
+    assert!(!err.contains(INFURA_SECRET), "{err}");
+    assert!(err.contains("\"${BAD_LISTEN}\""), "{err}");
+}

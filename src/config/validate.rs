@@ -1,0 +1,260 @@
+//! Turns the deserialised file structs into the internal [`model`](super::model) types.
+//!
+//! Validation walks the whole file and collects every problem before failing, so one run shows
+//! everything that needs fixing. Values that fail are replaced by placeholders or dropped while the
+//! walk continues; [`Problems::finish`] guarantees no such partial result ever escapes.
+//!
+//! This file covers `[server]` and the chain level of the upstreams file; one upstream entry is
+//! checked in `upstream.rs`.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, Problems};
+use super::file::{ServerFile, UpstreamsFile};
+use super::interpolate::{expand, Env};
+use super::model::{ChainConfig, ServerConfig, UpstreamsConfig};
+use super::upstream;
+
+/// The first path segment of a request selects a chain, so these cannot be chain names.
+const RESERVED_CHAIN_NAMES: &[&str] = &["health", "status", "metrics", "v1", "api", "ws"];
+
+const MAX_THREADS: u64 = 1024;
+const MIN_BODY_BYTES: u64 = 1024;
+
+pub(crate) fn server(
+    file: &ServerFile,
+    path: &Path,
+    env: Env<'_>,
+) -> Result<ServerConfig, ConfigError> {
+    let mut p = Problems::new(path);
+
+    let listen = match expand(&file.listen, env) {
+        Err(e) => {
+            p.push("server.listen", e.to_string());
+            None
+        }
+        Ok(v) => match v.value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                p.push(
+                    "server.listen",
+                    format!(
+                        "invalid socket address {:?} (expected IP:PORT, e.g. \"127.0.0.1:8545\")",
+                        v.raw
+                    ),
+                );
+                None
+            }
+        },
+    };
+
+    if !(1..=MAX_THREADS).contains(&file.threads) {
+        p.push(
+            "server.threads",
+            format!("must be between 1 and {MAX_THREADS}, got {}", file.threads),
+        );
+    }
+    let max_body_bytes = min_bytes(&mut p, "server.max_body_bytes", file.max_body_bytes);
+    let max_response_bytes =
+        min_bytes(&mut p, "server.max_response_bytes", file.max_response_bytes);
+    let request_timeout = millis(&mut p, "server.request_timeout_ms", file.request_timeout_ms);
+    let connect_timeout = millis(&mut p, "server.connect_timeout_ms", file.connect_timeout_ms);
+    let upstream_idle_timeout = millis(
+        &mut p,
+        "server.upstream_idle_timeout_ms",
+        file.upstream_idle_timeout_ms,
+    );
+    let grace_period = millis(&mut p, "server.grace_period_ms", file.grace_period_ms);
+    let dns_refresh = millis(&mut p, "server.dns_refresh_ms", file.dns_refresh_ms);
+
+    let upstreams_path = upstreams_path(path, &file.upstreams);
+    if upstreams_path.is_none() {
+        p.push("server.upstreams", "must not be empty");
+    }
+
+    // Placeholders below are only reached when a problem was recorded, and `finish` then
+    // returns the problems instead.
+    p.finish(ServerConfig {
+        listen: listen.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        threads: usize::try_from(file.threads).unwrap_or(1),
+        max_body_bytes,
+        max_response_bytes,
+        request_timeout,
+        connect_timeout,
+        upstream_idle_timeout,
+        grace_period,
+        dns_refresh,
+        upstreams_path: upstreams_path.unwrap_or_default(),
+    })
+}
+
+/// Where `server.upstreams` points: relative to the main file's directory. `None` if empty.
+pub(crate) fn upstreams_path(main_file: &Path, raw: &str) -> Option<PathBuf> {
+    (!raw.is_empty()).then(|| relative_to(main_file, raw))
+}
+
+/// Resolves a path written in `file` against that file's directory (absolute paths stay as
+/// they are), so configs work regardless of the process's working directory.
+pub(crate) fn relative_to(file: &Path, written: &str) -> PathBuf {
+    file.parent().unwrap_or(Path::new("")).join(written)
+}
+
+fn min_bytes(p: &mut Problems, key: &str, value: u64) -> usize {
+    if value < MIN_BODY_BYTES {
+        p.push(
+            key,
+            format!("must be at least {MIN_BODY_BYTES}, got {value}"),
+        );
+    }
+    usize::try_from(value).unwrap_or_else(|_| {
+        p.push(key, format!("{value} is too large for this platform"));
+        0
+    })
+}
+
+fn millis(p: &mut Problems, key: &str, value: u64) -> Duration {
+    if value == 0 {
+        p.push(key, "must be greater than 0");
+    }
+    Duration::from_millis(value)
+}
+
+pub(crate) fn upstreams(
+    file: &UpstreamsFile,
+    path: &Path,
+    env: Env<'_>,
+) -> Result<UpstreamsConfig, ConfigError> {
+    let mut p = Problems::new(path);
+    if file.chains.is_empty() {
+        p.push(
+            "chains",
+            "at least one chain is required, e.g. [chains.ethereum] with chain_id = 1",
+        );
+    }
+
+    let mut owners: BTreeMap<u64, &str> = BTreeMap::new();
+    let mut chains = BTreeMap::new();
+    for (name, chain) in &file.chains {
+        let key = format!("chains.{}", key_segment(name));
+        check_chain_name(&mut p, &key, name);
+
+        if chain.chain_id == 0 {
+            p.push(format!("{key}.chain_id"), "must be greater than 0");
+        } else {
+            match owners.entry(chain.chain_id) {
+                Entry::Vacant(slot) => {
+                    slot.insert(name);
+                }
+                Entry::Occupied(first) => p.push(
+                    format!("{key}.chain_id"),
+                    format!(
+                        "chain_id {} is used by both chains {:?} and {name:?}",
+                        chain.chain_id,
+                        first.get()
+                    ),
+                ),
+            }
+        }
+
+        if chain.upstreams.is_empty() {
+            p.push(
+                format!("{key}.upstreams"),
+                "at least one upstream is required ([[chains.NAME.upstreams]])",
+            );
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut list = Vec::with_capacity(chain.upstreams.len());
+        for (i, entry) in chain.upstreams.iter().enumerate() {
+            let ukey = format!("{key}.upstreams[{i}]");
+            check_name(&mut p, &format!("{ukey}.name"), "upstream", &entry.name);
+            if let Some(&first) = seen.get(entry.name.as_str()) {
+                p.push(
+                    format!("{ukey}.name"),
+                    format!(
+                        "duplicate upstream name {:?} (also used by {key}.upstreams[{first}])",
+                        entry.name
+                    ),
+                );
+            } else {
+                seen.insert(&entry.name, i);
+            }
+            let cx = upstream::Context {
+                file: path,
+                key: &ukey,
+                chain_id: chain.chain_id,
+                env,
+            };
+            list.extend(upstream::convert(entry, &cx, &mut p));
+        }
+
+        chains.insert(
+            name.clone(),
+            ChainConfig {
+                name: name.clone(),
+                chain_id: chain.chain_id,
+                max_block_lag: chain.max_block_lag,
+                upstreams: list,
+            },
+        );
+    }
+
+    p.finish(UpstreamsConfig {
+        path: path.to_path_buf(),
+        chains,
+    })
+}
+
+fn check_chain_name(p: &mut Problems, key: &str, name: &str) {
+    if !check_name(p, key, "chain", name) {
+        return;
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        p.push(
+            key,
+            format!("chain name {name:?} must not be all digits (a numeric path segment means a chain id)"),
+        );
+    } else if RESERVED_CHAIN_NAMES.contains(&name) {
+        p.push(
+            key,
+            format!(
+                "chain name {name:?} is reserved (reserved: {})",
+                RESERVED_CHAIN_NAMES.join(", ")
+            ),
+        );
+    }
+}
+
+/// Chain and upstream names end up in URL paths, metric labels and logs, hence the narrow
+/// charset `[a-z0-9][a-z0-9_-]*`. Returns whether the name passed.
+fn check_name(p: &mut Problems, key: &str, what: &str, name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let ok = matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        p.push(
+            key,
+            format!(
+                "invalid {what} name {name:?} (use lowercase letters, digits, _ and -, starting \
+                 with a letter or digit)"
+            ),
+        );
+    }
+    ok
+}
+
+/// A table key as it would be written in TOML: bare when possible, quoted otherwise.
+pub(crate) fn key_segment(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    }
+}
