@@ -381,7 +381,7 @@ mod tests {
     fn batch_limit_is_enforced() {
         let body = format!(
             "[{}]",
-            vec![r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#; 11].join(",")
+            [r#"{"jsonrpc":"2.0","id":1,"method":"a"}"#; 11].join(",")
         );
         assert!(matches!(
             parse(body.as_bytes(), 10),

@@ -129,7 +129,7 @@ impl ProxyHttp for Livechain {
             upstream = ctx.upstream.as_deref().unwrap_or("-"),
             status,
             failovers = ctx.failovers,
-            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            duration_us = ctx.started.elapsed().as_micros() as u64,
             error = e.map(|e| e.etype().as_str()),
         );
     }
@@ -222,7 +222,7 @@ impl Livechain {
                 ctx.upstream = Some(done.upstream.name.as_str().into());
                 ctx.failovers = done.failovers;
                 let resp = done.response;
-                let answer = match partial {
+                match partial {
                     None => {
                         let mut a = Answer::json(resp.status, resp.body);
                         if let Some(enc) = resp.content_encoding {
@@ -233,8 +233,7 @@ impl Livechain {
                     Some(items) => {
                         Answer::json(200, batch::reassemble(&body, items, Some(&resp.body)))
                     }
-                };
-                answer
+                }
             }
             Err(failure) => {
                 if let forward::Failure::Timeout { failovers }

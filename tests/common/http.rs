@@ -109,9 +109,9 @@ impl Client {
             head.push_str(&format!("content-length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");
-        let expect_continue = headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue"));
+        let expect_continue = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
+        });
         let conn = self.connection().await?;
         conn.get_mut().write_all(head.as_bytes()).await?;
         let mut response = if expect_continue {

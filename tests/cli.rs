@@ -1,0 +1,192 @@
+//! The command line: `check`, shipped configs, the default config serving, the standalone mock,
+//! and signals.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn check(config: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run livechain check")
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let out = check(&repo_path("conf/livechain.toml"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The providers example, with its secrets supplied by the environment.
+    let dir = TempDir::new();
+    let main = dir.write(
+        "livechain.toml",
+        &format!(
+            "[server]\nupstreams = \"{}\"\n",
+            repo_path("conf/examples/upstreams.providers.toml").display()
+        ),
+    );
+    let env = [
+        ("INFURA_KEY", "k1"),
+        ("ALCHEMY_KEY", "k2"),
+        ("POLYGON_RPC_PASSWORD", "pw"),
+        ("POLYGON_API_KEY", "k3"),
+    ];
+    let out = check(&main, &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without them, the missing variable is named.
+    let out = check(&main, &env[1..]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("INFURA_KEY"), "{err}");
+}
+
+#[test]
+fn check_names_file_key_and_reason() {
+    let dir = TempDir::new();
+    let main = dir.write("livechain.toml", "[server]\nlisten = \"127.0.0.1:1\"\n");
+    let ups = dir.write(
+        "upstreams.toml",
+        "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"a\"\n\
+         http = \"ftp://example.com\"\nweight = 0\n",
+    );
+    let out = check(&main, &[]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = ups.display().to_string();
+    assert!(err.contains(&file), "{err}");
+    assert!(err.contains("chains.ethereum.upstreams[0].http"), "{err}");
+    assert!(err.contains("chains.ethereum.upstreams[0].weight"), "{err}");
+    assert!(err.contains("weight must be at least 1"), "{err}");
+}
+
+#[test]
+fn invalid_config_exits_before_binding() {
+    let dir = TempDir::new();
+    let main = dir.write(
+        "livechain.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n",
+    );
+    dir.write("upstreams.toml", "");
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&main)
+        .output()
+        .expect("run livechain");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_config_serves_both_chains_from_embedded_mocks() {
+    let ups = std::fs::read_to_string(repo_path("conf/upstreams.toml")).unwrap();
+    let p = Proxy::start(&ups, "").await;
+    let mut c = p.client();
+    // The README's curl example, as curl sends it (no JSON content type).
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#;
+    let r = c
+        .request(
+            "POST",
+            "/ethereum",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let head = r.json()["result"].as_str().unwrap().to_owned();
+    assert!(head.starts_with("0x") && u64::from_str_radix(&head[2..], 16).unwrap() > 0);
+    for (path, id) in [("/polygon", "0x89"), ("/137", "0x89"), ("/1", "0x1")] {
+        let r = c.post(path, &call(2, "eth_chainId", json!([]))).await;
+        assert_eq!(r.json()["result"], id);
+    }
+    let batch = format!(
+        "[{},{}]",
+        String::from_utf8(call(1, "eth_blockNumber", json!([]))).unwrap(),
+        String::from_utf8(call(2, "eth_getBlockByNumber", json!(["latest", false]))).unwrap()
+    );
+    let v = c.post("/polygon", batch.as_bytes()).await.json();
+    assert_eq!(v[0]["id"], 1);
+    assert_eq!(v[1]["id"], 2);
+    assert!(v[1]["result"]["hash"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_and_exits_within_the_grace_period() {
+    let eth = mock_with(1, Duration::from_secs(1), (800, 800)).await;
+    let mut p = Proxy::start(
+        &upstreams_toml("ethereum", 1, &[("slow", eth.url())]),
+        "grace_period_ms = 2000",
+    )
+    .await;
+    let addr = p.addr;
+    let in_flight = tokio::spawn(async move {
+        Client::new(addr)
+            .post("/ethereum", &call(1, "eth_chainId", json!([])))
+            .await
+    });
+    // Let the request reach the upstream before signalling.
+    let until = Instant::now() + Duration::from_secs(5);
+    while stats(&eth).await["calls"].as_u64().unwrap() == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let signalled = Instant::now();
+    p.signal("TERM");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "in-flight request finished: {}", r.text());
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    let took = signalled.elapsed();
+    assert!(
+        status.is_some(),
+        "livechain still running 10 s after SIGTERM"
+    );
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_mock_command_serves_json_rpc() {
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args([
+            "mock",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--chain-id",
+            "137",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mock");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut answer = None;
+    while Instant::now() < until {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            answer = Some(
+                Client::new(addr)
+                    .post("/", &call(1, "eth_chainId", json!([])))
+                    .await,
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let r = answer.expect("mock answered");
+    assert_eq!(r.json()["result"], "0x89");
+}
