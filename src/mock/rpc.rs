@@ -101,9 +101,9 @@ fn answer(
         return true;
     }
     let version_ok = call.jsonrpc.is_none_or(|v| v.get() == "\"2.0\"");
-    let params_ok = call
-        .params
-        .is_none_or(|p| matches!(p.get().as_bytes().first(), Some(b'[' | b'{')));
+    // `"params": null` is out of spec but common; geth treats it as absent, and so do we.
+    let params = call.params.filter(|p| p.get() != "null");
+    let params_ok = params.is_none_or(|p| matches!(p.get().as_bytes().first(), Some(b'[' | b'{')));
     let method = call.method.and_then(method_name);
     let (Some(method), true, true) = (method, version_ok, params_ok) else {
         if id.is_none() {
@@ -124,7 +124,7 @@ fn answer(
     write_prefix(out, id);
     out.extend_from_slice(b"\"result\":");
     let result_at = out.len();
-    match methods::call(chain, &method, call.params, out) {
+    match methods::call(chain, &method, params, out) {
         Ok(()) => out.push(b'}'),
         Err(e) => {
             out.truncate(result_at - b"\"result\":".len());

@@ -154,3 +154,33 @@ fn from_std_outside_a_runtime_is_an_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     assert!(MockNode::from_std(listener, MockSpec::new(1)).is_err());
 }
+
+/// Rough throughput check (`cargo test --release --lib mock -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    let node = start(MockSpec::new(1)).await;
+    let body =
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["latest",false]}"#;
+    let req = format!(
+        "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let began = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (addr, req) = (node.addr(), req.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            for _ in 0..2000 {
+                c.send(req.as_bytes()).await;
+                assert_eq!(c.read_response().await.map(|r| r.status), Some(200));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let secs = began.elapsed().as_secs_f64();
+    println!("{:.0} requests/s", 64_000.0 / secs);
+}

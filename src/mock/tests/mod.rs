@@ -125,14 +125,8 @@ impl Client {
     }
 
     async fn fill(&mut self) -> bool {
-        let mut chunk = vec![0u8; 64 << 10];
-        match self.stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
+        self.buf.reserve(64 << 10);
+        matches!(self.stream.read_buf(&mut self.buf).await, Ok(n) if n > 0)
     }
 
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> Response {

@@ -345,3 +345,20 @@ async fn logs_filtering_and_limits() {
         .await;
     assert_eq!(v["error"]["code"], json!(-32005), "{v}");
 }
+
+#[tokio::test]
+async fn null_params_and_echo() {
+    let node = start(MockSpec::new(1)).await;
+    let mut c = Client::connect(node.addr()).await;
+    let r = c
+        .post(r#"{"jsonrpc":"2.0","id":"n","method":"eth_chainId","params":null}"#)
+        .await;
+    assert_eq!(r.json()["result"], json!("0x1"));
+    let r = c
+        .post(r#"{"jsonrpc":"2.0","id":2,"method":"mock_echo","params":{"a": [1.50, "\u00e9"]}}"#)
+        .await;
+    assert_eq!(
+        r.text(),
+        r#"{"jsonrpc":"2.0","id":2,"result":{"a": [1.50, "\u00e9"]}}"#
+    );
+}
