@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// How often hostnames of upstreams are resolved again.
     pub dns_refresh: Duration,
+    /// Most calls accepted in one batch.
+    pub max_batch: usize,
     /// The upstreams file, resolved relative to the main config file.
     pub upstreams_path: PathBuf,
 }
@@ -51,6 +53,116 @@ pub struct ServerConfig {
 pub struct UpstreamsConfig {
     pub path: PathBuf,
     pub chains: BTreeMap<String, ChainConfig>,
+    /// `[probe]`: active health probes, for every chain.
+    pub probe: ProbeConfig,
+    /// `[circuit]`: circuit breaker and rate-limit backoff, for every upstream.
+    pub circuit: CircuitConfig,
+    /// `[retry]`: retries and failover, for every request.
+    pub retry: RetryConfig,
+}
+
+/// `[probe]` in the upstreams file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    /// How often each upstream is asked `eth_blockNumber` (`interval_ms`, default 1000).
+    pub interval: Duration,
+    /// How long a probe may take (`timeout_ms`, default 2000).
+    pub timeout: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// `[circuit]` in the upstreams file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitConfig {
+    /// Consecutive failures that open the circuit (`failure_threshold`, default 5).
+    pub failure_threshold: u32,
+    /// Error rate over the window that opens it (`error_rate_threshold`, default 0.5).
+    pub error_rate_threshold: f64,
+    /// Outcomes needed in the window before the rate applies (`min_requests`, default 20).
+    pub min_requests: u32,
+    /// The error-rate window (`window_ms`, default 10000).
+    pub window: Duration,
+    /// First open period; doubles while trials keep failing (`cooldown_ms`, default 1000).
+    pub cooldown: Duration,
+    /// Cap of the open period (`max_cooldown_ms`, default 60000).
+    pub max_cooldown: Duration,
+    /// Pause after a 429 without Retry-After (`rate_limit_backoff_ms`, default 1000).
+    pub rate_limit_backoff: Duration,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failure_threshold: 5,
+            error_rate_threshold: 0.5,
+            min_requests: 20,
+            window: Duration::from_millis(10_000),
+            cooldown: Duration::from_millis(1000),
+            max_cooldown: Duration::from_millis(60_000),
+            rate_limit_backoff: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// `[retry]` in the upstreams file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Further attempts after the first, each on another upstream (`max_retries`, default 2).
+    pub max_retries: u32,
+    /// Time one attempt may take before the next upstream is tried (`per_try_timeout_ms`,
+    /// default 3000); the request deadline still bounds the whole.
+    pub per_try_timeout: Duration,
+    /// First backoff before a retry; doubles each retry, with full jitter (`backoff_base_ms`,
+    /// default 10).
+    pub backoff_base: Duration,
+    /// Cap of one backoff (`backoff_max_ms`, default 200).
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 2,
+            per_try_timeout: Duration::from_millis(3000),
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Methods that are never forwarded unless a chain sets its own `deny` list: they administer or
+/// unlock a node, or change its state for everyone.
+pub const DEFAULT_DENY: &[&str] = &[
+    "admin_*",
+    "personal_*",
+    "miner_*",
+    "engine_*",
+    "clique_*",
+    "debug_setHead",
+    "debug_setGCPercent",
+    "debug_freeOSMemory",
+    "debug_chaindbCompact",
+    "debug_setBlockProfileRate",
+    "debug_setMutexProfileFraction",
+    "debug_start*",
+    "debug_stop*",
+    "debug_write*",
+];
+
+/// `[[chains.NAME.routes]]`: calls whose method matches one of `methods` (globs with `*`) may
+/// only go to upstreams carrying every tag in `tags`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub methods: Vec<String>,
+    pub tags: Vec<String>,
 }
 
 /// `[chains.NAME]`.
@@ -62,6 +174,10 @@ pub struct ChainConfig {
     pub max_block_lag: u64,
     /// In file order; names are unique within the chain.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Method globs never forwarded (`deny`, default [`DEFAULT_DENY`]).
+    pub deny: Vec<String>,
+    /// Tag requirements by method, first match wins (`routes`).
+    pub routes: Vec<RouteConfig>,
 }
 
 /// `[[chains.NAME.upstreams]]`.
@@ -75,6 +191,8 @@ pub struct UpstreamConfig {
     /// PEM file with the CA certificates that sign this upstream's TLS certificate, replacing the
     /// system roots for it.
     pub tls_ca_file: Option<PathBuf>,
+    /// Capabilities of this upstream (`archive`, `trace`, ...), matched by `routes`.
+    pub tags: Vec<String>,
 }
 
 /// Where an upstream's requests go.

@@ -96,6 +96,7 @@ pub(crate) fn convert(
         weight: weight?,
         headers: headers?,
         tls_ca_file: tls_ca_file?,
+        tags: Vec::new(),
     })
 }
 

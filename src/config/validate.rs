@@ -88,6 +88,7 @@ pub(crate) fn server(
         upstream_idle_timeout,
         grace_period,
         dns_refresh,
+        max_batch: 1000,
         upstreams_path: upstreams_path.unwrap_or_default(),
     })
 }
@@ -198,6 +199,11 @@ pub(crate) fn upstreams(
                 chain_id: chain.chain_id,
                 max_block_lag: chain.max_block_lag,
                 upstreams: list,
+                deny: crate::config::DEFAULT_DENY
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                routes: Vec::new(),
             },
         );
     }
@@ -205,6 +211,9 @@ pub(crate) fn upstreams(
     p.finish(UpstreamsConfig {
         path: path.to_path_buf(),
         chains,
+        probe: Default::default(),
+        circuit: Default::default(),
+        retry: Default::default(),
     })
 }
 
