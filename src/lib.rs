@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod health;
 pub mod jsonrpc;
 pub mod mock;
+pub mod probe;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -12,10 +12,12 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use url::Url;
 
-use crate::config::{ChainConfig, Config, UpstreamTarget};
+use crate::config::{ChainConfig, Config, UpstreamTarget, UpstreamsConfig};
+use crate::health::UpstreamHealth;
 use crate::mock::MockNode;
+use crate::probe::Prober;
 use crate::proxy::{Limits, Livechain};
-use crate::route::{Chain, Router, Snapshot};
+use crate::route::{Chain, ChainLive, Policy, Router, Snapshot};
 use crate::upstream::{BuildError, DnsRefresh, Upstream};
 
 /// Why livechain could not start.
@@ -57,7 +59,7 @@ pub fn build(config: &Config) -> Result<Livechaind, StartError> {
     let mut mocks = MockHost::new().map_err(StartError::Runtime)?;
     let mut chains = Vec::with_capacity(config.upstreams.chains.len());
     for chain in config.upstreams.chains.values() {
-        chains.push(build_chain(chain, s, &mut mocks)?);
+        chains.push(build_chain(chain, &config.upstreams, s, &mut mocks)?);
     }
     let router = Arc::new(Router::new(Snapshot::new(chains)));
 
@@ -74,11 +76,18 @@ pub fn build(config: &Config) -> Result<Livechaind, StartError> {
     ))));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
 
-    let app = Livechain::new(router.clone(), connector, Limits::from_config(s));
+    let app = Livechain::new(router.clone(), connector.clone(), Limits::from_config(s));
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "livechain proxy");
     proxy.add_tcp(&s.listen.to_string());
     server.add_service(proxy);
+    server.add_service(background_service(
+        "health probes",
+        Prober {
+            router: router.clone(),
+            connector,
+        },
+    ));
     server.add_service(background_service(
         "dns refresh",
         DnsRefresh {
@@ -96,9 +105,16 @@ pub fn build(config: &Config) -> Result<Livechaind, StartError> {
 
 fn build_chain(
     chain: &ChainConfig,
+    file: &UpstreamsConfig,
     server: &crate::config::ServerConfig,
     mocks: &mut MockHost,
 ) -> Result<Chain, StartError> {
+    let policy = Arc::new(Policy::new(chain, file));
+    let live = Arc::new(ChainLive::new(
+        chain.chain_id,
+        chain.max_block_lag,
+        Arc::new(policy.health.clone()),
+    ));
     let mut upstreams = Vec::with_capacity(chain.upstreams.len());
     for cfg in &chain.upstreams {
         let (http, ws) = match &cfg.target {
@@ -114,21 +130,17 @@ fn build_chain(
                 (loopback_url("http", addr), Some(loopback_url("ws", addr)))
             }
         };
-        let up = Upstream::new(&chain.name, cfg, &http, ws, server).map_err(|source| {
-            StartError::Upstream {
+        let health = Arc::new(UpstreamHealth::new(format!("{}/{}", chain.name, cfg.name)));
+        let up = Upstream::new(&chain.name, cfg, &http, ws, server, live.clone(), health).map_err(
+            |source| StartError::Upstream {
                 chain: chain.name.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         up.resolve_blocking();
         upstreams.push(Arc::new(up));
     }
-    Ok(Chain::new(
-        chain.name.clone(),
-        chain.chain_id,
-        chain.max_block_lag,
-        upstreams,
-    ))
+    Ok(Chain::new(chain.name.clone(), live, policy, upstreams))
 }
 
 fn loopback_url(scheme: &str, addr: SocketAddr) -> Url {

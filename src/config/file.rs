@@ -39,6 +39,8 @@ pub(crate) struct ServerFile {
     pub grace_period_ms: u64,
     #[serde(default = "default_dns_refresh_ms")]
     pub dns_refresh_ms: u64,
+    #[serde(default = "default_max_batch")]
+    pub max_batch: u64,
     /// Relative to the directory of `livechain.toml`.
     #[serde(default = "default_upstreams")]
     pub upstreams: String,
@@ -56,6 +58,7 @@ impl Default for ServerFile {
             upstream_idle_timeout_ms: default_upstream_idle_timeout_ms(),
             grace_period_ms: default_grace_period_ms(),
             dns_refresh_ms: default_dns_refresh_ms(),
+            max_batch: default_max_batch(),
             upstreams: default_upstreams(),
         }
     }
@@ -99,6 +102,10 @@ fn default_dns_refresh_ms() -> u64 {
     30_000
 }
 
+fn default_max_batch() -> u64 {
+    1000
+}
+
 fn default_upstreams() -> String {
     "upstreams.toml".to_string()
 }
@@ -110,6 +117,51 @@ fn default_upstreams() -> String {
 pub(crate) struct UpstreamsFile {
     #[serde(default)]
     pub chains: BTreeMap<String, ChainFile>,
+    #[serde(default)]
+    pub probe: ProbeFile,
+    #[serde(default)]
+    pub circuit: CircuitFile,
+    #[serde(default)]
+    pub retry: RetryFile,
+}
+
+/// `[probe]`; defaults in `model::ProbeConfig`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProbeFile {
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// `[circuit]`; defaults in `model::CircuitConfig`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CircuitFile {
+    pub failure_threshold: Option<u32>,
+    pub error_rate_threshold: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub window_ms: Option<u64>,
+    pub cooldown_ms: Option<u64>,
+    pub max_cooldown_ms: Option<u64>,
+    pub rate_limit_backoff_ms: Option<u64>,
+}
+
+/// `[retry]`; defaults in `model::RetryConfig`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetryFile {
+    pub max_retries: Option<u32>,
+    pub per_try_timeout_ms: Option<u64>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+}
+
+/// `[[chains.NAME.routes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteFile {
+    pub methods: Vec<String>,
+    pub tags: Vec<String>,
 }
 
 /// `[chains.NAME]`.
@@ -121,6 +173,10 @@ pub(crate) struct ChainFile {
     pub max_block_lag: u64,
     #[serde(default)]
     pub upstreams: Vec<UpstreamFile>,
+    /// Replaces the default deny list when present.
+    pub deny: Option<Vec<String>>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
 }
 
 fn default_max_block_lag() -> u64 {
@@ -141,6 +197,8 @@ pub(crate) struct UpstreamFile {
     pub headers: Option<BTreeMap<String, String>>,
     /// Relative to the directory of the upstreams file.
     pub tls_ca_file: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 fn default_weight() -> i64 {

@@ -8,6 +8,7 @@ mod error;
 mod file;
 mod interpolate;
 mod model;
+mod policy;
 mod upstream;
 mod validate;
 

@@ -88,6 +88,7 @@ pub(crate) fn convert(
             None
         }
     };
+    super::policy::check_tags(p, &format!("{}.tags", cx.key), &u.tags);
     let headers = headers(u, cx, p);
     let tls_ca_file = tls_ca_file(u, cx, p);
     Some(UpstreamConfig {
@@ -96,7 +97,7 @@ pub(crate) fn convert(
         weight: weight?,
         headers: headers?,
         tls_ca_file: tls_ca_file?,
-        tags: Vec::new(),
+        tags: u.tags.clone(),
     })
 }
 

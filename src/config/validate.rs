@@ -16,8 +16,8 @@ use std::time::Duration;
 use super::error::{ConfigError, Problems};
 use super::file::{ServerFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
-use super::model::{ChainConfig, ServerConfig, UpstreamsConfig};
-use super::upstream;
+use super::model::{ChainConfig, ServerConfig, UpstreamsConfig, DEFAULT_DENY};
+use super::{policy, upstream};
 
 /// The first path segment of a request selects a chain, so these cannot be chain names.
 const RESERVED_CHAIN_NAMES: &[&str] = &["health", "status", "metrics", "v1", "api", "ws"];
@@ -70,6 +70,12 @@ pub(crate) fn server(
     );
     let grace_period = millis(&mut p, "server.grace_period_ms", file.grace_period_ms);
     let dns_refresh = millis(&mut p, "server.dns_refresh_ms", file.dns_refresh_ms);
+    if !(1..=100_000).contains(&file.max_batch) {
+        p.push(
+            "server.max_batch",
+            format!("must be between 1 and 100000, got {}", file.max_batch),
+        );
+    }
 
     let upstreams_path = upstreams_path(path, &file.upstreams);
     if upstreams_path.is_none() {
@@ -88,7 +94,7 @@ pub(crate) fn server(
         upstream_idle_timeout,
         grace_period,
         dns_refresh,
-        max_batch: 1000,
+        max_batch: usize::try_from(file.max_batch).unwrap_or(1000),
         upstreams_path: upstreams_path.unwrap_or_default(),
     })
 }
@@ -192,6 +198,14 @@ pub(crate) fn upstreams(
             list.extend(upstream::convert(entry, &cx, &mut p));
         }
 
+        let deny = match &chain.deny {
+            Some(list) => {
+                policy::check_globs(&mut p, &format!("{key}.deny"), list);
+                list.clone()
+            }
+            None => DEFAULT_DENY.iter().map(|s| s.to_string()).collect(),
+        };
+        let routes = policy::routes(&mut p, &key, name, &chain.routes, &list);
         chains.insert(
             name.clone(),
             ChainConfig {
@@ -199,21 +213,21 @@ pub(crate) fn upstreams(
                 chain_id: chain.chain_id,
                 max_block_lag: chain.max_block_lag,
                 upstreams: list,
-                deny: crate::config::DEFAULT_DENY
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                routes: Vec::new(),
+                deny,
+                routes,
             },
         );
     }
 
+    let probe = policy::probe(&mut p, &file.probe);
+    let circuit = policy::circuit(&mut p, &file.circuit);
+    let retry = policy::retry(&mut p, &file.retry);
     p.finish(UpstreamsConfig {
         path: path.to_path_buf(),
         chains,
-        probe: Default::default(),
-        circuit: Default::default(),
-        retry: Default::default(),
+        probe,
+        circuit,
+        retry,
     })
 }
 

@@ -1,131 +1,68 @@
-//! Batches that livechain answers in part itself: building the sub-batch sent upstream and
-//! putting the final answer back together in the caller's order.
+//! Pieces for splitting a batch and putting its answers back together.
 //!
-//! Used by the proxy when a batch mixes valid calls with invalid elements: the invalid ones are
-//! answered here and never forwarded, the valid ones go upstream as one smaller batch made of their
-//! exact bytes.
+//! A sub-batch is made of the calls' exact bytes; upstream answers are matched to calls by id
+//! (a batch's answers may come in any order) and the final answer lists them in request order.
 
+use std::ops::Range;
+
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::code;
-use super::error::{write_error, RpcError};
-use super::parse::{Call, Item};
+use super::error::write_error;
+use super::parse::Item;
 
-/// The bytes of a batch holding only the valid calls of `items`, each exactly as received.
-/// `None` when there are none.
-pub fn forwardable(body: &[u8], items: &[Item]) -> Option<Vec<u8>> {
-    let mut calls = items.iter().filter_map(|i| match i {
-        Item::Call(c) => Some(c),
-        Item::Invalid(_) => None,
-    });
-    let first = calls.next()?;
+/// A batch of the given calls (spans into `body`), each exactly as received.
+pub fn sub_batch<'a>(body: &[u8], spans: impl Iterator<Item = &'a Range<usize>>) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     out.push(b'[');
-    out.extend_from_slice(&body[first.span.clone()]);
-    for c in calls {
-        out.push(b',');
-        out.extend_from_slice(&body[c.span.clone()]);
-    }
-    out.push(b']');
-    Some(out)
-}
-
-/// The answer to a batch: one entry per element that expects one, in request order.
-///
-/// `upstream` is the upstream's answer to the [`forwardable`] sub-batch (or `None` when nothing
-/// was sent). Answers are matched to calls by id; answers we cannot place are appended at the end
-/// rather than dropped, and calls left without an answer get an error.
-pub fn reassemble(body: &[u8], items: &[Item], upstream: Option<&[u8]>) -> Vec<u8> {
-    let answers = upstream.map(split_answers).unwrap_or_default();
-    let mut used = vec![false; answers.len()];
-    let mut out = Vec::with_capacity(upstream.map_or(0, <[u8]>::len) + 128 * items.len());
-    out.push(b'[');
-    let mut first = true;
-    let mut sep = |out: &mut Vec<u8>| {
-        if !std::mem::take(&mut first) {
+    for (i, span) in spans.enumerate() {
+        if i > 0 {
             out.push(b',');
         }
-    };
-    for item in items {
-        match item {
-            Item::Invalid(inv) => {
-                sep(&mut out);
-                write_error(&mut out, inv.id.clone().map(|r| &body[r]), &inv.error);
-            }
-            Item::Call(call) => {
-                let Some(id) = call.id.clone().map(|r| &body[r]) else {
-                    continue;
-                };
-                sep(&mut out);
-                match find_answer(&answers, &mut used, id) {
-                    Some(ans) => out.extend_from_slice(ans.text.as_bytes()),
-                    None => write_error(&mut out, Some(id), &missing_answer(&answers)),
-                }
-            }
-        }
-    }
-    for (ans, used) in answers.iter().zip(&used) {
-        if !used && ans.id.is_some() {
-            sep(&mut out);
-            out.extend_from_slice(ans.text.as_bytes());
-        }
+        out.extend_from_slice(&body[span.clone()]);
     }
     out.push(b']');
     out
 }
 
-struct Answer<'a> {
-    text: &'a str,
-    id: Option<&'a str>,
-    /// A whole-batch error (the upstream answered the batch with one error object).
-    batch_error: Option<&'a str>,
+/// One answer object of an upstream's batch answer.
+#[derive(Debug)]
+pub struct Answer<'a> {
+    pub text: &'a str,
+    pub id: Option<&'a str>,
 }
 
-fn fields(raw: &RawValue) -> Option<AnswerFields<'_>> {
-    serde_json::from_str(raw.get()).ok()
-}
-
-#[derive(serde::Deserialize)]
-struct AnswerFields<'a> {
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    error: Option<&'a RawValue>,
-}
-
-fn split_answers(upstream: &[u8]) -> Vec<Answer<'_>> {
-    if let Ok(list) = serde_json::from_slice::<Vec<&RawValue>>(upstream) {
-        return list
-            .into_iter()
+/// The answer objects of a batch answer; `None` when it is not a JSON array (the upstream
+/// rejected the batch as a whole, or sent something broken).
+pub fn split_answers(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+    }
+    let list: Vec<&RawValue> = serde_json::from_slice(upstream).ok()?;
+    Some(
+        list.into_iter()
             .map(|raw| Answer {
                 text: raw.get(),
-                id: fields(raw).and_then(|f| f.id).map(RawValue::get),
-                batch_error: None,
+                id: serde_json::from_str::<Fields>(raw.get())
+                    .ok()
+                    .and_then(|f| f.id)
+                    .map(RawValue::get),
             })
-            .collect();
-    }
-    match serde_json::from_slice::<&RawValue>(upstream) {
-        Ok(raw) => vec![Answer {
-            text: raw.get(),
-            id: None,
-            batch_error: fields(raw).and_then(|f| f.error).map(RawValue::get),
-        }],
-        Err(_) => Vec::new(),
-    }
+            .collect(),
+    )
 }
 
-fn find_answer<'a>(
-    answers: &'a [Answer<'a>],
-    used: &mut [bool],
-    id: &[u8],
-) -> Option<&'a Answer<'a>> {
+/// The first unused answer carrying `id`, marked used. Ids are compared as written, then as
+/// values, since some providers re-serialise them (`1.50` comes back as `1.5`).
+pub fn take_answer(answers: &[Answer<'_>], used: &mut [bool], id: &[u8]) -> Option<usize> {
     let id = std::str::from_utf8(id).ok()?;
     let pos = answers
         .iter()
         .zip(used.iter())
         .position(|(a, u)| !u && a.id == Some(id))
         .or_else(|| {
-            // Some providers re-serialise ids (`1.50` comes back as `1.5`): compare as values.
             let want: serde_json::Value = serde_json::from_str(id).ok()?;
             answers.iter().zip(used.iter()).position(|(a, u)| {
                 !u && a
@@ -135,33 +72,40 @@ fn find_answer<'a>(
             })
         })?;
     used[pos] = true;
-    Some(&answers[pos])
+    Some(pos)
 }
 
-fn missing_answer(answers: &[Answer<'_>]) -> RpcError {
-    match answers.iter().find_map(|a| a.batch_error) {
-        Some(err) => RpcError::new(
-            code::INTERNAL_ERROR,
-            format!("upstream rejected the batch: {}", super::error::quote(err)),
-        ),
-        None => RpcError::new(
-            code::INTERNAL_ERROR,
-            "upstream returned no answer for this call",
-        ),
+/// The final batch answer: for each element that expects one, in request order, its entry in
+/// `finals` (an answer object) or, for invalid elements, our error. Calls without an answer in
+/// `finals` are left out (notifications).
+pub fn assemble(body: &[u8], items: &[Item], finals: &[Option<Bytes>]) -> Vec<u8> {
+    let size: usize = finals.iter().flatten().map(|b| b.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 2 + 96 * items.len());
+    out.push(b'[');
+    let mut first = true;
+    for (item, fin) in items.iter().zip(finals) {
+        let start = out.len();
+        if !first {
+            out.push(b',');
+        }
+        match (item, fin) {
+            (_, Some(answer)) => out.extend_from_slice(answer),
+            (Item::Invalid(inv), None) => {
+                write_error(&mut out, inv.id.clone().map(|r| &body[r]), &inv.error)
+            }
+            (Item::Call(_), None) => {
+                out.truncate(start);
+                continue;
+            }
+        }
+        first = false;
     }
-}
-
-/// Whether every element is a valid call (the batch can be forwarded byte for byte).
-pub fn all_valid(items: &[Item]) -> bool {
-    items.iter().all(|i| matches!(i, Item::Call(_)))
-}
-
-/// The calls of a batch that expect an answer.
-pub fn answered_calls(items: &[Item]) -> impl Iterator<Item = &Call> {
-    items.iter().filter_map(|i| match i {
-        Item::Call(c) if !c.is_notification() => Some(c),
-        _ => None,
-    })
+    out.push(b']');
+    if first {
+        // Only notifications: no answer at all, per the spec.
+        out.clear();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -176,62 +120,52 @@ mod tests {
         }
     }
 
-    fn json(bytes: &[u8]) -> serde_json::Value {
-        serde_json::from_slice(bytes).unwrap()
-    }
-
     #[test]
-    fn sub_batch_is_the_valid_calls_verbatim() {
+    fn sub_batch_is_the_calls_verbatim() {
         let body = r#"[ {"jsonrpc":"2.0","id":1,"method":"a"} , 7, {"jsonrpc":"2.0","id":"z","method":"b","params":[ 1 ]}]"#;
-        let sub = forwardable(body.as_bytes(), &items(body)).unwrap();
+        let spans: Vec<Range<usize>> = items(body)
+            .iter()
+            .filter_map(|i| match i {
+                Item::Call(c) => Some(c.span.clone()),
+                Item::Invalid(_) => None,
+            })
+            .collect();
         assert_eq!(
-            String::from_utf8(sub).unwrap(),
+            String::from_utf8(sub_batch(body.as_bytes(), spans.iter())).unwrap(),
             r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","id":"z","method":"b","params":[ 1 ]}]"#
         );
     }
 
     #[test]
-    fn answers_are_put_back_in_request_order() {
-        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 7, {"jsonrpc":"2.0","method":"note"},
-                      {"jsonrpc":"2.0","id":"z","method":"b"}]"#;
-        // The upstream answers out of order.
-        let up =
-            br#"[{"jsonrpc":"2.0","id":"z","result":"B"},{"jsonrpc":"2.0","id":1,"result":"A"}]"#;
-        let v = json(&reassemble(body.as_bytes(), &items(body), Some(up)));
-        let arr = v.as_array().unwrap();
-        assert_eq!(arr.len(), 3);
-        assert_eq!(arr[0]["result"], "A");
-        assert_eq!(arr[1]["error"]["code"], -32600);
-        assert!(arr[1]["id"].is_null());
-        assert_eq!(arr[2]["result"], "B");
+    fn answers_are_matched_by_id_in_any_order_and_format() {
+        let up = br#"[{"jsonrpc":"2.0","id":"z","result":"B"},{"jsonrpc":"2.0","id":1.5,"result":"A"},{"id":"z","result":"C"}]"#;
+        let answers = split_answers(up).unwrap();
+        let mut used = vec![false; answers.len()];
+        assert_eq!(take_answer(&answers, &mut used, b"1.50"), Some(1));
+        assert_eq!(take_answer(&answers, &mut used, br#""z""#), Some(0));
+        assert_eq!(
+            take_answer(&answers, &mut used, br#""z""#),
+            Some(2),
+            "duplicate ids in order"
+        );
+        assert_eq!(take_answer(&answers, &mut used, br#""z""#), None);
+        assert!(split_answers(br#"{"error":{}}"#).is_none());
     }
 
     #[test]
-    fn reformatted_ids_still_match() {
-        let body = r#"[{"jsonrpc":"2.0","id":1.50,"method":"a"}, 7]"#;
-        let up = br#"[{"jsonrpc":"2.0","id":1.5,"result":"A"}]"#;
-        let v = json(&reassemble(body.as_bytes(), &items(body), Some(up)));
-        assert_eq!(v[0]["result"], "A");
-    }
-
-    #[test]
-    fn missing_answers_become_errors_with_the_id() {
-        let body = r#"[{"jsonrpc":"2.0","id":"q","method":"a"}, 7]"#;
-        let up = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32005,"message":"slow down"}}"#;
-        let v = json(&reassemble(body.as_bytes(), &items(body), Some(up)));
-        assert_eq!(v[0]["id"], "q");
-        assert_eq!(v[0]["error"]["code"], -32603);
-        assert!(v[0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("slow down"));
-    }
-
-    #[test]
-    fn only_invalid_elements_need_no_upstream() {
-        let body = "[1, 2]";
-        assert!(forwardable(body.as_bytes(), &items(body)).is_none());
-        let v = json(&reassemble(body.as_bytes(), &items(body), None));
-        assert_eq!(v.as_array().unwrap().len(), 2);
+    fn assembly_keeps_request_order_and_skips_notifications() {
+        let body = r#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 7, {"jsonrpc":"2.0","method":"n"}]"#;
+        let finals = vec![
+            Some(Bytes::from_static(br#"{"id":1,"result":"A"}"#)),
+            None,
+            None,
+        ];
+        let out: serde_json::Value =
+            serde_json::from_slice(&assemble(body.as_bytes(), &items(body), &finals)).unwrap();
+        assert_eq!(out.as_array().unwrap().len(), 2);
+        assert_eq!(out[0]["result"], "A");
+        assert_eq!(out[1]["error"]["code"], -32600);
+        let only_notes = r#"[{"jsonrpc":"2.0","method":"n"}]"#;
+        assert!(assemble(only_notes.as_bytes(), &items(only_notes), &[None]).is_empty());
     }
 }

@@ -52,13 +52,20 @@ pub fn tx_hash(raw: &[u8]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Keccak-256 of the decoded transaction bytes, as a real node computes it (the proxy computes
+/// the same hash when it answers for a transaction an upstream already knows).
 pub fn tx_hash_bytes(raw: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, chunk) in out.chunks_mut(8).enumerate() {
-        let seed = 0x7478_6861_7368_0000 | i as u64;
-        chunk.copy_from_slice(&hash_bytes(seed, raw).to_be_bytes());
-    }
-    out
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(crate::jsonrpc::tx::raw_tx_hash)
+        .unwrap_or_else(|| {
+            let mut out = [0u8; 32];
+            for (i, chunk) in out.chunks_mut(8).enumerate() {
+                let seed = 0x7478_6861_7368_0000 | i as u64;
+                chunk.copy_from_slice(&hash_bytes(seed, raw).to_be_bytes());
+            }
+            out
+        })
 }
 
 /// Appends `0x` + lower-case hex of `bytes` (unquoted).

@@ -1,58 +1,88 @@
-//! Sending a request's bytes to the chain's upstreams: weighted selection, failover to another
-//! upstream when one cannot answer, and the request deadline.
+//! One attempt at an upstream, and the bookkeeping around attempts: choosing an upstream that
+//! fits what the calls need and has not been tried yet, backoff with jitter between retries, the
+//! per-try timeout inside the request deadline, and recording the outcome in the upstream's health.
+//!
+//! `single` and `batch` build their retry loops on [`Forwarder::attempt`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
+use rand::Rng;
 use tokio::time::Instant;
 
+use super::outcome::{maybe_delivered, outcome_of_error, retry_after};
+use crate::health::{now_ms, Outcome};
 use crate::jsonrpc::{code, RpcError};
 use crate::route::Chain;
 use crate::upstream::{ExchangeError, Response, Upstream};
 
-/// A good answer and who gave it.
-pub struct Forwarded {
-    pub response: Response,
-    pub upstream: Arc<Upstream>,
-    /// Upstreams tried before the one that answered.
-    pub failovers: u32,
+/// What the calls of one exchange need from an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need<'a> {
+    /// Every one of these tags (from the chain's routes).
+    pub tags: Option<&'a [String]>,
+    /// A head at or above this block (the calls name it).
+    pub min_block: Option<u64>,
 }
 
-/// Why no upstream answered.
-#[derive(Debug)]
-pub enum Failure {
-    /// The chain has no upstream that can take requests.
-    NoUpstream,
-    /// The deadline passed.
-    Timeout { failovers: u32 },
-    /// Every usable upstream failed; the last reason.
-    AllFailed {
-        last: String,
-        failovers: u32,
-        rate_limited: bool,
+/// The result of one attempt.
+pub enum Attempt {
+    /// The upstream answered with a status worth reading (2xx or 400).
+    Answered {
+        response: Response,
+        upstream: Arc<Upstream>,
+        latency: Duration,
     },
+    /// This upstream failed; another may be tried.
+    Failed {
+        /// The request may have reached the node.
+        delivered: bool,
+    },
+    /// No upstream left that fits and was not tried.
+    NoUpstream,
+    /// The request deadline passed.
+    Deadline,
+}
+
+/// Why a request (or the part of a batch) got no usable answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    NoUpstream { tags: Option<Vec<String>> },
+    Timeout,
+    Failed { last: String, rate_limited: bool },
 }
 
 impl Failure {
     /// HTTP status and JSON-RPC error for the client. Reasons name upstreams, never their URLs.
     pub fn to_error(&self, chain: &str) -> (u16, RpcError) {
         match self {
-            Failure::NoUpstream => (
+            Failure::NoUpstream { tags: None } => (
                 503,
                 RpcError::new(
                     code::NO_UPSTREAM,
                     format!("no upstream available for chain {chain}"),
                 ),
             ),
-            Failure::Timeout { .. } => (
+            Failure::NoUpstream { tags: Some(tags) } => (
+                503,
+                RpcError::new(
+                    code::NO_UPSTREAM,
+                    format!(
+                        "no upstream available for chain {chain} with tags [{}]",
+                        tags.join(", ")
+                    ),
+                ),
+            ),
+            Failure::Timeout => (
                 504,
                 RpcError::new(
                     code::UPSTREAM_FAILED,
                     format!("upstreams of chain {chain} did not answer in time"),
                 ),
             ),
-            Failure::AllFailed {
+            Failure::Failed {
                 rate_limited: true, ..
             } => (
                 429,
@@ -61,7 +91,7 @@ impl Failure {
                     format!("every upstream of chain {chain} is rate limiting"),
                 ),
             ),
-            Failure::AllFailed { last, .. } => (
+            Failure::Failed { last, .. } => (
                 502,
                 RpcError::new(
                     code::UPSTREAM_FAILED,
@@ -72,67 +102,164 @@ impl Failure {
     }
 }
 
-/// Whether an HTTP answer is passed to the client as it is. Any 2xx is; so is a 400, which
-/// nodes use for requests they reject (the caller's fault, the same everywhere). Everything else
-/// (5xx, 429, auth and routing errors of a provider) is the upstream's problem: try another.
-fn usable(status: u16) -> bool {
-    (200..300).contains(&status) || status == 400
+/// Sends requests of one client request to the chain's upstreams.
+pub struct Forwarder<'a> {
+    pub chain: &'a Chain,
+    pub connector: &'a Connector,
+    pub max_response: usize,
+    pub deadline: Instant,
 }
 
-/// Sends `body` to one upstream of `chain` after another until one answers usably.
-pub async fn forward(
-    chain: &Chain,
-    connector: &Connector,
-    body: Bytes,
-    max_response: usize,
-    deadline: Instant,
-) -> Result<Forwarded, Failure> {
-    let mut tried: Vec<Arc<Upstream>> = Vec::new();
-    let mut last: Option<String> = None;
-    let mut all_rate_limited = true;
-    loop {
-        let failovers = tried.len().saturating_sub(1) as u32;
-        let Some(up) = chain.select(|u| !tried.iter().any(|t| std::ptr::eq(&**t, u))) else {
-            return Err(match last {
-                None => Failure::NoUpstream,
-                Some(last) => Failure::AllFailed {
-                    last,
-                    failovers,
-                    rate_limited: all_rate_limited,
-                },
-            });
+/// What a retry loop carries from one attempt to the next.
+#[derive(Default)]
+pub struct Attempts {
+    pub tried: Vec<Arc<Upstream>>,
+    pub failure: Option<Failure>,
+    /// Some attempt may have reached a node (matters for transactions).
+    pub delivered: bool,
+    /// The upstream of the last answer, for the access log.
+    pub last_upstream: Option<Arc<Upstream>>,
+    all_rate_limited: bool,
+}
+
+impl Attempts {
+    pub fn retries(&self) -> u32 {
+        (self.tried.len() as u32).saturating_sub(1)
+    }
+
+    /// The failure to report when nothing usable came back.
+    pub fn failure(&self, need: &Need<'_>) -> Failure {
+        self.failure.clone().unwrap_or_else(|| Failure::NoUpstream {
+            tags: need.tags.map(<[String]>::to_vec),
+        })
+    }
+}
+
+impl Forwarder<'_> {
+    /// Attempts allowed per request: the first one plus the configured retries.
+    pub fn max_attempts(&self) -> usize {
+        1 + self.chain.policy.retry.max_retries as usize
+    }
+
+    /// Sends `body` to one more upstream that fits `need`.
+    pub async fn attempt(&self, need: &Need<'_>, state: &mut Attempts, body: Bytes) -> Attempt {
+        if !state.tried.is_empty() && !self.backoff(state.tried.len()).await {
+            state.failure = Some(Failure::Timeout);
+            return Attempt::Deadline;
+        }
+        let Some(up) = self.select(need, &state.tried) else {
+            return Attempt::NoUpstream;
         };
-        tried.push(up.clone());
-        let failovers = tried.len() as u32 - 1;
-        let result =
-            tokio::time::timeout_at(deadline, up.exchange(connector, body.clone(), max_response))
+        state.tried.push(up.clone());
+        let per_try = Instant::now() + self.chain.policy.retry.per_try_timeout;
+        let until = per_try.min(self.deadline);
+        let started = Instant::now();
+        let result = {
+            let _in_flight = up.health.begin();
+            tokio::time::timeout_at(until, up.exchange(self.connector, body, self.max_response))
                 .await
-                .unwrap_or(Err(ExchangeError::Timeout));
+                .unwrap_or(Err(ExchangeError::Timeout))
+        };
+        let latency = started.elapsed();
+        let policy = &self.chain.policy.health;
         match result {
-            Ok(response) if usable(response.status) => {
-                return Ok(Forwarded {
+            Ok(response) if (200..300).contains(&response.status) || response.status == 400 => {
+                state.last_upstream = Some(up.clone());
+                Attempt::Answered {
                     response,
                     upstream: up,
-                    failovers,
-                })
+                    latency,
+                }
             }
             Ok(response) => {
-                all_rate_limited &= response.status == 429;
-                tracing::warn!(chain = %chain.name, upstream = %up.name, status = response.status, "upstream answered with an error status");
-                last = Some(format!(
-                    "upstream {} answered HTTP {}",
-                    up.name, response.status
-                ));
-            }
-            Err(ExchangeError::Timeout) if Instant::now() >= deadline => {
-                tracing::warn!(chain = %chain.name, upstream = %up.name, "request deadline passed");
-                return Err(Failure::Timeout { failovers });
+                let limited = response.status == 429;
+                let outcome = if limited {
+                    Outcome::RateLimited {
+                        retry_after: retry_after(&response),
+                    }
+                } else {
+                    Outcome::ServerError
+                };
+                up.health.record(outcome, None, policy, now_ms());
+                tracing::warn!(chain = %self.chain.name, upstream = %up.name, status = response.status, "upstream answered with an error status");
+                self.note_failure(
+                    state,
+                    format!("upstream {} answered HTTP {}", up.name, response.status),
+                    limited,
+                );
+                Attempt::Failed {
+                    delivered: response.status >= 500,
+                }
             }
             Err(e) => {
-                all_rate_limited = false;
-                tracing::warn!(chain = %chain.name, upstream = %up.name, error = %e, "upstream exchange failed");
-                last = Some(format!("upstream {}: {e}", up.name));
+                up.health
+                    .record(outcome_of_error(&e), None, policy, now_ms());
+                let delivered = maybe_delivered(&e);
+                if e == ExchangeError::Timeout && Instant::now() >= self.deadline {
+                    tracing::warn!(chain = %self.chain.name, upstream = %up.name, "request deadline passed");
+                    state.failure = Some(Failure::Timeout);
+                    state.delivered |= delivered;
+                    return Attempt::Deadline;
+                }
+                tracing::warn!(chain = %self.chain.name, upstream = %up.name, error = %e, "upstream exchange failed");
+                self.note_failure(state, format!("upstream {}: {e}", up.name), false);
+                Attempt::Failed { delivered }
             }
         }
+    }
+
+    /// Records that an answer turned out unusable (node error, malformed body) for the report.
+    pub fn note_failure(&self, state: &mut Attempts, reason: String, rate_limited: bool) {
+        state.all_rate_limited = if state.failure.is_none() {
+            rate_limited
+        } else {
+            state.all_rate_limited && rate_limited
+        };
+        state.failure = Some(Failure::Failed {
+            last: reason,
+            rate_limited: state.all_rate_limited,
+        });
+    }
+
+    /// An untried upstream that fits `need`. A call naming a block no upstream has reached yet
+    /// goes to one that fits otherwise: it answers what a node answers for a future block.
+    fn select(&self, need: &Need<'_>, tried: &[Arc<Upstream>]) -> Option<Arc<Upstream>> {
+        let fits = |u: &Upstream, strict_block: bool| {
+            !tried.iter().any(|t| std::ptr::eq(&**t, u))
+                && need.tags.is_none_or(|tags| u.has_tags(tags))
+                && (!strict_block || need.min_block.is_none_or(|b| u.health.head() >= b))
+        };
+        self.chain.select(|u| fits(u, true)).or_else(|| {
+            need.min_block?;
+            self.chain.select(|u| fits(u, false))
+        })
+    }
+
+    /// Waits before retry number `retry` (1-based): exponential with full jitter. False when the
+    /// deadline would pass first.
+    async fn backoff(&self, retry: usize) -> bool {
+        let r = &self.chain.policy.retry;
+        let exp = r
+            .backoff_base
+            .saturating_mul(1u32 << (retry - 1).min(16))
+            .min(r.backoff_max);
+        let wait = if exp.is_zero() {
+            Duration::ZERO
+        } else {
+            rand::thread_rng().gen_range(Duration::ZERO..=exp)
+        };
+        let until = Instant::now() + wait;
+        if until >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep_until(until).await;
+        true
+    }
+
+    /// Records the outcome of an answered attempt once its body has been judged.
+    pub fn record(&self, up: &Upstream, outcome: Outcome, latency: Duration) {
+        let latency = matches!(outcome, Outcome::Success).then_some(latency);
+        up.health
+            .record(outcome, latency, &self.chain.policy.health, now_ms());
     }
 }

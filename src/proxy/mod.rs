@@ -11,9 +11,14 @@
 //! The filter then returns `Ok(true)`, so Pingora's own upstream phases never run for these
 //! requests (see `upstream::exchange` for why).
 
+mod batch;
 mod forward;
+mod outcome;
 mod read;
 mod respond;
+mod single;
+
+pub use outcome::{outcome_of_error, retry_after};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +32,9 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
 use crate::config::ServerConfig;
-use crate::jsonrpc::{self, batch, code, BodyError, Request, RpcError};
+use crate::jsonrpc::{self, code, BodyError, Request, RpcError};
 use crate::route::{Chain, Router};
+use forward::{Attempts, Forwarder};
 use respond::Answer;
 
 /// Limits the proxy applies to every request.
@@ -45,14 +51,11 @@ impl Limits {
         Limits {
             max_body_bytes: server.max_body_bytes,
             max_response_bytes: server.max_response_bytes,
-            max_batch: DEFAULT_MAX_BATCH,
+            max_batch: server.max_batch,
             request_timeout: server.request_timeout,
         }
     }
 }
-
-/// Calls allowed in one batch.
-pub const DEFAULT_MAX_BATCH: usize = 1000;
 
 /// The proxy application.
 pub struct Livechain {
@@ -189,62 +192,30 @@ impl Livechain {
             Ok(r) => r,
             Err(e) => return body_error(&body, e),
         };
-        let (first, calls) = match &request {
-            Request::Single(c) => (Some(c), 1),
-            Request::Batch(items) => (batch::answered_calls(items).next(), items.len()),
-        };
-        ctx.method = first.map(|c| jsonrpc::error::quote(c.method(&body)).into());
-        ctx.calls = calls;
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
-
-        // A batch with invalid elements: those are answered here, the rest goes upstream.
-        let partial = match &request {
-            Request::Batch(items) if !batch::all_valid(items) => Some(items),
-            _ => None,
-        };
-        let outgoing = match partial {
-            None => body.clone(),
-            Some(items) => match batch::forwardable(&body, items) {
-                Some(sub) => Bytes::from(sub),
-                None => return Answer::json(200, batch::reassemble(&body, items, None)),
-            },
-        };
-        let result = forward::forward(
+        let forwarder = Forwarder {
             chain,
-            &self.connector,
-            outgoing,
-            self.limits.max_response_bytes,
-            deadline,
-        )
-        .await;
-        match result {
-            Ok(done) => {
-                ctx.upstream = Some(done.upstream.name.as_str().into());
-                ctx.failovers = done.failovers;
-                let resp = done.response;
-                match partial {
-                    None => {
-                        let mut a = Answer::json(resp.status, resp.body);
-                        if let Some(enc) = resp.content_encoding {
-                            a = a.with_header(header::CONTENT_ENCODING, enc);
-                        }
-                        a
-                    }
-                    Some(items) => {
-                        Answer::json(200, batch::reassemble(&body, items, Some(&resp.body)))
-                    }
-                }
+            connector: &self.connector,
+            max_response: self.limits.max_response_bytes,
+            deadline: tokio::time::Instant::now() + self.limits.request_timeout,
+        };
+        let (answer, state) = match &request {
+            Request::Single(call) => {
+                ctx.method = Some(jsonrpc::error::quote(call.method(&body)).into());
+                ctx.calls = 1;
+                let mut state = Attempts::default();
+                let answer = single::forward(&forwarder, &body, call, &mut state).await;
+                (answer, state)
             }
-            Err(failure) => {
-                if let forward::Failure::Timeout { failovers }
-                | forward::Failure::AllFailed { failovers, .. } = &failure
-                {
-                    ctx.failovers = *failovers;
-                }
-                let (status, err) = failure.to_error(&chain.name);
-                Answer::json(status, respond::error_for_all(&body, &request, &err))
+            Request::Batch(items) => {
+                ctx.method = jsonrpc::batch_first_method(&body, items)
+                    .map(|m| jsonrpc::error::quote(m).into());
+                ctx.calls = items.len();
+                batch::forward(&forwarder, &body, items).await
             }
-        }
+        };
+        ctx.upstream = state.last_upstream.as_ref().map(|u| u.name.as_str().into());
+        ctx.failovers = state.retries();
+        answer
     }
 
     /// Answers before the body was read: drain it first so the connection can be reused.

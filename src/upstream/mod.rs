@@ -21,6 +21,8 @@ use pingora_core::utils::tls::WrappedX509;
 use url::Url;
 
 use crate::config::{ServerConfig, UpstreamConfig};
+use crate::health::{Millis, ScoreContext, UpstreamHealth};
+use crate::route::ChainLive;
 
 pub use exchange::{ExchangeError, Response};
 pub use resolve::DnsRefresh;
@@ -37,6 +39,12 @@ pub struct Upstream {
     pub name: String,
     pub chain: String,
     pub weight: u32,
+    /// Capabilities (`archive`, `trace`, ...) matched by the chain's routes.
+    pub tags: Vec<String>,
+    /// Live health: latency, errors, circuit, head. Shared with the probes.
+    pub health: Arc<UpstreamHealth>,
+    /// The chain's head and best latency, which this upstream's score is relative to.
+    pub live: Arc<ChainLive>,
     /// The URL without credentials, path or query: safe for logs, metrics and responses.
     pub display: String,
     /// WebSocket URL, when the upstream has one.
@@ -71,6 +79,8 @@ impl Upstream {
         http: &Url,
         ws: Option<Url>,
         server: &ServerConfig,
+        live: Arc<ChainLive>,
+        health: Arc<UpstreamHealth>,
     ) -> Result<Upstream, BuildError> {
         let invalid = |reason: String| BuildError::Invalid {
             name: cfg.name.clone(),
@@ -100,6 +110,9 @@ impl Upstream {
             name: cfg.name.clone(),
             chain: chain.to_owned(),
             weight: cfg.weight.get(),
+            tags: cfg.tags.clone(),
+            health,
+            live,
             display: redact::redact(http),
             ws,
             endpoint: Endpoint {
@@ -119,6 +132,21 @@ impl Upstream {
             up.set_addr(SocketAddr::new(ip, port));
         }
         Ok(up)
+    }
+
+    /// `weight x health` right now; 0.0 when the upstream must not take traffic.
+    pub fn score(&self, now: Millis) -> f64 {
+        let ctx = ScoreContext {
+            chain_head: self.live.head(),
+            max_block_lag: self.live.max_block_lag,
+            best_latency: self.live.best_latency(),
+        };
+        self.health.score(self.weight, &ctx, &self.live.health, now)
+    }
+
+    /// Whether the upstream carries every tag in `tags`.
+    pub fn has_tags(&self, tags: &[String]) -> bool {
+        tags.iter().all(|t| self.tags.contains(t))
     }
 
     /// Whether the upstream has an address to connect to.

@@ -1,6 +1,7 @@
 //! Unit tests for the config module: parsing the documented examples, every validation message,
 //! interpolation and secret hygiene, and loading from disk. The environment is always injected.
 
+mod policy;
 mod server;
 mod upstream;
 mod upstreams;

@@ -1,5 +1,6 @@
 //! The routing table: chains by name and id, each with its upstreams behind a
-//! `pingora-load-balancing` weighted selector.
+//! `pingora-load-balancing` selector weighted by live scores (`select`), its rules (`policy`) and
+//! what the probes learned about it ([`ChainLive`]).
 //!
 //! The table is an immutable [`Snapshot`] behind an `ArcSwap` in the [`Router`]: a request loads it
 //! once and keeps using it to the end, so swapping in a new one (hot reload) never disturbs
@@ -10,11 +11,16 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::lb::selection::RoundRobin;
 use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 
 use crate::upstream::Upstream;
+
+mod policy;
+mod select;
+
+pub use policy::{ChainLive, Policy};
+use select::ScoreSelection;
 
 /// Holder of the current routing snapshot.
 pub struct Router {
@@ -85,15 +91,18 @@ pub struct Chain {
     pub name: String,
     pub chain_id: u64,
     pub max_block_lag: u64,
+    pub policy: Arc<Policy>,
+    pub live: Arc<ChainLive>,
     upstreams: Vec<Arc<Upstream>>,
-    balancer: LoadBalancer<RoundRobin>,
+    balancer: LoadBalancer<ScoreSelection>,
 }
 
 impl Chain {
+    /// `upstreams` must have been built with this chain's `live` state.
     pub fn new(
         name: String,
-        chain_id: u64,
-        max_block_lag: u64,
+        live: Arc<ChainLive>,
+        policy: Arc<Policy>,
         upstreams: Vec<Arc<Upstream>>,
     ) -> Chain {
         let backends: BTreeSet<Backend> = upstreams.iter().map(backend_of).collect();
@@ -102,8 +111,10 @@ impl Chain {
         let _ = futures_now(balancer.update());
         Chain {
             name,
-            chain_id,
-            max_block_lag,
+            chain_id: live.chain_id,
+            max_block_lag: live.max_block_lag,
+            policy,
+            live,
             upstreams,
             balancer,
         }
@@ -113,14 +124,16 @@ impl Chain {
         &self.upstreams
     }
 
-    /// Picks an upstream by weight among those `accept` allows (e.g. not yet tried for this
-    /// request). `None` when none is usable.
+    /// Picks a usable upstream by live score among those `accept` allows (tags, block height,
+    /// not yet tried for this request). `None` when none is usable. A half-open upstream taken
+    /// here has its single trial slot reserved for this request.
     pub fn select(&self, accept: impl Fn(&Upstream) -> bool) -> Option<Arc<Upstream>> {
-        // Enough draws for the weighted pass and the uniform fallback to visit every upstream.
-        let draws = self.upstreams.len() * 4 + 8;
+        let now = crate::health::now_ms();
         self.balancer
-            .select_with(b"", draws, |b, healthy| {
-                healthy && upstream_of(b).is_some_and(|u| u.is_resolved() && accept(u))
+            .select_with(b"", self.upstreams.len() + 1, |b, _| {
+                upstream_of(b).is_some_and(|u| {
+                    u.is_resolved() && accept(u) && u.health.try_acquire(now, &self.policy.health)
+                })
             })
             .and_then(|b| upstream_of(&b).cloned())
     }

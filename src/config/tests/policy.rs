@@ -1,0 +1,110 @@
+//! `[probe]`, `[circuit]`, `[retry]`, `deny`, `routes`, `tags`, `server.max_batch`.
+
+use std::time::Duration;
+
+use super::*;
+
+const CHAIN: &str = "[chains.ethereum]\nchain_id = 1\n";
+
+fn with_upstreams(head: &str, chain_extra: &str) -> String {
+    format!(
+        "{head}\n{CHAIN}{chain_extra}\n[[chains.ethereum.upstreams]]\nname = \"a\"\n\
+         http = \"http://127.0.0.1:1\"\ntags = [\"archive\", \"trace\"]\n\
+         [[chains.ethereum.upstreams]]\nname = \"b\"\nhttp = \"http://127.0.0.1:2\"\n"
+    )
+}
+
+#[test]
+fn defaults_when_absent() {
+    let c = upstreams_ok(&with_upstreams("", ""));
+    assert_eq!(c.probe, ProbeConfig::default());
+    assert_eq!(c.circuit, CircuitConfig::default());
+    assert_eq!(c.retry, RetryConfig::default());
+    let chain = &c.chains["ethereum"];
+    assert_eq!(
+        chain.deny,
+        DEFAULT_DENY
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    );
+    assert!(chain.routes.is_empty());
+    assert_eq!(chain.upstreams[0].tags, ["archive", "trace"]);
+    assert!(chain.upstreams[1].tags.is_empty());
+}
+
+#[test]
+fn every_key_parses() {
+    let head = "[probe]\ninterval_ms = 250\ntimeout_ms = 100\n\
+                [circuit]\nfailure_threshold = 2\nerror_rate_threshold = 0.25\nmin_requests = 4\n\
+                window_ms = 5000\ncooldown_ms = 20\nmax_cooldown_ms = 40\nrate_limit_backoff_ms = 7\n\
+                [retry]\nmax_retries = 4\nper_try_timeout_ms = 900\nbackoff_base_ms = 0\nbackoff_max_ms = 5\n";
+    let chain = "deny = []\n[[chains.ethereum.routes]]\nmethods = [\"trace_*\", \"debug_trace*\"]\ntags = [\"trace\"]\n";
+    let c = upstreams_ok(&with_upstreams(head, chain));
+    assert_eq!(c.probe.interval, Duration::from_millis(250));
+    assert_eq!(c.probe.timeout, Duration::from_millis(100));
+    assert_eq!(c.circuit.failure_threshold, 2);
+    assert_eq!(c.circuit.error_rate_threshold, 0.25);
+    assert_eq!(c.circuit.min_requests, 4);
+    assert_eq!(c.circuit.window, Duration::from_millis(5000));
+    assert_eq!(c.circuit.cooldown, Duration::from_millis(20));
+    assert_eq!(c.circuit.max_cooldown, Duration::from_millis(40));
+    assert_eq!(c.circuit.rate_limit_backoff, Duration::from_millis(7));
+    assert_eq!(c.retry.max_retries, 4);
+    assert_eq!(c.retry.per_try_timeout, Duration::from_millis(900));
+    assert_eq!(c.retry.backoff_base, Duration::ZERO);
+    assert_eq!(c.retry.backoff_max, Duration::from_millis(5));
+    let chain = &c.chains["ethereum"];
+    assert!(chain.deny.is_empty(), "deny = [] allows everything");
+    assert_eq!(chain.routes[0].methods, ["trace_*", "debug_trace*"]);
+    assert_eq!(chain.routes[0].tags, ["trace"]);
+}
+
+#[test]
+fn each_problem_is_named() {
+    let cases = [
+        ("[probe]\ninterval_ms = 10\n", "", "probe.interval_ms: must be between 50 and 600000, got 10"),
+        ("[circuit]\nfailure_threshold = 0\n", "", "circuit.failure_threshold: must be at least 1"),
+        ("[circuit]\nerror_rate_threshold = 1.5\n", "", "circuit.error_rate_threshold: must be within (0, 1]"),
+        ("[circuit]\ncooldown_ms = 500\nmax_cooldown_ms = 100\n", "", "circuit.max_cooldown_ms: must not be below circuit.cooldown_ms"),
+        ("[retry]\nmax_retries = 11\n", "", "retry.max_retries: must be at most 10"),
+        ("[retry]\nbackoff_base_ms = 50\nbackoff_max_ms = 10\n", "", "retry.backoff_max_ms: must not be below retry.backoff_base_ms"),
+        ("", "deny = [\"admin-*\"]\n", "chains.ethereum.deny[0]: invalid method pattern"),
+        ("", "[[chains.ethereum.routes]]\nmethods = []\ntags = [\"trace\"]\n", "chains.ethereum.routes[0].methods: needs at least one method pattern"),
+        ("", "[[chains.ethereum.routes]]\nmethods = [\"trace_*\"]\ntags = []\n", "chains.ethereum.routes[0].tags: needs at least one tag"),
+        ("", "[[chains.ethereum.routes]]\nmethods = [\"trace_*\"]\ntags = [\"gpu\"]\n", "chains.ethereum.routes[0].tags: no upstream of chain \"ethereum\" has all of the tags [gpu]"),
+        ("", "[[chains.ethereum.routes]]\nmethods = [\"x\"]\ntags = [\"Trace\"]\n", "chains.ethereum.routes[0].tags[0]: invalid tag \"Trace\""),
+    ];
+    for (head, chain, want) in cases {
+        let err = upstreams_err(&with_upstreams(head, chain));
+        assert!(err.contains(want), "want {want:?} in:\n{err}");
+        assert!(err.contains(UPSTREAMS), "names the file: {err}");
+    }
+    let err = upstream_err("http = \"http://127.0.0.1:1\"\ntags = [\"a\", \"a\"]");
+    assert!(
+        err.contains("chains.ethereum.upstreams[0].tags[1]: duplicate tag \"a\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_new_tables_are_rejected_with_their_line() {
+    let err = upstreams_err(&with_upstreams("[retry]\nmax_retry = 3\n", ""));
+    assert!(err.contains("max_retry") && err.contains("line 2"), "{err}");
+    let err = upstreams_err(&with_upstreams(
+        "",
+        "[[chains.ethereum.routes]]\nmethod = [\"x\"]\ntags = [\"trace\"]\n",
+    ));
+    assert!(err.contains("method"), "{err}");
+}
+
+#[test]
+fn max_batch_is_checked() {
+    let err = server_err("[server]\nmax_batch = 0\n");
+    assert!(
+        err.contains("server.max_batch: must be between 1 and 100000, got 0"),
+        "{err}"
+    );
+    let ok = parse_server("[server]\nmax_batch = 50\n", Path::new(MAIN), env).unwrap();
+    assert_eq!(ok.max_batch, 50);
+}

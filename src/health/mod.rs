@@ -1,0 +1,318 @@
+//! Live health of one upstream, in atomics: read by every selection, written by every answer
+//! and every probe, with no lock anywhere.
+//!
+//! It tracks the head block (from probes), whether the node serves the right chain, latency
+//! (`latency`: EWMA and p90), errors over a sliding window (`window`), the circuit breaker
+//! (`circuit`), rate-limit backoff, and requests in flight. From these comes the upstream's score:
+//!
+//! ```text
+//! score = weight × latency_factor × error_factor × lag_factor        (0 = takes no traffic)
+//! latency_factor = clamp((best + 5 ms) / (own + 5 ms), 0.05, 1)      EWMA vs. the chain's fastest
+//! error_factor   = max((1 − error_rate)², 0.05)                       once 5+ outcomes in the window
+//! lag_factor     = 1 at the head, 1 − 0.5·lag/(max_lag+1) within max_block_lag, 0 beyond;
+//!                  0.5 while the head is still unknown
+//! ```
+//! The score is 0 while the circuit is open, while rate limited, and when the node reported
+//! another chain id; a half-open circuit scores a tenth so its single trial comes soon but costs
+//! little. The 5 ms in the latency factor keeps nodes whose latencies differ by noise (a local
+//! node at 0.3 ms vs 0.6 ms) at equal footing, while a 100 ms provider next to a 50 ms one gets
+//! about half the traffic.
+
+mod circuit;
+mod latency;
+mod window;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use circuit::{CircuitState, Transition};
+
+/// Milliseconds since the process's monotonic epoch.
+pub type Millis = u64;
+
+/// The current time in [`Millis`].
+pub fn now_ms() -> Millis {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as Millis
+}
+
+/// Circuit and backoff tunables, shared by the upstreams of a chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthPolicy {
+    pub failure_threshold: u32,
+    pub error_rate_threshold: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+    pub rate_limit_backoff: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        let c = crate::config::CircuitConfig::default();
+        HealthPolicy {
+            failure_threshold: c.failure_threshold,
+            error_rate_threshold: c.error_rate_threshold,
+            min_requests: c.min_requests,
+            window: c.window,
+            cooldown: c.cooldown,
+            max_cooldown: c.max_cooldown,
+            rate_limit_backoff: c.rate_limit_backoff,
+        }
+    }
+}
+
+/// What one exchange with the upstream came to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Success,
+    ConnectError,
+    Timeout,
+    /// HTTP 5xx, a malformed answer, a connection broken mid-exchange.
+    ServerError,
+    /// HTTP 429 or a JSON-RPC rate-limit error.
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
+    /// A JSON-RPC error meaning this node cannot serve the call (not synced, pruned, internal).
+    NodeError,
+}
+
+/// Whether the node serves the chain it is configured for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainIdStatus {
+    Unknown,
+    Ok,
+    Wrong,
+}
+
+/// Longest backoff a `Retry-After` can impose.
+const MAX_RATE_LIMIT: Duration = Duration::from_secs(300);
+/// Latency difference below which upstreams count as equally fast.
+const LATENCY_SLACK_US: f64 = 5_000.0;
+
+pub struct UpstreamHealth {
+    /// `chain/upstream`, for the log lines of circuit transitions.
+    label: String,
+    head: AtomicU64,
+    head_at: AtomicU64,
+    chain_id: AtomicU8,
+    latency: latency::Latency,
+    window: window::Window,
+    circuit: circuit::Circuit,
+    rate_limited_until: AtomicU64,
+    in_flight: AtomicU32,
+}
+
+/// The chain-wide numbers a score is relative to.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreContext {
+    pub chain_head: u64,
+    pub max_block_lag: u64,
+    pub best_latency: Option<Duration>,
+}
+
+impl UpstreamHealth {
+    pub fn new(label: String) -> UpstreamHealth {
+        UpstreamHealth {
+            label,
+            head: AtomicU64::new(0),
+            head_at: AtomicU64::new(0),
+            chain_id: AtomicU8::new(0),
+            latency: latency::Latency::new(),
+            window: window::Window::new(),
+            circuit: circuit::Circuit::new(),
+            rate_limited_until: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+        }
+    }
+
+    /// Records the outcome of a request or probe; `latency` when an answer came.
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        latency: Option<Duration>,
+        policy: &HealthPolicy,
+        now: Millis,
+    ) {
+        if let Some(l) = latency {
+            self.latency.add(l);
+        }
+        let window_ms = policy.window.as_millis() as u64;
+        let transition = match outcome {
+            Outcome::Success => {
+                self.window.add(false, window_ms, now);
+                self.circuit.on_success(now)
+            }
+            Outcome::RateLimited { retry_after } => {
+                let pause = retry_after
+                    .unwrap_or(policy.rate_limit_backoff)
+                    .min(MAX_RATE_LIMIT);
+                self.rate_limited_until
+                    .fetch_max(now + pause.as_millis() as u64, Relaxed);
+                tracing::warn!(upstream = %self.label, pause_ms = pause.as_millis() as u64, "upstream is rate limiting; backing off");
+                None
+            }
+            _ => {
+                self.window.add(true, window_ms, now);
+                let (ok, failed) = self.window.counts(window_ms, now);
+                self.circuit.on_failure(now, (failed, ok + failed), policy)
+            }
+        };
+        match transition {
+            Some(Transition::Opened { cooldown_ms }) => {
+                tracing::warn!(upstream = %self.label, ?outcome, cooldown_ms, "circuit opened")
+            }
+            Some(Transition::Reopened { cooldown_ms }) => {
+                tracing::warn!(upstream = %self.label, ?outcome, cooldown_ms, "circuit trial failed; open again")
+            }
+            Some(Transition::Closed) => tracing::info!(upstream = %self.label, "circuit closed"),
+            None => {}
+        }
+    }
+
+    /// Whether a request could be sent now (without taking a half-open trial slot).
+    pub fn is_available(&self, now: Millis) -> bool {
+        self.chain_id_status() != ChainIdStatus::Wrong
+            && self.rate_limited_until.load(Relaxed) <= now
+            && !matches!(self.circuit.state(now), CircuitState::Open { .. })
+    }
+
+    /// Call when choosing this upstream for a request: false when it must not be used now. In
+    /// half-open state only one trial at a time gets true.
+    pub fn try_acquire(&self, now: Millis, policy: &HealthPolicy) -> bool {
+        self.chain_id_status() != ChainIdStatus::Wrong
+            && self.rate_limited_until.load(Relaxed) <= now
+            && self.circuit.try_acquire(now, policy)
+    }
+
+    pub fn circuit(&self, now: Millis) -> CircuitState {
+        self.circuit.state(now)
+    }
+
+    pub fn rate_limited_until(&self, now: Millis) -> Option<Millis> {
+        let until = self.rate_limited_until.load(Relaxed);
+        (until > now).then_some(until)
+    }
+
+    pub fn set_head(&self, head: u64, now: Millis) {
+        self.head.store(head, Relaxed);
+        self.head_at.store(now, Relaxed);
+    }
+
+    /// The last head a probe saw; 0 when unknown.
+    pub fn head(&self) -> u64 {
+        self.head.load(Relaxed)
+    }
+
+    pub fn head_age(&self, now: Millis) -> Option<Duration> {
+        (self.head() > 0)
+            .then(|| Duration::from_millis(now.saturating_sub(self.head_at.load(Relaxed))))
+    }
+
+    pub fn set_chain_id_ok(&self, ok: bool) {
+        self.chain_id.store(if ok { 1 } else { 2 }, Relaxed);
+    }
+
+    pub fn chain_id_status(&self) -> ChainIdStatus {
+        match self.chain_id.load(Relaxed) {
+            0 => ChainIdStatus::Unknown,
+            1 => ChainIdStatus::Ok,
+            _ => ChainIdStatus::Wrong,
+        }
+    }
+
+    pub fn latency_ewma(&self) -> Option<Duration> {
+        self.latency.ewma()
+    }
+
+    pub fn latency_p90(&self) -> Option<Duration> {
+        self.latency.p90()
+    }
+
+    /// (error rate, outcomes) over the window ending now.
+    pub fn error_rate(&self, policy: &HealthPolicy, now: Millis) -> (f64, u32) {
+        let (ok, failed) = self.window.counts(policy.window.as_millis() as u64, now);
+        let total = ok + failed;
+        (f64::from(failed) / f64::from(total.max(1)), total)
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.circuit.consecutive_failures()
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(&self.in_flight)
+    }
+
+    /// `weight x health`, 0.0 when the upstream must not take traffic (see the module docs).
+    pub fn score(
+        &self,
+        weight: u32,
+        ctx: &ScoreContext,
+        policy: &HealthPolicy,
+        now: Millis,
+    ) -> f64 {
+        if self.chain_id_status() == ChainIdStatus::Wrong
+            || self.rate_limited_until.load(Relaxed) > now
+        {
+            return 0.0;
+        }
+        let circuit = match self.circuit.state(now) {
+            CircuitState::Open { .. } => return 0.0,
+            CircuitState::HalfOpen => 0.1,
+            CircuitState::Closed => 1.0,
+        };
+        let lag = lag_factor(self.head(), ctx.chain_head, ctx.max_block_lag);
+        if lag == 0.0 {
+            return 0.0;
+        }
+        let latency = match (ctx.best_latency, self.latency.ewma()) {
+            (Some(best), Some(own)) => ((best.as_micros() as f64 + LATENCY_SLACK_US)
+                / (own.as_micros() as f64 + LATENCY_SLACK_US))
+                .clamp(0.05, 1.0),
+            _ => 1.0,
+        };
+        let (rate, samples) = self.error_rate(policy, now);
+        let errors = if samples < 5 {
+            1.0
+        } else {
+            ((1.0 - rate) * (1.0 - rate)).max(0.05)
+        };
+        f64::from(weight) * circuit * lag * latency * errors
+    }
+}
+
+fn lag_factor(head: u64, chain_head: u64, max_lag: u64) -> f64 {
+    if head == 0 {
+        return 0.5;
+    }
+    let lag = chain_head.saturating_sub(head);
+    if lag == 0 {
+        1.0
+    } else if lag <= max_lag {
+        1.0 - 0.5 * lag as f64 / (max_lag + 1) as f64
+    } else {
+        0.0
+    }
+}
+
+/// A request in flight on an upstream; the count drops with the guard.
+pub struct InFlight<'a>(&'a AtomicU32);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

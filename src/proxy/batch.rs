@@ -1,0 +1,196 @@
+//! A batch: invalid and denied elements answered here; the valid calls grouped by what they need
+//! (tags, block height), each group sent as one sub-batch, the groups in parallel; calls whose
+//! answers show the node could not serve them retried alone on another upstream; everything put
+//! back in request order with the original ids.
+//!
+//! When the batch needs a single group and its first answer is good throughout, the upstream's
+//! bytes are returned unchanged.
+
+use bytes::Bytes;
+
+use super::forward::{Attempt, Attempts, Failure, Forwarder, Need};
+use super::outcome::{answer_verdict, outcome_of_verdict, Verdict};
+use super::respond::Answer;
+use super::single::{denied, need_of, tx_accepted, SEND_RAW_TX};
+use crate::jsonrpc::batch::{assemble, split_answers, sub_batch, take_answer};
+use crate::jsonrpc::classify::ErrorClass;
+use crate::jsonrpc::error::error_body;
+use crate::jsonrpc::{Call, Item};
+
+/// What happened to one group.
+struct GroupResult {
+    /// Final answer object per call of the group (by item index).
+    finals: Vec<(usize, Bytes)>,
+    /// The upstream's whole answer, when it can be returned as is.
+    verbatim: Option<Bytes>,
+    /// Set when some call of the group got no usable answer.
+    failure: Option<Failure>,
+    state: Attempts,
+}
+
+/// Forwards a batch; returns the answer and, for the access log, one group's attempt state.
+pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer, Attempts) {
+    let mut finals: Vec<Option<Bytes>> = vec![None; items.len()];
+    let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Item::Call(call) = item else { continue };
+        let method = call.method(body);
+        if f.chain.policy.is_denied(method) {
+            finals[i] = call
+                .id
+                .clone()
+                .map(|id| Bytes::from(error_body(Some(&body[id]), &denied(method))));
+            continue;
+        }
+        let need = need_of(f, body, call);
+        match groups.iter_mut().find(|(n, _)| *n == need) {
+            Some((_, members)) => members.push((i, call)),
+            None => groups.push((need, vec![(i, call)])),
+        }
+    }
+    let whole = groups.len() == 1 && groups[0].1.len() == items.len();
+    let runs = groups
+        .iter()
+        .map(|(need, members)| run_group(f, body, need, members, whole));
+    let results = futures::future::join_all(runs).await;
+
+    let mut any_answer = finals.iter().any(Option::is_some);
+    let mut failure = None;
+    let mut state = Attempts::default();
+    for r in results {
+        if let Some(v) = r.verbatim {
+            return (Answer::json(200, v), r.state);
+        }
+        any_answer |= !r.finals.is_empty();
+        for (i, answer) in r.finals {
+            finals[i] = Some(answer);
+        }
+        if r.failure.is_some() {
+            failure = failure.or(r.failure);
+        }
+        if state.last_upstream.is_none() || r.state.tried.len() > state.tried.len() {
+            state = r.state;
+        }
+    }
+    // Calls left without an answer get the error their group ran into.
+    let status = match (&failure, any_answer) {
+        (Some(fail), false) => fail.to_error(&f.chain.name).0,
+        _ => 200,
+    };
+    if let Some(fail) = &failure {
+        let (_, err) = fail.to_error(&f.chain.name);
+        for (i, item) in items.iter().enumerate() {
+            if let (Item::Call(call), None) = (item, &finals[i]) {
+                if let Some(id) = call.id.clone() {
+                    finals[i] = Some(Bytes::from(error_body(Some(&body[id]), &err)));
+                }
+            }
+        }
+    }
+    (Answer::json(status, assemble(body, items, &finals)), state)
+}
+
+async fn run_group(
+    f: &Forwarder<'_>,
+    body: &Bytes,
+    need: &Need<'_>,
+    members: &[(usize, &Call)],
+    whole: bool,
+) -> GroupResult {
+    let mut state = Attempts::default();
+    let mut pending: Vec<(usize, &Call)> = members.to_vec();
+    let mut finals: Vec<(usize, Bytes)> = Vec::with_capacity(members.len());
+    // A node's own error for a call, kept in case no other upstream does better.
+    let mut fallback: Vec<(usize, Bytes)> = Vec::new();
+    let mut first = true;
+    for _ in 0..f.max_attempts() {
+        if pending.is_empty() {
+            break;
+        }
+        let out = Bytes::from(sub_batch(body, pending.iter().map(|(_, c)| &c.span)));
+        let (response, upstream, latency) = match f.attempt(need, &mut state, out).await {
+            Attempt::Answered {
+                response,
+                upstream,
+                latency,
+            } => (response, upstream, latency),
+            Attempt::Failed { delivered } => {
+                state.delivered |= delivered;
+                first = false;
+                continue;
+            }
+            Attempt::NoUpstream | Attempt::Deadline => break,
+        };
+        let Some(answers) = split_answers(&response.body) else {
+            f.record(&upstream, outcome_of_verdict(Verdict::Malformed), latency);
+            let reason = format!(
+                "upstream {} did not answer the batch with an array",
+                upstream.name
+            );
+            f.note_failure(&mut state, reason, false);
+            first = false;
+            continue;
+        };
+        let mut used = vec![false; answers.len()];
+        let mut worst = Verdict::Good;
+        let mut still = Vec::new();
+        for &(i, call) in &pending {
+            let Some(id) = call.id.clone() else {
+                // A notification was delivered; there is nothing to wait for.
+                continue;
+            };
+            let Some(k) = take_answer(&answers, &mut used, &body[id]) else {
+                still.push((i, call));
+                continue;
+            };
+            let text = answers[k].text;
+            let slice = response.body.slice_ref(text.as_bytes());
+            match answer_verdict(text) {
+                Verdict::Good => finals.push((i, slice)),
+                Verdict::Error(ErrorClass::Duplicate) => {
+                    let accepted = (call.method(body) == SEND_RAW_TX && state.delivered)
+                        .then(|| tx_accepted(body, call))
+                        .flatten();
+                    finals.push((i, accepted.map_or(slice, Bytes::from)));
+                }
+                v => {
+                    if worst == Verdict::Good {
+                        worst = v;
+                    }
+                    fallback.retain(|(j, _)| *j != i);
+                    fallback.push((i, slice));
+                    still.push((i, call));
+                }
+            }
+        }
+        f.record(&upstream, outcome_of_verdict(worst), latency);
+        if whole && first && still.is_empty() && used.iter().all(|u| *u) {
+            return GroupResult {
+                finals,
+                verbatim: Some(response.body),
+                failure: None,
+                state,
+            };
+        }
+        if let Verdict::Error(class) = worst {
+            let reason = format!("upstream {} answered a {class:?} error", upstream.name);
+            f.note_failure(&mut state, reason, class == ErrorClass::RateLimit);
+        }
+        first = false;
+        pending = still;
+    }
+    let mut failure = None;
+    for (i, call) in pending {
+        match fallback.iter().position(|(j, _)| *j == i) {
+            Some(k) => finals.push(fallback.swap_remove(k)),
+            None if call.id.is_some() => failure = Some(state.failure(need)),
+            None => {}
+        }
+    }
+    GroupResult {
+        finals,
+        verbatim: None,
+        failure,
+        state,
+    }
+}

@@ -1,0 +1,117 @@
+//! Turning what an upstream did into health outcomes and answer verdicts, shared by requests and
+//! probes.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::health::Outcome;
+use crate::jsonrpc::classify::{answer_error, classify_error, ErrorClass};
+use crate::upstream::{ExchangeError, Response};
+
+/// The health outcome of an exchange that produced no answer.
+pub fn outcome_of_error(e: &ExchangeError) -> Outcome {
+    match e {
+        ExchangeError::Unresolved | ExchangeError::Connect(_) => Outcome::ConnectError,
+        ExchangeError::Timeout => Outcome::Timeout,
+        ExchangeError::Io(_) | ExchangeError::TooLarge(_) => Outcome::ServerError,
+    }
+}
+
+/// Whether the request may have reached the node although no answer came back (it may have
+/// acted on it, e.g. broadcast a transaction).
+pub fn maybe_delivered(e: &ExchangeError) -> bool {
+    matches!(e, ExchangeError::Timeout | ExchangeError::Io(_))
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from RPC providers and is ignored).
+pub fn retry_after(r: &Response) -> Option<Duration> {
+    let secs: u64 = r.retry_after.as_ref()?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// What a single call's 2xx answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A result, or an error that is the caller's: pass it on.
+    Good,
+    /// A JSON-RPC error of this class.
+    Error(ErrorClass),
+    /// Not a JSON-RPC answer at all (truncated, not JSON): the upstream is broken.
+    Malformed,
+}
+
+/// Inspects the answer to a single call. An empty body is fine only for a notification.
+pub fn single_verdict(body: &[u8], expects_answer: bool) -> Verdict {
+    if body.is_empty() {
+        return if expects_answer {
+            Verdict::Malformed
+        } else {
+            Verdict::Good
+        };
+    }
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+    }
+    // Parsing the whole body also proves it is complete JSON.
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Verdict::Malformed;
+    };
+    match serde_json::from_str::<Answer>(text) {
+        Err(_) => Verdict::Malformed,
+        Ok(Answer { error: None }) => Verdict::Good,
+        Ok(Answer { error: Some(_) }) => answer_verdict(text),
+    }
+}
+
+/// The verdict for one answer object already known to be JSON.
+pub fn answer_verdict(answer: &str) -> Verdict {
+    match answer_error(answer) {
+        None => Verdict::Good,
+        Some((code, message)) => match classify_error(code, &message) {
+            ErrorClass::Caller => Verdict::Good,
+            class => Verdict::Error(class),
+        },
+    }
+}
+
+/// The health outcome of a 2xx exchange given the worst verdict among its answers.
+pub fn outcome_of_verdict(v: Verdict) -> Outcome {
+    match v {
+        Verdict::Good | Verdict::Error(ErrorClass::Caller | ErrorClass::Duplicate) => {
+            Outcome::Success
+        }
+        Verdict::Error(ErrorClass::RateLimit) => Outcome::RateLimited { retry_after: None },
+        Verdict::Error(ErrorClass::Node) => Outcome::NodeError,
+        Verdict::Malformed => Outcome::ServerError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let ok = br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#;
+        assert_eq!(single_verdict(ok, true), Verdict::Good);
+        let reverted =
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":3,"message":"execution reverted"}}"#;
+        assert_eq!(single_verdict(reverted, true), Verdict::Good);
+        let behind =
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"header not found"}}"#;
+        assert_eq!(
+            single_verdict(behind, true),
+            Verdict::Error(ErrorClass::Node)
+        );
+        assert_eq!(
+            single_verdict(br#"{"jsonrpc":"2.0","id":1,"res"#, true),
+            Verdict::Malformed
+        );
+        assert_eq!(single_verdict(b"", true), Verdict::Malformed);
+        assert_eq!(single_verdict(b"", false), Verdict::Good);
+    }
+}

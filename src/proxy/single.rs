@@ -1,0 +1,125 @@
+//! A single JSON-RPC call: refused if denied, routed by tags and block, retried on another
+//! upstream while the answer shows the node could not serve it, and passed on unchanged otherwise.
+
+use bytes::Bytes;
+
+use super::forward::{Attempt, Attempts, Forwarder, Need};
+use super::outcome::{outcome_of_verdict, single_verdict, Verdict};
+use super::respond::{self, Answer};
+use crate::health::Outcome;
+use crate::jsonrpc::classify::{required_block, ErrorClass};
+use crate::jsonrpc::{code, Call, Request, RpcError};
+use crate::upstream::Response;
+
+/// Method name of transactions, whose duplicate-broadcast errors need care.
+pub const SEND_RAW_TX: &str = "eth_sendRawTransaction";
+
+/// The error for a method refused by the chain's deny list.
+pub fn denied(method: &str) -> RpcError {
+    RpcError::new(
+        code::METHOD_NOT_FOUND,
+        format!(
+            "method {} is not available through this endpoint",
+            crate::jsonrpc::error::quote(method)
+        ),
+    )
+}
+
+/// What a call needs from an upstream.
+pub fn need_of<'a>(f: &'a Forwarder<'_>, body: &[u8], call: &Call) -> Need<'a> {
+    let method = call.method(body);
+    let params = call
+        .params
+        .clone()
+        .and_then(|r| std::str::from_utf8(&body[r]).ok());
+    Need {
+        tags: f.chain.policy.tags_for(method),
+        min_block: required_block(method, params),
+    }
+}
+
+/// The answer a node would give had it accepted the transaction: its hash.
+pub fn tx_accepted(body: &[u8], call: &Call) -> Option<Vec<u8>> {
+    let params = std::str::from_utf8(&body[call.params.clone()?]).ok()?;
+    let list: Vec<&str> = serde_json::from_str(params).ok()?;
+    let hash = crate::jsonrpc::tx::raw_tx_hash_json(list.first()?)?;
+    let id = &body[call.id.clone()?];
+    let mut out = Vec::with_capacity(110 + id.len());
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id);
+    out.extend_from_slice(br#","result":"#);
+    out.extend_from_slice(hash.as_bytes());
+    out.push(b'}');
+    Some(out)
+}
+
+/// Forwards one call; `state` tells the caller who answered and how many retries it took.
+pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut Attempts) -> Answer {
+    let method = call.method(body);
+    if f.chain.policy.is_denied(method) {
+        let out = respond::error_for_all(body, &Request::Single(call.clone()), &denied(method));
+        return Answer::json(200, out);
+    }
+    let need = need_of(f, body, call);
+    let is_tx = method == SEND_RAW_TX;
+    let mut fallback: Option<Response> = None;
+    for _ in 0..f.max_attempts() {
+        match f.attempt(&need, state, body.clone()).await {
+            Attempt::Answered {
+                response,
+                upstream,
+                latency,
+            } => {
+                if response.status == 400 {
+                    f.record(&upstream, Outcome::Success, latency);
+                    return pass(response);
+                }
+                let verdict = single_verdict(&response.body, !call.is_notification());
+                f.record(&upstream, outcome_of_verdict(verdict), latency);
+                match verdict {
+                    Verdict::Good => return pass(response),
+                    Verdict::Error(ErrorClass::Duplicate) if is_tx && state.delivered => {
+                        // An earlier attempt reached a node that took the transaction.
+                        if let Some(out) = tx_accepted(body, call) {
+                            return Answer::json(200, out);
+                        }
+                        return pass(response);
+                    }
+                    Verdict::Error(ErrorClass::Duplicate | ErrorClass::Caller) => {
+                        return pass(response)
+                    }
+                    Verdict::Error(class) => {
+                        let reason =
+                            format!("upstream {} answered a {class:?} error", upstream.name);
+                        f.note_failure(state, reason, class == ErrorClass::RateLimit);
+                        fallback = Some(response);
+                    }
+                    Verdict::Malformed => {
+                        let reason = format!("upstream {} sent a malformed answer", upstream.name);
+                        f.note_failure(state, reason, false);
+                        state.delivered = true;
+                    }
+                }
+            }
+            Attempt::Failed { delivered } => state.delivered |= delivered,
+            Attempt::NoUpstream | Attempt::Deadline => break,
+        }
+    }
+    // Every upstream tried: the last node's own answer says more than an error of ours.
+    if let Some(response) = fallback {
+        return pass(response);
+    }
+    let (status, err) = state.failure(&need).to_error(&f.chain.name);
+    Answer::json(
+        status,
+        respond::error_for_all(body, &Request::Single(call.clone()), &err),
+    )
+}
+
+fn pass(response: Response) -> Answer {
+    let mut a = Answer::json(response.status, response.body);
+    if let Some(enc) = response.content_encoding {
+        a = a.with_header(http::header::CONTENT_ENCODING, enc);
+    }
+    a
+}

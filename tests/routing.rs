@@ -1,0 +1,536 @@
+//! Health-weighted routing, failover, retries, circuit breakers, rate limits, block- and
+//! method-aware routing, and batch splitting, through a real livechain process in front of mock
+//! nodes with injected failures.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use livechain::mock::MockNode;
+use serde_json::json;
+
+/// An upstreams file for chain 1 with `[probe]`/`[circuit]`/`[retry]` settings and upstreams given
+/// as `(name, url, extra keys)`.
+fn config(settings: &str, routes: &str, upstreams: &[(&str, String, &str)]) -> String {
+    let mut out =
+        format!("{settings}\n[chains.ethereum]\nchain_id = 1\nmax_block_lag = 3\n{routes}\n");
+    for (name, url, extra) in upstreams {
+        out.push_str(&format!(
+            "\n[[chains.ethereum.upstreams]]\nname = \"{name}\"\nhttp = \"{url}\"\n{extra}\n"
+        ));
+    }
+    out
+}
+
+const FAST_PROBES: &str = "[probe]\ninterval_ms = 100\ntimeout_ms = 500\n";
+
+/// How many calls of `method` a mock has served.
+async fn served(node: &MockNode, method: &str) -> u64 {
+    stats(node).await["methods"][method].as_u64().unwrap_or(0)
+}
+
+/// Polls `cond` every 50 ms until it holds or `within` passes.
+async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Runs `workers` clients sending `eth_getBalance` until `stop` is set, at most `limit`; returns
+/// (requests, failures, slowest answer).
+async fn load(
+    addr: std::net::SocketAddr,
+    workers: usize,
+    limit: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64, Duration) {
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let slowest = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + limit;
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (sent, failed, slowest, stop) =
+                (sent.clone(), failed.clone(), slowest.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut c = Client::new(addr);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                    i += 1;
+                    let started = Instant::now();
+                    let body = call(
+                        i,
+                        "eth_getBalance",
+                        json!([format!("0x{w:040x}"), "latest"]),
+                    );
+                    let r = c.post("/ethereum", &body).await;
+                    let took = started.elapsed().as_micros() as u64;
+                    slowest.fetch_max(took, Ordering::Relaxed);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if r.status != 200 || r.json().get("result").is_none() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed: {} {}", r.status, r.text());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (
+        sent.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        Duration::from_micros(slowest.load(Ordering::Relaxed)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_or_stalling_an_upstream_under_load_is_invisible_to_clients() {
+    let a = mock(1).await;
+    let b = mock(1).await;
+    let c = mock(1).await;
+    let settings = format!("{FAST_PROBES}[retry]\nper_try_timeout_ms = 500\nmax_retries = 2\n");
+    let ups = config(
+        &settings,
+        "",
+        &[("a", a.url(), ""), ("b", b.url(), ""), ("c", c.url(), "")],
+    );
+    let p = Proxy::start(&ups, "request_timeout_ms = 5000").await;
+
+    // Kill one of three while 8 clients keep sending.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = tokio::spawn(load(p.addr, 8, Duration::from_secs(20), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed_at = Instant::now();
+    a.shutdown().await;
+    // Failover time: until b and c alone carry the traffic (a's circuit is open).
+    let before = served(&b, "eth_getBalance").await + served(&c, "eth_getBalance").await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            served(&b, "eth_getBalance").await + served(&c, "eth_getBalance").await > before + 100
+        })
+        .await
+    );
+    let failover = killed_at.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Then stall another one: it stops answering but keeps connections open.
+    control(&b, json!({"failure": "timeout", "failure_rate": 1.0})).await;
+    let stalled_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c_before = served(&c, "eth_getBalance").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        served(&c, "eth_getBalance").await > c_before + 50,
+        "c carries the traffic"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed, slowest) = run.await.unwrap();
+    eprintln!(
+        "kill+stall under load: {sent} requests, {failed} failed, slowest {slowest:?}, \
+         traffic off the killed upstream after {failover:?}, stall began {:?} before the end",
+        stalled_at.elapsed()
+    );
+    assert_eq!(failed, 0, "no client-visible error");
+    assert!(sent > 500, "load ran: {sent}");
+    // A stalled upstream costs at most one per-try timeout (plus backoff) to a request.
+    assert!(slowest < Duration::from_millis(1500), "slowest {slowest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_upstream_gets_no_traffic_until_it_catches_up() {
+    let a = mock_with(1, Duration::from_millis(100), (0, 0)).await;
+    let b = mock_with(1, Duration::from_millis(100), (0, 0)).await;
+    let ups = config(FAST_PROBES, "", &[("a", a.url(), ""), ("b", b.url(), "")]);
+    let p = Proxy::start(&ups, "").await;
+    let mut client = p.client();
+    control(&b, json!({"stall_head": true})).await;
+    // 3 blocks of lag allowed at 100 ms a block: after ~0.6 s and a probe, b is out.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let before = served(&b, "eth_getBalance").await;
+    for i in 0..60 {
+        let body = call(i, "eth_getBalance", json!(["0x01", "latest"]));
+        let r = client.post("/ethereum", &body).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        served(&b, "eth_getBalance").await,
+        before,
+        "lagging b got traffic"
+    );
+
+    control(&b, json!({"stall_head": false})).await;
+    let back = eventually(Duration::from_secs(5), || {
+        let mut client = p.client();
+        let b = &b;
+        async move {
+            let before = served(b, "eth_getBalance").await;
+            for i in 0..20 {
+                client
+                    .post(
+                        "/ethereum",
+                        &call(i, "eth_getBalance", json!(["0x01", "latest"])),
+                    )
+                    .await;
+            }
+            served(b, "eth_getBalance").await > before
+        }
+    })
+    .await;
+    assert!(back, "b takes traffic again once caught up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_weights_are_honoured() {
+    let a = mock(1).await;
+    let b = mock(1).await;
+    let ups = config(
+        FAST_PROBES,
+        "",
+        &[("a", a.url(), "weight = 1"), ("b", b.url(), "weight = 3")],
+    );
+    let p = Proxy::start(&ups, "").await;
+    let mut client = p.client();
+    let n = 800;
+    for i in 0..n {
+        let r = client
+            .post(
+                "/ethereum",
+                &call(i, "eth_getBalance", json!(["0x01", "latest"])),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let (ca, cb) = (
+        served(&a, "eth_getBalance").await,
+        served(&b, "eth_getBalance").await,
+    );
+    assert_eq!(ca + cb, n);
+    let share = cb as f64 / n as f64;
+    eprintln!("weights 1:3 gave {ca}:{cb} (b share {share:.3})");
+    assert!((share - 0.75).abs() < 0.07, "b share {share:.3}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_opens_half_opens_and_closes() {
+    let good = mock(1).await;
+    let bad = mock(1).await;
+    // Probes rarely, so the circuit is driven by client traffic here.
+    let settings = "[probe]\ninterval_ms = 600000\n\
+                    [circuit]\nfailure_threshold = 3\ncooldown_ms = 400\nmax_cooldown_ms = 1600\n";
+    let ups = config(
+        settings,
+        "",
+        &[("good", good.url(), ""), ("bad", bad.url(), "weight = 50")],
+    );
+    let p = Proxy::start(&ups, "").await;
+    control(&bad, json!({"failure": "http_500", "failure_rate": 1.0})).await;
+    let mut client = p.client();
+    let burst = |from: u64| {
+        let mut c = p.client();
+        async move {
+            for i in from..from + 30 {
+                let r = c
+                    .post("/ethereum", &call(i, "eth_chainId", json!([])))
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        }
+    };
+    burst(0).await;
+    // Opened after 3 failures: the heavy weight would otherwise have sent it most of the 30.
+    let failures = stats(&bad).await["failures_injected"].as_u64().unwrap();
+    assert_eq!(
+        failures, 3,
+        "requests reaching the bad upstream before its circuit opened"
+    );
+
+    // Half-open after the cooldown: one trial, which fails and reopens for twice as long.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    burst(100).await;
+    let after_trial = stats(&bad).await["failures_injected"].as_u64().unwrap();
+    assert_eq!(after_trial, failures + 1, "exactly one trial request");
+
+    // Recovered: the next trial succeeds and the circuit closes.
+    control(&bad, json!({"reset": true})).await;
+    tokio::time::sleep(Duration::from_millis(850)).await;
+    burst(200).await;
+    let served_after = served(&bad, "eth_chainId").await;
+    assert!(
+        served_after > 5,
+        "closed again and taking traffic: {served_after}"
+    );
+    let r = client
+        .post("/ethereum", &call(1, "eth_chainId", json!([])))
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_upstream_backs_off_for_retry_after() {
+    let a = mock(1).await;
+    let b = mock(1).await;
+    let settings = "[probe]\ninterval_ms = 600000\n";
+    let ups = config(
+        settings,
+        "",
+        &[("a", a.url(), ""), ("b", b.url(), "weight = 50")],
+    );
+    let p = Proxy::start(&ups, "").await;
+    control(
+        &b,
+        json!({"failure": "http_429", "failure_rate": 1.0, "retry_after_secs": 2}),
+    )
+    .await;
+    let mut client = p.client();
+    let started = Instant::now();
+    for i in 0..40 {
+        let r = client
+            .post("/ethereum", &call(i, "eth_chainId", json!([])))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(
+        stats(&b).await["failures_injected"],
+        1,
+        "one 429, then b is left alone"
+    );
+    control(&b, json!({"reset": true})).await;
+    // Still within Retry-After: no traffic.
+    for i in 0..20 {
+        client
+            .post("/ethereum", &call(i, "eth_chainId", json!([])))
+            .await;
+    }
+    assert_eq!(served(&b, "eth_chainId").await, 0);
+    // After it, b is used again.
+    let back = eventually(Duration::from_secs(4), || {
+        let mut c = p.client();
+        let b = &b;
+        async move {
+            for i in 0..10 {
+                c.post("/ethereum", &call(i, "eth_chainId", json!([])))
+                    .await;
+            }
+            served(b, "eth_chainId").await > 0
+        }
+    })
+    .await;
+    assert!(back, "b back after Retry-After");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_naming_a_block_go_to_upstreams_that_have_it() {
+    let a = mock_with(1, Duration::from_millis(100), (0, 0)).await;
+    let b = mock_with(1, Duration::from_millis(100), (0, 0)).await;
+    // A large allowed lag keeps b usable for everything else.
+    let ups = config(FAST_PROBES, "", &[("a", a.url(), ""), ("b", b.url(), "")])
+        .replace("max_block_lag = 3", "max_block_lag = 1000");
+    let p = Proxy::start(&ups, "").await;
+    control(&b, json!({"stall_head": true})).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut client = p.client();
+    for i in 0..40 {
+        // A block b has not reached but a has (and that the probes have seen).
+        let target = b.head() + 2;
+        assert!(a.head() > target);
+        let body = call(
+            i,
+            "eth_getBlockByNumber",
+            json!([format!("0x{target:x}"), false]),
+        );
+        let r = client.post("/ethereum", &body).await;
+        let v = r.json();
+        assert_eq!(
+            v["result"]["number"],
+            format!("0x{target:x}"),
+            "block {target} found: {v}"
+        );
+    }
+    assert_eq!(served(&b, "eth_getBlockByNumber").await, 0);
+    // Calls without a block still use both.
+    for i in 0..60 {
+        client
+            .post("/ethereum", &call(i, "eth_chainId", json!([])))
+            .await;
+    }
+    assert!(served(&b, "eth_chainId").await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_are_routed_by_tag_and_denied_methods_never_leave() {
+    let archive = mock(1).await;
+    let plain = mock(1).await;
+    let routes = "[[chains.ethereum.routes]]\nmethods = [\"trace_*\", \"eth_getProof\"]\ntags = [\"trace\"]\n";
+    let ups = config(
+        FAST_PROBES,
+        routes,
+        &[
+            ("archive", archive.url(), "tags = [\"archive\", \"trace\"]"),
+            ("plain", plain.url(), ""),
+        ],
+    );
+    let p = Proxy::start(&ups, "").await;
+    let mut client = p.client();
+    for i in 0..20 {
+        let r = client
+            .post("/ethereum", &call(i, "trace_block", json!(["0x1"])))
+            .await;
+        // The mock has no trace namespace: its own answer comes back unchanged.
+        assert_eq!(r.json()["error"]["code"], -32601);
+        assert_eq!(r.json()["id"], i);
+    }
+    assert_eq!(served(&archive, "trace_block").await, 20);
+    assert_eq!(served(&plain, "trace_block").await, 0);
+
+    for method in [
+        "admin_peers",
+        "personal_unlockAccount",
+        "debug_setHead",
+        "miner_start",
+    ] {
+        let r = client.post("/ethereum", &call(9, method, json!([]))).await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert_eq!(v["error"]["code"], -32601, "{method}");
+        assert_eq!(v["id"], 9);
+        assert!(v["error"]["message"].as_str().unwrap().contains(method));
+    }
+    let total = stats(&archive).await["calls"].as_u64().unwrap()
+        + stats(&plain).await["calls"].as_u64().unwrap();
+    let denied_seen = served(&archive, "admin_peers").await + served(&plain, "admin_peers").await;
+    assert_eq!(
+        denied_seen, 0,
+        "denied methods never forwarded ({total} calls seen)"
+    );
+
+    // With the only tagged upstream gone, tagged methods get a clear 503.
+    archive.shutdown().await;
+    let mut last = String::new();
+    let mut refused = false;
+    let until = Instant::now() + Duration::from_secs(5);
+    while !refused && Instant::now() < until {
+        let r = client
+            .post("/ethereum", &call(5, "trace_block", json!(["0x1"])))
+            .await;
+        last = r.text();
+        refused = r.status == 503;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        refused,
+        "tagged method refused once its upstream is known dead: {last}"
+    );
+    let msg: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let msg = msg["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("trace") && msg.contains("ethereum"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_split_by_need_and_reassembled_and_only_failed_parts_retried() {
+    let archive = mock(1).await;
+    let plain = mock(1).await;
+    let routes = "[[chains.ethereum.routes]]\nmethods = [\"trace_*\"]\ntags = [\"trace\"]\n";
+    let ups = config(
+        FAST_PROBES,
+        routes,
+        &[
+            ("archive", archive.url(), "tags = [\"trace\"]"),
+            ("plain", plain.url(), "weight = 100"),
+        ],
+    );
+    let p = Proxy::start(&ups, "").await;
+    let mut client = p.client();
+    let batch = br#"[
+        {"jsonrpc":"2.0","id":"first","method":"eth_chainId"},
+        {"jsonrpc":"2.0","id":2,"method":"trace_block","params":["0x1"]},
+        {"jsonrpc":"2.0","method":"eth_blockNumber"},
+        {"jsonrpc":"2.0","id":[],"method":"eth_chainId"},
+        {"jsonrpc":"2.0","id":4.0,"method":"net_version"}
+    ]"#;
+    let r = client.post("/ethereum", batch).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains(r#""id":4.0"#), "ids kept verbatim: {text}");
+    let v = r.json();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 4, "{text}");
+    assert_eq!(
+        (arr[0]["id"].clone(), arr[0]["result"].clone()),
+        (json!("first"), json!("0x1"))
+    );
+    assert_eq!(arr[1]["id"], 2);
+    assert_eq!(
+        arr[1]["error"]["code"], -32601,
+        "mock has no trace_block: {text}"
+    );
+    assert_eq!(
+        arr[2]["error"]["code"], -32600,
+        "invalid id answered in place"
+    );
+    assert_eq!(
+        (arr[3]["result"].clone(), arr[3]["error"].clone()),
+        (json!("1"), json!(null))
+    );
+    assert_eq!(served(&archive, "trace_block").await, 1);
+    assert_eq!(served(&plain, "trace_block").await, 0);
+
+    // One node answers "header not found" for every call: only those calls move elsewhere.
+    control(
+        &plain,
+        json!({"failure": "header_not_found", "failure_rate": 1.0}),
+    )
+    .await;
+    let before = stats(&archive).await["calls"].as_u64().unwrap();
+    let calls: Vec<String> = (0..10)
+        .map(|i| String::from_utf8(call(i, "eth_getBalance", json!(["0x01", "latest"]))).unwrap())
+        .collect();
+    let r = client
+        .post("/ethereum", format!("[{}]", calls.join(",")).as_bytes())
+        .await;
+    let v = r.json();
+    for (i, a) in v.as_array().unwrap().iter().enumerate() {
+        assert_eq!(a["id"], i as u64);
+        assert!(a["result"].is_string(), "answer {i}: {a}");
+    }
+    let moved = stats(&archive).await["calls"].as_u64().unwrap() - before;
+    assert_eq!(moved, 10, "each call answered once by the healthy node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_errors_are_returned_unchanged_and_not_retried() {
+    let a = mock(1).await;
+    let b = mock(1).await;
+    let ups = config(FAST_PROBES, "", &[("a", a.url(), ""), ("b", b.url(), "")]);
+    let p = Proxy::start(&ups, "").await;
+    let mut client = p.client();
+    for i in 0..10 {
+        let body = call(
+            i,
+            "eth_call",
+            json!([{"to": "0x0000000000000000000000000000000000000001", "data": "0xdeadbeef"}, "latest"]),
+        );
+        let r = client.post("/ethereum", &body).await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        assert_eq!(v["error"]["code"], 3, "{v}");
+        assert_eq!(v["error"]["message"], "execution reverted");
+    }
+    let total = served(&a, "eth_call").await + served(&b, "eth_call").await;
+    assert_eq!(total, 10, "each reverted call sent exactly once");
+}
