@@ -25,6 +25,9 @@ fn config(settings: &str, routes: &str, upstreams: &[(&str, String, &str)]) -> S
     out
 }
 
+/// A well-formed account address.
+const ADDR: &str = "0x00000000000000000000000000000000000000a1";
+
 const FAST_PROBES: &str = "[probe]\ninterval_ms = 100\ntimeout_ms = 500\n";
 
 /// How many calls of `method` a mock has served.
@@ -162,7 +165,7 @@ async fn lagging_upstream_gets_no_traffic_until_it_catches_up() {
     tokio::time::sleep(Duration::from_millis(900)).await;
     let before = served(&b, "eth_getBalance").await;
     for i in 0..60 {
-        let body = call(i, "eth_getBalance", json!(["0x01", "latest"]));
+        let body = call(i, "eth_getBalance", json!([ADDR, "latest"]));
         let r = client.post("/ethereum", &body).await;
         assert_eq!(r.status, 200);
     }
@@ -182,7 +185,7 @@ async fn lagging_upstream_gets_no_traffic_until_it_catches_up() {
                 client
                     .post(
                         "/ethereum",
-                        &call(i, "eth_getBalance", json!(["0x01", "latest"])),
+                        &call(i, "eth_getBalance", json!([ADDR, "latest"])),
                     )
                     .await;
             }
@@ -209,7 +212,7 @@ async fn configured_weights_are_honoured() {
         let r = client
             .post(
                 "/ethereum",
-                &call(i, "eth_getBalance", json!(["0x01", "latest"])),
+                &call(i, "eth_getBalance", json!([ADDR, "latest"])),
             )
             .await;
         assert_eq!(r.status, 200);
@@ -299,7 +302,7 @@ async fn rate_limited_upstream_backs_off_for_retry_after() {
     let started = Instant::now();
     for i in 0..40 {
         let r = client
-            .post("/ethereum", &call(i, "eth_chainId", json!([])))
+            .post("/ethereum", &call(i, "eth_gasPrice", json!([])))
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
@@ -313,20 +316,20 @@ async fn rate_limited_upstream_backs_off_for_retry_after() {
     // Still within Retry-After: no traffic.
     for i in 0..20 {
         client
-            .post("/ethereum", &call(i, "eth_chainId", json!([])))
+            .post("/ethereum", &call(i, "eth_gasPrice", json!([])))
             .await;
     }
-    assert_eq!(served(&b, "eth_chainId").await, 0);
+    assert_eq!(served(&b, "eth_gasPrice").await, 0);
     // After it, b is used again.
     let back = eventually(Duration::from_secs(4), || {
         let mut c = p.client();
         let b = &b;
         async move {
             for i in 0..10 {
-                c.post("/ethereum", &call(i, "eth_chainId", json!([])))
+                c.post("/ethereum", &call(i, "eth_gasPrice", json!([])))
                     .await;
             }
-            served(b, "eth_chainId").await > 0
+            served(b, "eth_gasPrice").await > 0
         }
     })
     .await;
@@ -498,7 +501,7 @@ async fn batches_are_split_by_need_and_reassembled_and_only_failed_parts_retried
     .await;
     let before = stats(&archive).await["calls"].as_u64().unwrap();
     let calls: Vec<String> = (0..10)
-        .map(|i| String::from_utf8(call(i, "eth_getBalance", json!(["0x01", "latest"]))).unwrap())
+        .map(|i| String::from_utf8(call(i, "eth_getBalance", json!([ADDR, "latest"]))).unwrap())
         .collect();
     let r = client
         .post("/ethereum", format!("[{}]", calls.join(",")).as_bytes())
@@ -533,4 +536,88 @@ async fn callers_errors_are_returned_unchanged_and_not_retried() {
     }
     let total = served(&a, "eth_call").await + served(&b, "eth_call").await;
     assert_eq!(total, 10, "each reverted call sent exactly once");
+}
+
+/// Relays each connection's request to `backend` but drops the answer: the node acts on the
+/// request and the client never hears back.
+async fn answer_dropping_relay(backend: std::net::SocketAddr) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut node) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let (mut node_read, mut node_write) = node.split();
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut answer = [0u8; 1];
+                loop {
+                    tokio::select! {
+                        n = client.read(&mut buf) => match n {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if node_write.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        },
+                        // The node answered: it has processed the request. Drop everything.
+                        _ = node_read.read(&mut answer) => return,
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_accepted_before_a_lost_answer_is_not_reported_as_a_duplicate() {
+    let node = mock(1).await;
+    let lossy = answer_dropping_relay(node.addr()).await;
+    let settings = "[probe]\ninterval_ms = 600000\n";
+    let ups = config(
+        settings,
+        "",
+        &[
+            ("lossy", format!("http://{lossy}"), "weight = 1000"),
+            ("direct", node.url(), "weight = 1"),
+        ],
+    );
+    let p = Proxy::start(&ups, "").await;
+    let mut client = p.client();
+    for i in 0..3u8 {
+        let raw = format!("0x02f86b01{i:02x}8084b2d05e00825208940000000000000000000000000000000000000001880de0b6b3a764000080c0");
+        let r = client
+            .post(
+                "/ethereum",
+                &call(u64::from(i), "eth_sendRawTransaction", json!([raw])),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        let want = livechain::jsonrpc::tx::raw_tx_hash_json(&raw).unwrap();
+        assert_eq!(
+            v["result"].to_string(),
+            want,
+            "the transaction's hash, not an error: {v}"
+        );
+        assert_eq!(v["id"], i);
+    }
+    // The node saw each transaction at least twice: once through the lossy path, then the retry
+    // that it answered with "already known".
+    let sends = served(&node, "eth_sendRawTransaction").await;
+    assert!(
+        sends >= 5,
+        "duplicate path exercised: {sends} sends for 3 transactions"
+    );
+    let r = client
+        .post(
+            "/ethereum",
+            &call(9, "eth_getTransactionCount", json!([ADDR, "latest"])),
+        )
+        .await;
+    assert_eq!(r.status, 200);
 }

@@ -98,6 +98,9 @@ pub enum ErrorClass {
     RateLimit,
     /// The node already has this transaction: fine if we sent it there ourselves.
     Duplicate,
+    /// The node does not offer this method (namespace not enabled): another upstream may, but
+    /// the node itself is fine.
+    Unsupported,
 }
 
 /// Classifies an upstream's JSON-RPC error by code and message. Unknown errors count as the
@@ -130,8 +133,10 @@ pub fn classify_error(code: i64, message: &str) -> ErrorClass {
     if code == 3 || has(&["revert"]) {
         return ErrorClass::Caller;
     }
-    if code == -32601
-        || code == -32603
+    if code == -32601 || has(&["method not found", "does not exist/is not available"]) {
+        return ErrorClass::Unsupported;
+    }
+    if code == -32603
         || has(&[
             "header not found",
             "missing trie node",
@@ -262,7 +267,7 @@ mod tests {
         assert_eq!(classify_error(-32603, "whatever"), ErrorClass::Node);
         assert_eq!(
             classify_error(-32601, "the method x does not exist"),
-            ErrorClass::Node
+            ErrorClass::Unsupported
         );
         assert_eq!(classify_error(-32005, "slow down"), ErrorClass::RateLimit);
         assert_eq!(

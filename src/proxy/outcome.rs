@@ -81,7 +81,8 @@ pub fn answer_verdict(answer: &str) -> Verdict {
 /// The health outcome of a 2xx exchange given the worst verdict among its answers.
 pub fn outcome_of_verdict(v: Verdict) -> Outcome {
     match v {
-        Verdict::Good | Verdict::Error(ErrorClass::Caller | ErrorClass::Duplicate) => {
+        Verdict::Good
+        | Verdict::Error(ErrorClass::Caller | ErrorClass::Duplicate | ErrorClass::Unsupported) => {
             Outcome::Success
         }
         Verdict::Error(ErrorClass::RateLimit) => Outcome::RateLimited { retry_after: None },
