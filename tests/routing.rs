@@ -621,3 +621,38 @@ async fn a_transaction_accepted_before_a_lost_answer_is_not_reported_as_a_duplic
         .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_serving_another_chain_gets_no_traffic() {
+    let right = mock(1).await;
+    let wrong = mock(5).await;
+    let ups = config(
+        FAST_PROBES,
+        "",
+        &[
+            ("right", right.url(), ""),
+            ("wrong", wrong.url(), "weight = 100"),
+        ],
+    );
+    let p = Proxy::start(&ups, "").await;
+    // Once the first probe has compared chain ids, the wrong node is out for good.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            served(&wrong, "eth_chainId").await > 0
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut client = p.client();
+    for i in 0..30 {
+        let r = client
+            .post("/ethereum", &call(i, "eth_gasPrice", json!([])))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(served(&wrong, "eth_gasPrice").await, 0);
+    assert!(
+        p.log().contains("upstream serves another chain"),
+        "logged clearly"
+    );
+}
