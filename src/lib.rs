@@ -6,13 +6,18 @@
 //! config everything else uses; [`mock`] is the built-in node used by the default config and tests.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod config;
+pub mod control;
 pub mod health;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod mock;
 pub mod probe;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
+pub mod table;
 pub mod telemetry;
 pub mod upstream;

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use livechain::control::Control;
 use livechain::telemetry::{self, LogFormat};
+use tokio::signal::unix::Signal;
 
 /// Exit code for an invalid configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -61,16 +63,31 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        // SIGHUP must never kill the proxy, not even while it starts: take it over first.
+        return match Control::start() {
+            Ok((control, hup)) => {
+                telemetry::init(cli.log_format);
+                let code = run_proxy(&cli.config, &control, hup);
+                control.shutdown();
+                code
+            }
+            Err(e) => {
+                eprintln!("livechain: starting the control runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    };
     telemetry::init(cli.log_format);
-    match cli.command {
-        Some(Command::Mock {
+    match command {
+        Command::Mock {
             listen,
             chain_id,
             block_time_ms,
             latency_ms,
             failure_rate,
-        }) => run_mock(listen, chain_id, block_time_ms, latency_ms, failure_rate),
-        Some(Command::Check) => match livechain::config::load(&cli.config) {
+        } => run_mock(listen, chain_id, block_time_ms, latency_ms, failure_rate),
+        Command::Check => match livechain::config::load(&cli.config) {
             Ok(config) => {
                 println!("{}: configuration is valid", config.path.display());
                 ExitCode::SUCCESS
@@ -80,11 +97,10 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        None => run_proxy(&cli.config),
     }
 }
 
-fn run_proxy(path: &std::path::Path) -> ExitCode {
+fn run_proxy(path: &std::path::Path, control: &Control, hup: Signal) -> ExitCode {
     let config = match livechain::config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -92,7 +108,7 @@ fn run_proxy(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let daemon = match livechain::server::build(&config) {
+    let daemon = match livechain::server::build(&config, control, hup) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("livechain: {e}");

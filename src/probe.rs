@@ -82,7 +82,8 @@ pub fn refresh_chain(chain: &Chain) {
     chain.live.set_best_latency(best);
 }
 
-async fn probe(chain: &Chain, up: &Upstream, connector: &Connector) {
+/// Probes one upstream: its chain id until known, then its head.
+pub async fn probe(chain: &Chain, up: &Upstream, connector: &Connector) {
     let timeout = chain.policy.probe.timeout;
     if up.health.chain_id_status() == ChainIdStatus::Unknown {
         match ask(chain, up, connector, CHAIN_ID, timeout).await {

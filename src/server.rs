@@ -1,38 +1,32 @@
-//! Assembling the process: embedded mock nodes, upstreams, the routing table, and the Pingora
-//! server with its services. `main` and the tests both start livechain through [`build`].
+//! Assembling the process: the routing table (`table`), the Pingora server with the proxy, probe
+//! and DNS services, and the reload handler on the control runtime.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
-use url::Url;
+use tokio::signal::unix::Signal;
 
-use crate::config::{ChainConfig, Config, UpstreamTarget, UpstreamsConfig};
-use crate::health::UpstreamHealth;
-use crate::mock::MockNode;
+use crate::api::Api;
+use crate::config::Config;
+use crate::control::{Control, MockHost};
+use crate::metrics::metrics;
 use crate::probe::Prober;
-use crate::proxy::{Limits, Livechain};
-use crate::route::{Chain, ChainLive, Policy, Router, Snapshot};
-use crate::upstream::{BuildError, DnsRefresh, Upstream};
+use crate::proxy::Livechain;
+use crate::reload::{ReloadStatus, Reloader};
+use crate::route::Router;
+use crate::table::{self, TableError};
+use crate::upstream::DnsRefresh;
 
 /// Why livechain could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("starting the embedded mock runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("starting mock upstream {upstream} of chain {chain}: {source}")]
-    Mock {
-        chain: String,
-        upstream: String,
-        source: std::io::Error,
-    },
-    #[error("chain {chain}: {source}")]
-    Upstream { chain: String, source: BuildError },
+    #[error(transparent)]
+    Table(#[from] TableError),
 }
 
 /// A livechain ready to run.
@@ -40,28 +34,28 @@ pub struct Livechaind {
     pub server: Server,
     pub router: Arc<Router>,
     pub listen: SocketAddr,
-    /// Keeps the embedded mock nodes (and the runtime they run on) alive.
-    pub mocks: MockHost,
 }
 
 impl Livechaind {
     /// Serves until SIGTERM (graceful, bounded by the grace period) or SIGINT.
     pub fn run(self) {
-        let Livechaind { server, mocks, .. } = self;
-        server.run(pingora::server::RunArgs::default());
-        drop(mocks);
+        self.server.run(pingora::server::RunArgs::default());
     }
 }
 
-/// Builds everything from a validated config; nothing is listening yet.
-pub fn build(config: &Config) -> Result<Livechaind, StartError> {
+/// Builds everything from a validated config; nothing is listening yet. Embedded mocks and the
+/// reload handler (fed by `hup`) run on `control`.
+pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechaind, StartError> {
     let s = &config.server;
-    let mut mocks = MockHost::new().map_err(StartError::Runtime)?;
-    let mut chains = Vec::with_capacity(config.upstreams.chains.len());
-    for chain in config.upstreams.chains.values() {
-        chains.push(build_chain(chain, &config.upstreams, s, &mut mocks)?);
+    let mut mocks = MockHost::new(control.handle());
+    let built = table::build(config, None, &mut mocks)?;
+    for (_, up) in &built.fresh {
+        up.resolve_blocking();
     }
-    let router = Arc::new(Router::new(Snapshot::new(chains)));
+    metrics()
+        .config_generation
+        .set(built.snapshot.generation as i64);
+    let router = Arc::new(Router::new(built.snapshot));
 
     let conf = ServerConf {
         threads: s.threads,
@@ -76,7 +70,12 @@ pub fn build(config: &Config) -> Result<Livechaind, StartError> {
     ))));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
 
-    let app = Livechain::new(router.clone(), connector.clone(), Limits::from_config(s));
+    let reload = Arc::new(ReloadStatus::default());
+    let api = Api {
+        started: std::time::Instant::now(),
+        reload: reload.clone(),
+    };
+    let app = Livechain::new(router.clone(), connector.clone(), api);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "livechain proxy");
     proxy.add_tcp(&s.listen.to_string());
@@ -85,7 +84,7 @@ pub fn build(config: &Config) -> Result<Livechaind, StartError> {
         "health probes",
         Prober {
             router: router.clone(),
-            connector,
+            connector: connector.clone(),
         },
     ));
     server.add_service(background_service(
@@ -95,102 +94,20 @@ pub fn build(config: &Config) -> Result<Livechaind, StartError> {
             every: s.dns_refresh,
         },
     ));
+    let reloader = Reloader {
+        main_path: config.path.clone(),
+        started_with: config.server.clone(),
+        router: router.clone(),
+        mocks,
+        connector,
+        status: reload,
+    };
+    control.handle().spawn(reloader.run(hup));
     Ok(Livechaind {
         server,
         router,
         listen: s.listen,
-        mocks,
     })
-}
-
-fn build_chain(
-    chain: &ChainConfig,
-    file: &UpstreamsConfig,
-    server: &crate::config::ServerConfig,
-    mocks: &mut MockHost,
-) -> Result<Chain, StartError> {
-    let policy = Arc::new(Policy::new(chain, file));
-    let live = Arc::new(ChainLive::new(
-        chain.chain_id,
-        chain.max_block_lag,
-        Arc::new(policy.health.clone()),
-    ));
-    let mut upstreams = Vec::with_capacity(chain.upstreams.len());
-    for cfg in &chain.upstreams {
-        let (http, ws) = match &cfg.target {
-            UpstreamTarget::Remote { http, ws } => (http.clone(), ws.clone()),
-            UpstreamTarget::Mock(spec) => {
-                let addr = mocks
-                    .start(spec.clone())
-                    .map_err(|source| StartError::Mock {
-                        chain: chain.name.clone(),
-                        upstream: cfg.name.clone(),
-                        source,
-                    })?;
-                (loopback_url("http", addr), Some(loopback_url("ws", addr)))
-            }
-        };
-        let health = Arc::new(UpstreamHealth::new(format!("{}/{}", chain.name, cfg.name)));
-        let up = Upstream::new(&chain.name, cfg, &http, ws, server, live.clone(), health).map_err(
-            |source| StartError::Upstream {
-                chain: chain.name.clone(),
-                source,
-            },
-        )?;
-        up.resolve_blocking();
-        upstreams.push(Arc::new(up));
-    }
-    Ok(Chain::new(chain.name.clone(), live, policy, upstreams))
-}
-
-fn loopback_url(scheme: &str, addr: SocketAddr) -> Url {
-    // A formatted socket address always makes a valid URL.
-    Url::parse(&format!("{scheme}://{addr}")).expect("loopback URL")
-}
-
-/// The tokio runtime that runs embedded mock nodes, apart from Pingora's service runtimes so
-/// mocks are up before the proxy starts and keep answering while it shuts down.
-pub struct MockHost {
-    runtime: Option<tokio::runtime::Runtime>,
-    nodes: Vec<MockNode>,
-}
-
-impl MockHost {
-    fn new() -> std::io::Result<MockHost> {
-        Ok(MockHost {
-            runtime: None,
-            nodes: Vec::new(),
-        })
-    }
-
-    /// Starts a mock node on an ephemeral loopback port and returns its address.
-    pub fn start(&mut self, spec: crate::mock::MockSpec) -> std::io::Result<SocketAddr> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let runtime = match &mut self.runtime {
-            Some(rt) => rt,
-            None => self.runtime.insert(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("livechain-mock")
-                    .enable_all()
-                    .build()?,
-            ),
-        };
-        let _guard = runtime.enter();
-        let node = MockNode::from_std(listener, spec)?;
-        let addr = node.addr();
-        self.nodes.push(node);
-        Ok(addr)
-    }
-}
-
-impl Drop for MockHost {
-    fn drop(&mut self) {
-        self.nodes.clear();
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_millis(200));
-        }
-    }
 }
 
 /// Tells the user where livechain listens and how to try it.

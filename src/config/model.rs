@@ -181,7 +181,7 @@ pub struct ChainConfig {
 }
 
 /// `[[chains.NAME.upstreams]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub target: UpstreamTarget,
@@ -196,7 +196,7 @@ pub struct UpstreamConfig {
 }
 
 /// Where an upstream's requests go.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum UpstreamTarget {
     /// A real node: `http`/`https` URL, optional `ws`/`wss` URL.
     Remote { http: Url, ws: Option<Url> },

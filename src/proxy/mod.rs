@@ -15,13 +15,13 @@ mod batch;
 mod forward;
 mod outcome;
 mod read;
-mod respond;
+pub(crate) mod respond;
 mod single;
 
 pub use outcome::{outcome_of_error, retry_after};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,45 +31,25 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use crate::config::ServerConfig;
+use crate::api::Api;
 use crate::jsonrpc::{self, code, BodyError, Request, RpcError};
-use crate::route::{Chain, Router};
+use crate::route::{Chain, Limits, Router};
 use forward::{Attempts, Forwarder};
 use respond::Answer;
-
-/// Limits the proxy applies to every request.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_response_bytes: usize,
-    pub max_batch: usize,
-    pub request_timeout: Duration,
-}
-
-impl Limits {
-    pub fn from_config(server: &ServerConfig) -> Limits {
-        Limits {
-            max_body_bytes: server.max_body_bytes,
-            max_response_bytes: server.max_response_bytes,
-            max_batch: server.max_batch,
-            request_timeout: server.request_timeout,
-        }
-    }
-}
 
 /// The proxy application.
 pub struct Livechain {
     router: Arc<Router>,
     connector: Arc<Connector>,
-    limits: Limits,
+    api: Api,
 }
 
 impl Livechain {
-    pub fn new(router: Arc<Router>, connector: Arc<Connector>, limits: Limits) -> Livechain {
+    pub fn new(router: Arc<Router>, connector: Arc<Connector>, api: Api) -> Livechain {
         Livechain {
             router,
             connector,
-            limits,
+            api,
         }
     }
 }
@@ -140,8 +120,15 @@ impl ProxyHttp for Livechain {
 
 impl Livechain {
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answer {
+        // One snapshot for the whole request: a reload swapping in another one meanwhile does
+        // not change the chain, the upstreams or the limits this request is served with.
         let snapshot = self.router.load();
-        let segment = chain_segment(session.req_header().uri.path());
+        let limits = snapshot.limits;
+        let path = session.req_header().uri.path();
+        if let Some(answer) = self.api.answer(session, &snapshot, path) {
+            return self.finish_early(session, answer, &limits).await;
+        }
+        let segment = chain_segment(path);
         let Some(chain) = segment.and_then(|s| snapshot.chain(s)) else {
             let known: Vec<String> = snapshot
                 .chains()
@@ -153,7 +140,12 @@ impl Livechain {
                 known.join(", ")
             );
             return self
-                .early(session, 404, RpcError::new(code::INVALID_REQUEST, msg))
+                .early(
+                    session,
+                    404,
+                    RpcError::new(code::INVALID_REQUEST, msg),
+                    &limits,
+                )
                 .await;
         };
         ctx.chain = Some(chain.clone());
@@ -167,36 +159,36 @@ impl Livechain {
                 format!("method {method} not allowed: send JSON-RPC requests with POST"),
             );
             return self
-                .early(session, 405, err)
+                .early(session, 405, err, &limits)
                 .await
                 .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
         }
         if let Err(answer) = read::check_content_type(session) {
-            return self.finish_early(session, answer).await;
+            return self.finish_early(session, answer, &limits).await;
         }
-        let body = match read::body(
-            session,
-            self.limits.max_body_bytes,
-            self.limits.request_timeout,
-        )
-        .await
-        {
+        let body = match read::body(session, limits.max_body_bytes, limits.request_timeout).await {
             Ok(body) => body,
             Err(answer) => return answer,
         };
-        self.jsonrpc(chain, body, ctx).await
+        self.jsonrpc(chain, &limits, body, ctx).await
     }
 
-    async fn jsonrpc(&self, chain: &Chain, body: Bytes, ctx: &mut RequestCtx) -> Answer {
-        let request = match jsonrpc::parse(&body, self.limits.max_batch) {
+    async fn jsonrpc(
+        &self,
+        chain: &Chain,
+        limits: &Limits,
+        body: Bytes,
+        ctx: &mut RequestCtx,
+    ) -> Answer {
+        let request = match jsonrpc::parse(&body, limits.max_batch) {
             Ok(r) => r,
             Err(e) => return body_error(&body, e),
         };
         let forwarder = Forwarder {
             chain,
             connector: &self.connector,
-            max_response: self.limits.max_response_bytes,
-            deadline: tokio::time::Instant::now() + self.limits.request_timeout,
+            max_response: limits.max_response_bytes,
+            deadline: tokio::time::Instant::now() + limits.request_timeout,
         };
         let (answer, state) = match &request {
             Request::Single(call) => {
@@ -219,19 +211,19 @@ impl Livechain {
     }
 
     /// Answers before the body was read: drain it first so the connection can be reused.
-    async fn early(&self, session: &mut Session, status: u16, err: RpcError) -> Answer {
-        self.finish_early(session, Answer::rpc_error(status, &err))
+    async fn early(
+        &self,
+        session: &mut Session,
+        status: u16,
+        err: RpcError,
+        limits: &Limits,
+    ) -> Answer {
+        self.finish_early(session, Answer::rpc_error(status, &err), limits)
             .await
     }
 
-    async fn finish_early(&self, session: &mut Session, answer: Answer) -> Answer {
-        if read::drain(
-            session,
-            self.limits.max_body_bytes,
-            self.limits.request_timeout,
-        )
-        .await
-        {
+    async fn finish_early(&self, session: &mut Session, answer: Answer, limits: &Limits) -> Answer {
+        if read::drain(session, limits.max_body_bytes, limits.request_timeout).await {
             answer
         } else {
             answer.closing()

@@ -20,6 +20,7 @@ pub struct Answer {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Close the connection after this answer (the request body was not read to its end).
     pub close: bool,
+    pub content_type: &'static str,
 }
 
 impl Answer {
@@ -29,6 +30,15 @@ impl Answer {
             body: body.into(),
             headers: Vec::new(),
             close: false,
+            content_type: "application/json",
+        }
+    }
+
+    /// A body of another media type.
+    pub fn typed(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+        Answer {
+            content_type,
+            ..Answer::json(status, body)
         }
     }
 
@@ -52,7 +62,7 @@ impl Answer {
 pub async fn write(session: &mut Session, answer: Answer) -> Result<()> {
     let mut h = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
     if !answer.body.is_empty() {
-        h.insert_header(header::CONTENT_TYPE, "application/json")?;
+        h.insert_header(header::CONTENT_TYPE, answer.content_type)?;
     }
     h.insert_header(header::CONTENT_LENGTH, answer.body.len())?;
     for (name, value) in CORS {

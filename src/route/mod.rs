@@ -44,15 +44,38 @@ impl Router {
     }
 }
 
+/// Limits applied to every request; part of the snapshot so a reload can change them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
+    pub max_batch: usize,
+    pub request_timeout: std::time::Duration,
+}
+
+impl Limits {
+    pub fn from_config(server: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            max_body_bytes: server.max_body_bytes,
+            max_response_bytes: server.max_response_bytes,
+            max_batch: server.max_batch,
+            request_timeout: server.request_timeout,
+        }
+    }
+}
+
 /// One immutable routing table.
 pub struct Snapshot {
+    pub limits: Limits,
+    /// Counts the tables built since start: 1 for the first, +1 per successful reload.
+    pub generation: u64,
     chains: Vec<Arc<Chain>>,
     by_name: HashMap<String, usize>,
     by_id: HashMap<u64, usize>,
 }
 
 impl Snapshot {
-    pub fn new(chains: Vec<Chain>) -> Snapshot {
+    pub fn new(chains: Vec<Chain>, limits: Limits, generation: u64) -> Snapshot {
         let chains: Vec<Arc<Chain>> = chains.into_iter().map(Arc::new).collect();
         let by_name = chains
             .iter()
@@ -65,6 +88,8 @@ impl Snapshot {
             .map(|(i, c)| (c.chain_id, i))
             .collect();
         Snapshot {
+            limits,
+            generation,
             chains,
             by_name,
             by_id,
@@ -83,6 +108,11 @@ impl Snapshot {
 
     pub fn chains(&self) -> impl Iterator<Item = &Arc<Chain>> {
         self.chains.iter()
+    }
+
+    /// A chain by its name only.
+    pub fn chain_named(&self, name: &str) -> Option<&Arc<Chain>> {
+        self.by_name.get(name).map(|&i| &self.chains[i])
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Upstream {
     pub display: String,
     /// WebSocket URL, when the upstream has one.
     pub ws: Option<Url>,
+    /// The config it was built from: a reload keeps its health only if this is unchanged.
+    pub config: UpstreamConfig,
     endpoint: Endpoint,
     /// `None` until the host name has been resolved at least once.
     peer: ArcSwapOption<HttpPeer>,
@@ -111,6 +113,7 @@ impl Upstream {
             chain: chain.to_owned(),
             weight: cfg.weight.get(),
             tags: cfg.tags.clone(),
+            config: cfg.clone(),
             health,
             live,
             display: redact::redact(http),
@@ -152,6 +155,17 @@ impl Upstream {
     /// Whether the upstream has an address to connect to.
     pub fn is_resolved(&self) -> bool {
         self.peer.load().is_some()
+    }
+
+    /// Takes over the resolved address of the upstream this one replaces (same host).
+    pub fn adopt_address(&self, old: &Upstream) {
+        if self.endpoint.host == old.endpoint.host && self.endpoint.port == old.endpoint.port {
+            if let Some(peer) = old.peer.load_full() {
+                if let pingora::protocols::l4::socket::SocketAddr::Inet(addr) = peer._address {
+                    self.set_addr(addr);
+                }
+            }
+        }
     }
 
     /// Points new connections at `addr` (existing pooled ones to the old address drain away).

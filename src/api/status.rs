@@ -1,0 +1,133 @@
+//! `/health` and `/status` as JSON. Upstream URLs appear only redacted.
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::Api;
+use crate::health::{CircuitState, Millis};
+use crate::proxy::respond::Answer;
+use crate::route::{Chain, Snapshot};
+use crate::upstream::Upstream;
+
+/// 200 when every chain has an upstream that can take traffic, 503 naming the chains without.
+pub fn health(snapshot: &Snapshot, now: Millis) -> Answer {
+    let down: Vec<&str> = snapshot
+        .chains()
+        .filter(|c| usable(c, now) == 0)
+        .map(|c| c.name.as_str())
+        .collect();
+    let chains: serde_json::Map<String, serde_json::Value> = snapshot
+        .chains()
+        .map(|c| {
+            (
+                c.name.clone(),
+                json!({ "usable_upstreams": usable(c, now) }),
+            )
+        })
+        .collect();
+    let (status, word) = if down.is_empty() {
+        (200, "ok")
+    } else {
+        (503, "unavailable")
+    };
+    let body = json!({ "status": word, "down": down, "chains": chains });
+    Answer::json(status, body.to_string())
+}
+
+fn usable(chain: &Chain, now: Millis) -> usize {
+    chain
+        .upstreams()
+        .iter()
+        .filter(|u| u.is_resolved() && u.score(now) > 0.0)
+        .count()
+}
+
+#[derive(Serialize)]
+struct UpstreamStatus<'a> {
+    name: &'a str,
+    url: &'a str,
+    state: &'static str,
+    score: f64,
+    weight: u32,
+    tags: &'a [String],
+    head: Option<u64>,
+    lag: Option<u64>,
+    latency_ms: Option<f64>,
+    latency_p90_ms: Option<f64>,
+    error_rate: f64,
+    circuit: &'static str,
+    consecutive_failures: u32,
+    rate_limited_for_ms: Option<u64>,
+    in_flight: u32,
+    chain_id: &'static str,
+}
+
+fn upstream_status<'a>(chain: &Chain, u: &'a Upstream, now: Millis) -> UpstreamStatus<'a> {
+    let h = &u.health;
+    let score = u.score(now);
+    let head = (h.head() > 0).then(|| h.head());
+    let circuit = match h.circuit(now) {
+        CircuitState::Closed => "closed",
+        CircuitState::HalfOpen => "half-open",
+        CircuitState::Open { .. } => "open",
+    };
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    UpstreamStatus {
+        name: &u.name,
+        url: &u.display,
+        state: if score > 0.0 && u.is_resolved() {
+            "up"
+        } else {
+            "down"
+        },
+        score: (score * 1000.0).round() / 1000.0,
+        weight: u.weight,
+        tags: &u.tags,
+        head,
+        lag: head.map(|h| chain.live.head().saturating_sub(h)),
+        latency_ms: h.latency_ewma().map(ms),
+        latency_p90_ms: h.latency_p90().map(ms),
+        error_rate: h.error_rate(&chain.policy.health, now).0,
+        circuit,
+        consecutive_failures: h.consecutive_failures(),
+        rate_limited_for_ms: h.rate_limited_until(now).map(|t| t - now),
+        in_flight: h.in_flight(),
+        chain_id: match h.chain_id_status() {
+            crate::health::ChainIdStatus::Unknown => "unknown",
+            crate::health::ChainIdStatus::Ok => "ok",
+            crate::health::ChainIdStatus::Wrong => "wrong",
+        },
+    }
+}
+
+/// Everything an operator wants at a glance: per chain and upstream state, reloads, uptime.
+pub fn status(api: &Api, snapshot: &Snapshot, now: Millis) -> Answer {
+    let chains: serde_json::Map<String, serde_json::Value> = snapshot
+        .chains()
+        .map(|c| {
+            let ups: Vec<UpstreamStatus> = c
+                .upstreams()
+                .iter()
+                .map(|u| upstream_status(c, u, now))
+                .collect();
+            let v = json!({
+                "chain_id": c.chain_id,
+                "head": c.live.head(),
+                "max_block_lag": c.max_block_lag,
+                "usable_upstreams": usable(c, now),
+                "upstreams": ups,
+            });
+            (c.name.clone(), v)
+        })
+        .collect();
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": api.started.elapsed().as_secs(),
+        "config": {
+            "generation": snapshot.generation,
+            "last_reload": api.reload.last(),
+        },
+        "chains": chains,
+    });
+    Answer::json(200, body.to_string())
+}

@@ -1,0 +1,157 @@
+//! Hot reload on SIGHUP: re-read and validate the config, build a new routing table carrying
+//! live health over (`table`), probe the new upstreams, and swap the table in whole.
+//!
+//! Reloads run one at a time on the control runtime; SIGHUPs arriving during one are coalesced
+//! into the next. A config that fails to load or build leaves the running table untouched; the
+//! outcome of the last reload is kept for `/status` and metrics.
+//!
+//! Changes to `server.listen`, `server.threads`, `server.grace_period_ms` and
+//! `server.dns_refresh_ms` need a restart and are reported as such; the request limits
+//! (`max_body_bytes`, `max_response_bytes`, `max_batch`, `request_timeout_ms`), the connect and idle
+//! timeouts of new upstreams, and the whole upstreams file apply at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use pingora::connectors::http::Connector;
+use tokio::signal::unix::Signal;
+
+use crate::config::{self, ServerConfig};
+use crate::control::MockHost;
+use crate::metrics::metrics;
+use crate::probe;
+use crate::route::Router;
+use crate::table;
+
+/// The outcome of the last reload, for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastReload {
+    /// Unix time in seconds.
+    pub at: u64,
+    pub ok: bool,
+    pub generation: u64,
+    /// The reason it failed, naming file, key and line.
+    pub error: Option<String>,
+}
+
+/// What `/status` shows about reloads.
+#[derive(Default)]
+pub struct ReloadStatus {
+    last: ArcSwap<Option<LastReload>>,
+}
+
+impl ReloadStatus {
+    pub fn last(&self) -> Option<LastReload> {
+        (**self.last.load()).clone()
+    }
+
+    fn set(&self, last: LastReload) {
+        self.last.store(Arc::new(Some(last)));
+    }
+}
+
+pub struct Reloader {
+    pub main_path: PathBuf,
+    /// The server settings the process started with (some need a restart to change).
+    pub started_with: ServerConfig,
+    pub router: Arc<Router>,
+    pub mocks: MockHost,
+    pub connector: Arc<Connector>,
+    pub status: Arc<ReloadStatus>,
+}
+
+impl Reloader {
+    /// Reloads on every SIGHUP until the process ends.
+    pub async fn run(mut self, mut hup: Signal) {
+        while hup.recv().await.is_some() {
+            tracing::info!(config = %self.main_path.display(), "SIGHUP: reloading configuration");
+            self.reload().await;
+        }
+    }
+
+    /// One reload; its outcome is logged, counted and kept for `/status`.
+    pub async fn reload(&mut self) {
+        let generation = self.router.load().generation;
+        match self.try_reload().await {
+            Ok(new_generation) => {
+                metrics().config_reloads.with_label_values(&["ok"]).inc();
+                metrics().config_generation.set(new_generation as i64);
+                self.status.set(LastReload {
+                    at: unix_now(),
+                    ok: true,
+                    generation: new_generation,
+                    error: None,
+                });
+                tracing::info!(generation = new_generation, "configuration reloaded");
+            }
+            Err(error) => {
+                metrics().config_reloads.with_label_values(&["error"]).inc();
+                tracing::error!(%error, generation, "configuration reload failed; still serving the previous configuration");
+                self.status.set(LastReload {
+                    at: unix_now(),
+                    ok: false,
+                    generation,
+                    error: Some(error),
+                });
+            }
+        }
+    }
+
+    async fn try_reload(&mut self) -> Result<u64, String> {
+        let config = config::load(&self.main_path).map_err(|e| e.to_string())?;
+        self.warn_restart_only(&config.server);
+        let previous = self.router.load();
+        let built =
+            table::build(&config, Some(&previous), &mut self.mocks).map_err(|e| e.to_string())?;
+        // New upstreams are resolved and probed before they can take traffic, so they start
+        // with a known head and chain id.
+        let probes = built.fresh.iter().map(|(chain, up)| {
+            let chain = built.snapshot.chain_named(chain).cloned();
+            let connector = self.connector.clone();
+            let up = up.clone();
+            async move {
+                up.resolve().await;
+                if let Some(chain) = chain {
+                    probe::probe(&chain, &up, &connector).await;
+                }
+            }
+        });
+        futures::future::join_all(probes).await;
+        for chain in built.snapshot.chains() {
+            probe::refresh_chain(chain);
+        }
+        let generation = built.snapshot.generation;
+        self.router.store(built.snapshot);
+        self.mocks.retain(&built.mocks);
+        Ok(generation)
+    }
+
+    fn warn_restart_only(&self, new: &ServerConfig) {
+        let old = &self.started_with;
+        let changed = [
+            ("server.listen", old.listen != new.listen),
+            ("server.threads", old.threads != new.threads),
+            (
+                "server.grace_period_ms",
+                old.grace_period != new.grace_period,
+            ),
+            ("server.dns_refresh_ms", old.dns_refresh != new.dns_refresh),
+        ];
+        for (key, differs) in changed {
+            if differs {
+                tracing::warn!(
+                    key,
+                    "changed in the config file; takes effect after a restart"
+                );
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
