@@ -21,3 +21,4 @@ pub mod server;
 pub mod table;
 pub mod telemetry;
 pub mod upstream;
+pub mod ws;

@@ -44,7 +44,11 @@ impl BackgroundService for Prober {
             let wait = interval.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // Pingora is shutting down: let WebSocket clients know before it drops them.
+                    crate::ws::begin_shutdown();
+                    return;
+                }
             }
         }
     }

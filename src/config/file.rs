@@ -41,6 +41,12 @@ pub(crate) struct ServerFile {
     pub dns_refresh_ms: u64,
     #[serde(default = "default_max_batch")]
     pub max_batch: u64,
+    #[serde(default = "default_ws_max_connections")]
+    pub ws_max_connections: u64,
+    #[serde(default = "default_ws_idle_timeout_ms")]
+    pub ws_idle_timeout_ms: u64,
+    #[serde(default = "default_ws_max_message_bytes")]
+    pub ws_max_message_bytes: u64,
     /// Relative to the directory of `livechain.toml`.
     #[serde(default = "default_upstreams")]
     pub upstreams: String,
@@ -59,6 +65,9 @@ impl Default for ServerFile {
             grace_period_ms: default_grace_period_ms(),
             dns_refresh_ms: default_dns_refresh_ms(),
             max_batch: default_max_batch(),
+            ws_max_connections: default_ws_max_connections(),
+            ws_idle_timeout_ms: default_ws_idle_timeout_ms(),
+            ws_max_message_bytes: default_ws_max_message_bytes(),
             upstreams: default_upstreams(),
         }
     }
@@ -104,6 +113,19 @@ fn default_dns_refresh_ms() -> u64 {
 
 fn default_max_batch() -> u64 {
     1000
+}
+
+fn default_ws_max_connections() -> u64 {
+    10_000
+}
+
+/// Subscriptions can be quiet for long (a logs filter on a rare event): minutes, not seconds.
+fn default_ws_idle_timeout_ms() -> u64 {
+    600_000
+}
+
+fn default_ws_max_message_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 fn default_upstreams() -> String {
@@ -175,6 +197,7 @@ pub(crate) struct ChainFile {
     pub upstreams: Vec<UpstreamFile>,
     /// Replaces the default deny list when present.
     pub deny: Option<Vec<String>>,
+    pub ws_max_connections: Option<u64>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
 }

@@ -44,6 +44,12 @@ pub struct ServerConfig {
     pub dns_refresh: Duration,
     /// Most calls accepted in one batch.
     pub max_batch: usize,
+    /// Most proxied WebSocket connections at once, all chains together.
+    pub ws_max_connections: usize,
+    /// A WebSocket with no message either way for this long is closed (1001).
+    pub ws_idle_timeout: Duration,
+    /// Largest WebSocket message accepted from a client or an upstream (1009 above it).
+    pub ws_max_message_bytes: usize,
     /// The upstreams file, resolved relative to the main config file.
     pub upstreams_path: PathBuf,
 }
@@ -178,6 +184,8 @@ pub struct ChainConfig {
     pub deny: Vec<String>,
     /// Tag requirements by method, first match wins (`routes`).
     pub routes: Vec<RouteConfig>,
+    /// Most proxied WebSocket connections at once on this chain (`ws_max_connections`).
+    pub ws_max_connections: Option<usize>,
 }
 
 /// `[[chains.NAME.upstreams]]`.

@@ -70,6 +70,12 @@ pub(crate) fn server(
     );
     let grace_period = millis(&mut p, "server.grace_period_ms", file.grace_period_ms);
     let dns_refresh = millis(&mut p, "server.dns_refresh_ms", file.dns_refresh_ms);
+    let ws_idle_timeout = millis(&mut p, "server.ws_idle_timeout_ms", file.ws_idle_timeout_ms);
+    let ws_max_message_bytes = min_bytes(
+        &mut p,
+        "server.ws_max_message_bytes",
+        file.ws_max_message_bytes,
+    );
     if !(1..=100_000).contains(&file.max_batch) {
         p.push(
             "server.max_batch",
@@ -95,6 +101,9 @@ pub(crate) fn server(
         grace_period,
         dns_refresh,
         max_batch: usize::try_from(file.max_batch).unwrap_or(1000),
+        ws_max_connections: usize::try_from(file.ws_max_connections).unwrap_or(usize::MAX),
+        ws_idle_timeout,
+        ws_max_message_bytes,
         upstreams_path: upstreams_path.unwrap_or_default(),
     })
 }
@@ -215,6 +224,7 @@ pub(crate) fn upstreams(
                 upstreams: list,
                 deny,
                 routes,
+                ws_max_connections: chain.ws_max_connections.map(|n| n as usize),
             },
         );
     }

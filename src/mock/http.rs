@@ -47,8 +47,10 @@ pub async fn accept_loop(
                     let guard = OpenGuard(shared.clone());
                     conns.spawn(async move {
                         let mut conn = Conn::new(stream);
-                        if let Err(e) = conn.run(&guard.0).await {
-                            tracing::trace!(error = %e, "mock connection ended");
+                        match conn.run(&guard.0).await {
+                            Ok(Some(key)) => super::ws::serve(conn.stream, &key, &guard.0).await,
+                            Ok(None) => {}
+                            Err(e) => tracing::trace!(error = %e, "mock connection ended"),
                         }
                         drop(guard);
                     });
@@ -111,17 +113,21 @@ impl Conn {
         }
     }
 
-    async fn run(&mut self, shared: &Shared) -> io::Result<()> {
+    /// Serves requests until the connection ends, or returns the key of a WebSocket upgrade.
+    async fn run(&mut self, shared: &Shared) -> io::Result<Option<String>> {
         loop {
             let head = match self.read_head().await? {
                 Next::Ready(h) => h,
-                Next::Eof => return Ok(()),
-                Next::Reject(status, msg) => return self.reject(status, msg).await,
+                Next::Eof => return Ok(None),
+                Next::Reject(status, msg) => return self.reject(status, msg).await.map(|()| None),
             };
+            if let Some(key) = head.ws_key.clone() {
+                return Ok(Some(key));
+            }
             let (body, consumed) = match self.read_body(&head).await? {
                 Next::Ready(b) => b,
-                Next::Eof => return Ok(()),
-                Next::Reject(status, msg) => return self.reject(status, msg).await,
+                Next::Eof => return Ok(None),
+                Next::Reject(status, msg) => return self.reject(status, msg).await.map(|()| None),
             };
             let after = self.dispatch(shared, &head, body).await?;
             self.buf.drain(..consumed);
@@ -132,7 +138,7 @@ impl Conn {
                 self.out = Vec::with_capacity(8 << 10);
             }
             if matches!(after, After::Close) || !head.keep_alive {
-                return Ok(());
+                return Ok(None);
             }
         }
     }

@@ -16,6 +16,7 @@ mod request;
 mod rpc;
 #[cfg(test)]
 mod tests;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

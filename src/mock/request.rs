@@ -32,6 +32,8 @@ pub struct Head {
     pub body: BodyKind,
     pub expect_continue: bool,
     pub len: usize,
+    /// `Sec-WebSocket-Key` of a WebSocket upgrade request.
+    pub ws_key: Option<String>,
 }
 
 pub enum Next<T> {
@@ -72,6 +74,8 @@ pub fn parse_head(req: &httparse::Request<'_, '_>, len: usize) -> Next<Head> {
     let mut keep_alive = req.version == Some(1);
     let mut body = BodyKind::Length(0);
     let mut expect_continue = false;
+    let mut upgrade = false;
+    let mut ws_key = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -97,6 +101,10 @@ pub fn parse_head(req: &httparse::Request<'_, '_>, len: usize) -> Next<Head> {
             }
         } else if h.name.eq_ignore_ascii_case("expect") {
             expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = value.eq_ignore_ascii_case("websocket");
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
+            ws_key = Some(value.to_owned());
         }
     }
     Next::Ready(Head {
@@ -106,6 +114,7 @@ pub fn parse_head(req: &httparse::Request<'_, '_>, len: usize) -> Next<Head> {
         body,
         expect_continue,
         len,
+        ws_key: ws_key.filter(|_| upgrade && method == Method::Get && route == Route::Rpc),
     })
 }
 

@@ -34,6 +34,7 @@ use pingora::{Error, ErrorType, Result};
 use crate::api::Api;
 use crate::jsonrpc::{self, code, BodyError, Request, RpcError};
 use crate::route::{Chain, Limits, Router};
+use crate::ws;
 use forward::{Attempts, Forwarder};
 use respond::Answer;
 
@@ -42,6 +43,7 @@ pub struct Livechain {
     router: Arc<Router>,
     connector: Arc<Connector>,
     api: Api,
+    ws_counts: ws::Counts,
 }
 
 impl Livechain {
@@ -50,6 +52,7 @@ impl Livechain {
             router,
             connector,
             api,
+            ws_counts: ws::Counts::default(),
         }
     }
 }
@@ -82,6 +85,13 @@ impl ProxyHttp for Livechain {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ws::is_upgrade(session) {
+            if let Some(answer) = self.websocket(session, ctx).await {
+                ctx.status = answer.status;
+                respond::write(session, answer).await?;
+            }
+            return Ok(true);
+        }
         let answer = self.handle(session, ctx).await;
         ctx.status = answer.status;
         respond::write(session, answer).await?;
@@ -119,6 +129,31 @@ impl ProxyHttp for Livechain {
 }
 
 impl Livechain {
+    /// An upgrade request: refused with an answer, or served as a WebSocket to its end (`None`).
+    async fn websocket(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<Answer> {
+        let snapshot = self.router.load();
+        let segment = ws::chain_segment(session.req_header().uri.path());
+        let Some(chain) = segment.and_then(|s| snapshot.chain(s)) else {
+            let msg = format!(
+                "unknown chain {:?}",
+                jsonrpc::error::quote(segment.unwrap_or(""))
+            );
+            return Some(Answer::rpc_error(
+                404,
+                &RpcError::new(code::INVALID_REQUEST, msg),
+            ));
+        };
+        ctx.chain = Some(chain.clone());
+        ctx.method = Some("websocket".into());
+        match ws::serve(session, chain, &snapshot.limits, &self.ws_counts).await {
+            ws::Upgrade::Refused(answer) => Some(answer),
+            ws::Upgrade::Done => {
+                ctx.status = 101;
+                None
+            }
+        }
+    }
+
     async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answer {
         // One snapshot for the whole request: a reload swapping in another one meanwhile does
         // not change the chain, the upstreams or the limits this request is served with.
@@ -127,6 +162,16 @@ impl Livechain {
         let path = session.req_header().uri.path();
         if let Some(answer) = self.api.answer(session, &snapshot, path) {
             return self.finish_early(session, answer, &limits).await;
+        }
+        if path.starts_with("/v1/ws/") {
+            let err = RpcError::new(
+                code::INVALID_REQUEST,
+                "this is a WebSocket endpoint: connect with Upgrade: websocket",
+            );
+            return self
+                .early(session, 426, err, &limits)
+                .await
+                .with_header(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
         let segment = chain_segment(path);
         let Some(chain) = segment.and_then(|s| snapshot.chain(s)) else {
@@ -156,7 +201,10 @@ impl Livechain {
         if method != Method::POST {
             let err = RpcError::new(
                 code::INVALID_REQUEST,
-                format!("method {method} not allowed: send JSON-RPC requests with POST"),
+                format!(
+                    "method {method} not allowed: send JSON-RPC requests with POST, or open a \
+                     WebSocket (GET with Upgrade: websocket)"
+                ),
             );
             return self
                 .early(session, 405, err, &limits)

@@ -51,6 +51,11 @@ pub struct Limits {
     pub max_response_bytes: usize,
     pub max_batch: usize,
     pub request_timeout: std::time::Duration,
+    pub ws_max_connections: usize,
+    pub ws_idle_timeout: std::time::Duration,
+    pub ws_max_message_bytes: usize,
+    /// Connect timeout for upstream WebSockets (TCP + TLS + handshake).
+    pub connect_timeout: std::time::Duration,
 }
 
 impl Limits {
@@ -60,6 +65,10 @@ impl Limits {
             max_response_bytes: server.max_response_bytes,
             max_batch: server.max_batch,
             request_timeout: server.request_timeout,
+            ws_max_connections: server.ws_max_connections,
+            ws_idle_timeout: server.ws_idle_timeout,
+            ws_max_message_bytes: server.ws_max_message_bytes,
+            connect_timeout: server.connect_timeout,
         }
     }
 }

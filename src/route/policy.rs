@@ -17,6 +17,8 @@ pub struct Policy {
     pub retry: RetryConfig,
     pub health: HealthPolicy,
     pub probe: ProbeConfig,
+    /// Most WebSocket connections at once on this chain.
+    pub ws_max_connections: Option<usize>,
 }
 
 impl Policy {
@@ -36,6 +38,7 @@ impl Policy {
                 rate_limit_backoff: c.rate_limit_backoff,
             },
             probe: file.probe.clone(),
+            ws_max_connections: chain.ws_max_connections,
         }
     }
 

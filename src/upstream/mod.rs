@@ -51,6 +51,8 @@ pub struct Upstream {
     pub ws: Option<Url>,
     /// The config it was built from: a reload keeps its health only if this is unchanged.
     pub config: UpstreamConfig,
+    /// Headers for the WebSocket handshake: credentials of the `ws` URL and configured extras.
+    ws_headers: Vec<(HeaderName, HeaderValue)>,
     endpoint: Endpoint,
     /// `None` until the host name has been resolved at least once.
     peer: ArcSwapOption<HttpPeer>,
@@ -104,6 +106,10 @@ impl Upstream {
             path.push_str(q);
         }
         let headers = request_headers(http, cfg).map_err(invalid)?;
+        let ws_headers = match &ws {
+            Some(url) => ws_headers(url, cfg).map_err(invalid)?,
+            None => Vec::new(),
+        };
         let ca = match &cfg.tls_ca_file {
             Some(file) => Some(load_ca(file).map_err(invalid)?),
             None => None,
@@ -114,6 +120,7 @@ impl Upstream {
             weight: cfg.weight.get(),
             tags: cfg.tags.clone(),
             config: cfg.clone(),
+            ws_headers,
             health,
             live,
             display: redact::redact(http),
@@ -145,6 +152,17 @@ impl Upstream {
             best_latency: self.live.best_latency(),
         };
         self.health.score(self.weight, &ctx, &self.live.health, now)
+    }
+
+    /// Headers to send with the WebSocket handshake.
+    pub fn ws_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.ws_headers
+    }
+
+    /// The DER certificates of the upstream's `tls_ca_file`, if it has one.
+    pub fn ca_der(&self) -> Option<Vec<Vec<u8>>> {
+        let ca = self.endpoint.ca.as_ref()?;
+        Some(ca.iter().map(|c| c.borrow_raw_cert().clone()).collect())
     }
 
     /// Whether the upstream carries every tag in `tags`.
@@ -226,6 +244,18 @@ fn request_headers(
         headers.push((name, v));
     }
     Ok(headers)
+}
+
+fn ws_headers(url: &Url, cfg: &UpstreamConfig) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    // Everything but Host/Content-Type/User-Agent of the HTTP set, built from the ws URL.
+    Ok(request_headers(url, cfg)?
+        .into_iter()
+        .filter(|(n, _)| {
+            n != http::header::HOST
+                && n != http::header::CONTENT_TYPE
+                && n != http::header::USER_AGENT
+        })
+        .collect())
 }
 
 fn percent_decode(s: &str) -> String {

@@ -1,0 +1,209 @@
+//! WebSocket on the mock's HTTP port: plain JSON-RPC calls over the socket, and
+//! `eth_subscribe` / `eth_unsubscribe` for `newHeads` (one notification per block, consistent
+//! with `eth_blockNumber`), `logs` (with an address/topics filter) and `newPendingTransactions`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::chain::LogFilter;
+use super::params::one_or_many;
+use super::{rpc, Shared};
+
+enum Subscription {
+    NewHeads,
+    Logs(LogFilter),
+    PendingTransactions,
+}
+
+/// Answers the upgrade and serves the socket until the client closes it or the node stops.
+pub async fn serve(mut stream: TcpStream, key: &str, shared: &Shared) {
+    let accept = derive_accept_key(key.as_bytes());
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    if stream.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
+    let (mut tx, mut rx) = ws.split();
+    let mut subs: HashMap<String, Subscription> = HashMap::new();
+    let mut next_id: u64 = 1;
+    let mut last_head = shared.chain.head();
+    // Polling the time-derived head a few times per block keeps notifications within a quarter
+    // block of the block time without a ticker task per node.
+    let poll =
+        (shared.spec.block_time / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut out: Vec<Message> = Vec::new();
+        tokio::select! {
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if let Some(reply) = call(shared, text.as_str(), &mut subs, &mut next_id) {
+                        out.push(Message::text(reply));
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    if let Ok(text) = std::str::from_utf8(&bytes) {
+                        if let Some(reply) = call(shared, text, &mut subs, &mut next_id) {
+                            out.push(Message::text(reply));
+                        }
+                    }
+                }
+                Some(Ok(Message::Ping(p))) => out.push(Message::Pong(p)),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = tick.tick() => {
+                let head = shared.chain.head();
+                if head > last_head {
+                    for n in (last_head + 1).max(head.saturating_sub(16))..=head {
+                        notify(shared, n, &subs, &mut out);
+                    }
+                }
+                last_head = head;
+            }
+        }
+        for m in out {
+            if tx.feed(m).await.is_err() {
+                return;
+            }
+        }
+        if tx.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One JSON-RPC message over the socket; `None` when nothing is to be answered.
+fn call(
+    shared: &Shared,
+    text: &str,
+    subs: &mut HashMap<String, Subscription>,
+    next_id: &mut u64,
+) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Call<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        method: Option<&'a str>,
+        #[serde(borrow)]
+        params: Option<Vec<&'a RawValue>>,
+    }
+    let parsed: Option<Call> = serde_json::from_str(text).ok();
+    let (id, method, params) = match &parsed {
+        Some(Call {
+            id,
+            method: Some(m @ ("eth_subscribe" | "eth_unsubscribe")),
+            params,
+        }) => (*id, *m, params.clone().unwrap_or_default()),
+        _ => {
+            let mut out = Vec::new();
+            rpc::handle(
+                &shared.chain,
+                &shared.counters,
+                text.as_bytes(),
+                None,
+                &mut out,
+            );
+            return (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned());
+        }
+    };
+    shared.counters.count_method(method);
+    let id = id.map_or("null", RawValue::get);
+    let reply = |result: String| format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
+    let error = |msg: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32602,"message":"{msg}"}}}}"#)
+    };
+    if method == "eth_unsubscribe" {
+        let sub = params
+            .first()
+            .and_then(|p| serde_json::from_str::<String>(p.get()).ok());
+        let removed = sub.is_some_and(|s| subs.remove(&s).is_some());
+        return Some(reply(removed.to_string()));
+    }
+    let kind = params
+        .first()
+        .and_then(|p| serde_json::from_str::<String>(p.get()).ok());
+    let sub = match kind.as_deref() {
+        Some("newHeads") => Subscription::NewHeads,
+        Some("newPendingTransactions") => Subscription::PendingTransactions,
+        Some("logs") => match params.get(1).map(|f| log_filter(f)).transpose() {
+            Ok(f) => Subscription::Logs(f.unwrap_or_default()),
+            Err(()) => return Some(error("invalid logs filter")),
+        },
+        _ => return Some(error("unsupported subscription type")),
+    };
+    let sub_id = format!(
+        "0x{:032x}",
+        u128::from(*next_id) << 64 | u128::from(shared.spec.chain_id)
+    );
+    *next_id += 1;
+    subs.insert(sub_id.clone(), sub);
+    Some(reply(format!("\"{sub_id}\"")))
+}
+
+fn log_filter(raw: &RawValue) -> Result<LogFilter, ()> {
+    #[derive(Deserialize)]
+    struct Filter<'a> {
+        #[serde(borrow)]
+        address: Option<&'a RawValue>,
+        #[serde(borrow)]
+        topics: Option<Vec<Option<&'a RawValue>>>,
+    }
+    let f: Filter = serde_json::from_str(raw.get()).map_err(|_| ())?;
+    let mut filter = LogFilter::default();
+    if let Some(a) = f.address {
+        filter.addresses = one_or_many(a).map_err(|_| ())?;
+    }
+    for t in f.topics.unwrap_or_default() {
+        filter
+            .topics
+            .push(t.map(one_or_many).transpose().map_err(|_| ())?);
+    }
+    Ok(filter)
+}
+
+/// The notifications block `n` produces for the subscriptions.
+fn notify(shared: &Shared, n: u64, subs: &HashMap<String, Subscription>, out: &mut Vec<Message>) {
+    for (id, sub) in subs {
+        match sub {
+            Subscription::NewHeads => {
+                let mut block = Vec::with_capacity(2048);
+                shared.chain.write_block(&mut block, n, false);
+                out.push(notification(id, &String::from_utf8_lossy(&block)));
+            }
+            Subscription::Logs(filter) => {
+                let mut logs = Vec::new();
+                shared.chain.write_logs(&mut logs, n, n, filter);
+                if let Ok(list) = serde_json::from_slice::<Vec<&RawValue>>(&logs) {
+                    for log in list {
+                        out.push(notification(id, log.get()));
+                    }
+                }
+            }
+            Subscription::PendingTransactions => {
+                let h = super::enc::tx_hash(format!("0x{n:064x}").as_bytes());
+                out.push(notification(id, &format!("\"{h}\"")));
+            }
+        }
+    }
+}
+
+fn notification(sub: &str, result: &str) -> Message {
+    Message::text(format!(
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{result}}}}}"#
+    ))
+}
