@@ -93,3 +93,36 @@ async fn https_upstream_with_an_untrusted_certificate_is_refused() {
         "nothing reached the node"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_upstream_verified_against_its_ca() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let eth = mock(1).await;
+    let front = tls_front(eth.addr()).await;
+    let ca = repo_path("tests/fixtures/tls/ca.pem");
+    let ups = format!(
+        "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"tls\"\n\
+         http = \"https://localhost:{port}\"\nws = \"wss://localhost:{port}\"\ntls_ca_file = \"{}\"\n",
+        ca.display(),
+        port = front.port(),
+    );
+    let p = Proxy::start(&ups, "").await;
+    let stream = TcpStream::connect(p.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ethereum", p.addr), stream)
+        .await
+        .expect("handshake through a wss upstream");
+    ws.send(Message::text(
+        r#"{"jsonrpc":"2.0","id":7,"method":"eth_chainId","params":[]}"#,
+    ))
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+        .await
+        .expect("answer in time")
+        .expect("a message")
+        .expect("no error");
+    let v: serde_json::Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(v["result"], "0x1");
+    assert_eq!(v["id"], 7);
+}

@@ -281,3 +281,27 @@ async fn two_hundred_back_to_back_connections_all_stay_open() {
         assert_eq!(r["id"], i, "socket {i} open after the 101");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_closes_with_1009() {
+    let node = mock(1).await;
+    let p = Proxy::start(
+        &ws_upstreams(&[("a", &node)], ""),
+        "ws_max_message_bytes = 2048",
+    )
+    .await;
+    let mut ws = connect(p.addr, "/ethereum").await;
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"mock_echo","params":["{}"]}}"#,
+        "x".repeat(4096)
+    );
+    ws.send(Message::text(big)).await.unwrap();
+    let frame = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(frame.expect("close code").code, CloseCode::Size);
+}
