@@ -1,14 +1,45 @@
-//! Prometheus metrics: one registry for the process, rendered at `GET /metrics`.
+//! Prometheus metrics: one registry for the process, rendered at `GET /metrics` (on the main
+//! listener, or on `server.metrics_listen`).
 //!
-//! Uses the `prometheus` crate at the version Pingora's own metrics use, so everything lands in a
-//! single registry.
+//! Counters and histograms are updated where things happen; the per-upstream gauges (up, score,
+//! head, lag, circuit) are set from the routing snapshot at scrape time, so removed upstreams
+//! disappear with the next scrape. Labels never carry client input verbatim: methods outside a
+//! known list are counted as `other`, error codes outside the JSON-RPC ranges as `other`.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::core::Collector;
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::health::{now_ms, Outcome};
+use crate::route::Snapshot;
 
 pub struct Metrics {
     registry: Registry,
+    /// Serializes scrapes: each one resets and refills the snapshot gauges before gathering.
+    scrape: Mutex<()>,
+    /// `livechain_requests_total{chain,method,status}`: HTTP JSON-RPC requests answered.
+    pub requests: IntCounterVec,
+    /// `livechain_request_duration_seconds{chain,method}`.
+    pub request_duration: HistogramVec,
+    /// `livechain_upstream_requests_total{chain,upstream,outcome}`: exchanges with upstreams.
+    pub upstream_requests: IntCounterVec,
+    /// `livechain_upstream_latency_seconds{chain,upstream}`: answered exchanges.
+    pub upstream_latency: HistogramVec,
+    /// `livechain_retries_total{chain}`: attempts after the first.
+    pub retries: IntCounterVec,
+    /// `livechain_jsonrpc_errors_total{chain,code}`: error objects in answers to clients.
+    pub jsonrpc_errors: IntCounterVec,
+    upstream_up: IntGaugeVec,
+    upstream_score: GaugeVec,
+    upstream_block_height: IntGaugeVec,
+    upstream_block_lag: IntGaugeVec,
+    upstream_in_flight: IntGaugeVec,
+    circuit_state: IntGaugeVec,
+    chain_head: IntGaugeVec,
     /// `livechain_config_reloads_total{result="ok|error"}`.
     pub config_reloads: IntCounterVec,
     /// `livechain_config_generation`: 1 at start, +1 per successful reload.
@@ -22,88 +53,255 @@ pub struct Metrics {
     pub ws_bytes: IntCounterVec,
     /// `livechain_ws_closes_total{chain,reason}`.
     pub ws_closes: IntCounterVec,
-    /// `livechain_ws_rejected_total{chain,reason}`: upgrades refused before the 101.
+    /// `livechain_ws_rejected_total{chain,reason}`: upgrades refused before the handshake.
     pub ws_rejected: IntCounterVec,
+}
+
+/// Latency buckets from 1 ms to 30 s: RPC calls range from cached reads to heavy traces.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric")
 }
 
 impl Metrics {
     fn new() -> Metrics {
-        let registry = Registry::new();
-        let config_reloads = IntCounterVec::new(
-            Opts::new(
+        let m = Metrics {
+            registry: Registry::new(),
+            scrape: Mutex::new(()),
+            requests: counter(
+                "livechain_requests_total",
+                "JSON-RPC HTTP requests answered, by chain, method (batch for batches) and status.",
+                &["chain", "method", "status"],
+            ),
+            request_duration: histogram(
+                "livechain_request_duration_seconds",
+                "Time to answer a JSON-RPC HTTP request.",
+                &["chain", "method"],
+            ),
+            upstream_requests: counter(
+                "livechain_upstream_requests_total",
+                "Exchanges with upstreams, by outcome.",
+                &["chain", "upstream", "outcome"],
+            ),
+            upstream_latency: histogram(
+                "livechain_upstream_latency_seconds",
+                "Time for an upstream to answer.",
+                &["chain", "upstream"],
+            ),
+            retries: counter(
+                "livechain_retries_total",
+                "Attempts made after the first one of a request.",
+                &["chain"],
+            ),
+            jsonrpc_errors: counter(
+                "livechain_jsonrpc_errors_total",
+                "JSON-RPC error objects in answers to clients, by code.",
+                &["chain", "code"],
+            ),
+            upstream_up: gauge(
+                "livechain_upstream_up",
+                "1 when the upstream can take traffic now.",
+                &["chain", "upstream"],
+            ),
+            upstream_score: GaugeVec::new(
+                Opts::new(
+                    "livechain_upstream_score",
+                    "Live selection score (weight x health).",
+                ),
+                &["chain", "upstream"],
+            )
+            .expect("valid metric"),
+            upstream_block_height: gauge(
+                "livechain_upstream_block_height",
+                "Head block the upstream last reported.",
+                &["chain", "upstream"],
+            ),
+            upstream_block_lag: gauge(
+                "livechain_upstream_block_lag",
+                "Blocks the upstream is behind the chain head.",
+                &["chain", "upstream"],
+            ),
+            upstream_in_flight: gauge(
+                "livechain_upstream_in_flight",
+                "Requests in flight to the upstream.",
+                &["chain", "upstream"],
+            ),
+            circuit_state: gauge(
+                "livechain_circuit_state",
+                "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+                &["chain", "upstream"],
+            ),
+            chain_head: gauge(
+                "livechain_chain_head_block",
+                "Best head among the chain's usable upstreams.",
+                &["chain"],
+            ),
+            config_reloads: counter(
                 "livechain_config_reloads_total",
                 "Configuration reloads by result.",
+                &["result"],
             ),
-            &["result"],
-        )
-        .expect("valid metric");
-        let config_generation = IntGauge::new(
-            "livechain_config_generation",
-            "Generation of the routing table in use (1 at start, +1 per successful reload).",
-        )
-        .expect("valid metric");
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
-        };
-        let ws_connections = IntGaugeVec::new(
-            Opts::new(
+            config_generation: IntGauge::new(
+                "livechain_config_generation",
+                "Generation of the routing table in use (1 at start, +1 per successful reload).",
+            )
+            .expect("valid metric"),
+            ws_connections: gauge(
                 "livechain_ws_connections",
                 "Proxied WebSocket connections open now.",
+                &["chain", "upstream"],
             ),
-            &["chain", "upstream"],
-        )
-        .expect("valid metric");
-        let ws_messages = counter(
-            "livechain_ws_messages_total",
-            "WebSocket messages relayed, by direction.",
-            &["chain", "direction"],
-        );
-        let ws_bytes = counter(
-            "livechain_ws_bytes_total",
-            "WebSocket message payload bytes relayed, by direction.",
-            &["chain", "direction"],
-        );
-        let ws_closes = counter(
-            "livechain_ws_closes_total",
-            "Proxied WebSocket connections closed, by reason.",
-            &["chain", "reason"],
-        );
-        let ws_rejected = counter(
-            "livechain_ws_rejected_total",
-            "WebSocket upgrades refused before the handshake, by reason.",
-            &["chain", "reason"],
-        );
-        for c in [
-            Box::new(config_reloads.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(config_generation.clone()),
-            Box::new(ws_connections.clone()),
-            Box::new(ws_messages.clone()),
-            Box::new(ws_bytes.clone()),
-            Box::new(ws_closes.clone()),
-            Box::new(ws_rejected.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
+            ws_messages: counter(
+                "livechain_ws_messages_total",
+                "WebSocket messages relayed, by direction.",
+                &["chain", "direction"],
+            ),
+            ws_bytes: counter(
+                "livechain_ws_bytes_total",
+                "WebSocket message payload bytes relayed, by direction.",
+                &["chain", "direction"],
+            ),
+            ws_closes: counter(
+                "livechain_ws_closes_total",
+                "Proxied WebSocket connections closed, by reason.",
+                &["chain", "reason"],
+            ),
+            ws_rejected: counter(
+                "livechain_ws_rejected_total",
+                "WebSocket upgrades refused before the handshake, by reason.",
+                &["chain", "reason"],
+            ),
+        };
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.request_duration.clone()),
+            Box::new(m.upstream_requests.clone()),
+            Box::new(m.upstream_latency.clone()),
+            Box::new(m.retries.clone()),
+            Box::new(m.jsonrpc_errors.clone()),
+            Box::new(m.upstream_up.clone()),
+            Box::new(m.upstream_score.clone()),
+            Box::new(m.upstream_block_height.clone()),
+            Box::new(m.upstream_block_lag.clone()),
+            Box::new(m.upstream_in_flight.clone()),
+            Box::new(m.circuit_state.clone()),
+            Box::new(m.chain_head.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(m.config_generation.clone()),
+            Box::new(m.ws_connections.clone()),
+            Box::new(m.ws_messages.clone()),
+            Box::new(m.ws_bytes.clone()),
+            Box::new(m.ws_closes.clone()),
+            Box::new(m.ws_rejected.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
+            m.registry.register(c).expect("metric registered once");
         }
         // Both results exist from the start, so rate() and alerts see a zero, not a gap.
-        config_reloads.with_label_values(&["ok"]);
-        config_reloads.with_label_values(&["error"]);
-        Metrics {
-            registry,
-            config_reloads,
-            config_generation,
-            ws_connections,
-            ws_messages,
-            ws_bytes,
-            ws_closes,
-            ws_rejected,
-        }
+        m.config_reloads.with_label_values(&["ok"]);
+        m.config_reloads.with_label_values(&["error"]);
+        m
     }
 
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The text exposition of every metric, with the per-upstream gauges taken from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        // Never held across an await, and only scrapes take it.
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        self.refresh(snapshot);
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
+    }
+
+    fn refresh(&self, snapshot: &Snapshot) {
+        let now = now_ms();
+        for g in [
+            &self.upstream_up,
+            &self.upstream_block_height,
+            &self.upstream_block_lag,
+            &self.upstream_in_flight,
+            &self.circuit_state,
+            &self.chain_head,
+        ] {
+            g.reset();
+        }
+        self.upstream_score.reset();
+        for chain in snapshot.chains() {
+            let head = chain.live.head();
+            // Series that exist from the start, so rate() and alerts see zeros, not gaps.
+            self.retries.with_label_values(&[&chain.name]);
+            self.chain_head
+                .with_label_values(&[&chain.name])
+                .set(head as i64);
+            for u in chain.upstreams() {
+                let labels = [chain.name.as_str(), u.name.as_str()];
+                self.ws_connections.with_label_values(&labels);
+                let score = u.score(now);
+                self.upstream_score.with_label_values(&labels).set(score);
+                self.upstream_up
+                    .with_label_values(&labels)
+                    .set(i64::from(score > 0.0 && u.is_resolved()));
+                let h = u.health.head();
+                self.upstream_block_height
+                    .with_label_values(&labels)
+                    .set(h as i64);
+                self.upstream_block_lag
+                    .with_label_values(&labels)
+                    .set(if h == 0 {
+                        0
+                    } else {
+                        head.saturating_sub(h) as i64
+                    });
+                self.upstream_in_flight
+                    .with_label_values(&labels)
+                    .set(i64::from(u.health.in_flight()));
+                self.circuit_state
+                    .with_label_values(&labels)
+                    .set(i64::from(u.health.circuit(now).code()));
+            }
+        }
+    }
+
+    /// Counts one exchange with an upstream.
+    pub fn upstream_outcome(&self, chain: &str, upstream: &str, outcome: &Outcome) {
+        let label = match outcome {
+            Outcome::Success => "success",
+            Outcome::ConnectError => "connect_error",
+            Outcome::Timeout => "timeout",
+            Outcome::ServerError => "server_error",
+            Outcome::RateLimited { .. } => "rate_limited",
+            Outcome::NodeError => "node_error",
+        };
+        self.upstream_requests
+            .with_label_values(&[chain, upstream, label])
+            .inc();
+    }
+
+    /// Counts a JSON-RPC error object sent to a client.
+    pub fn jsonrpc_error(&self, chain: &str, code: i64) {
+        let label = match code {
+            -32768..=-32000 | 3 => code.to_string(),
+            _ => "other".to_owned(),
+        };
+        self.jsonrpc_errors
+            .with_label_values(&[chain, &label])
+            .inc();
     }
 }
 
@@ -111,4 +309,60 @@ impl Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+/// Methods counted under their own name; anything else is `other`.
+const KNOWN_METHODS: &[&str] = &[
+    "eth_blockNumber",
+    "eth_call",
+    "eth_chainId",
+    "eth_createAccessList",
+    "eth_estimateGas",
+    "eth_feeHistory",
+    "eth_gasPrice",
+    "eth_getBalance",
+    "eth_getBlockByHash",
+    "eth_getBlockByNumber",
+    "eth_getBlockReceipts",
+    "eth_getBlockTransactionCountByHash",
+    "eth_getBlockTransactionCountByNumber",
+    "eth_getCode",
+    "eth_getFilterChanges",
+    "eth_getFilterLogs",
+    "eth_getLogs",
+    "eth_getProof",
+    "eth_getStorageAt",
+    "eth_getTransactionByBlockHashAndIndex",
+    "eth_getTransactionByBlockNumberAndIndex",
+    "eth_getTransactionByHash",
+    "eth_getTransactionCount",
+    "eth_getTransactionReceipt",
+    "eth_getUncleByBlockHashAndIndex",
+    "eth_getUncleByBlockNumberAndIndex",
+    "eth_maxPriorityFeePerGas",
+    "eth_newBlockFilter",
+    "eth_newFilter",
+    "eth_sendRawTransaction",
+    "eth_syncing",
+    "eth_uninstallFilter",
+    "net_version",
+    "net_listening",
+    "net_peerCount",
+    "web3_clientVersion",
+    "debug_traceBlockByNumber",
+    "debug_traceCall",
+    "debug_traceTransaction",
+    "trace_block",
+    "trace_call",
+    "trace_filter",
+    "trace_transaction",
+];
+
+/// The `method` label for a method name.
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }

@@ -11,6 +11,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use tokio::signal::unix::Signal;
 
+use crate::api::metrics_app::MetricsApp;
 use crate::api::Api;
 use crate::config::Config;
 use crate::control::{Control, MockHost};
@@ -74,12 +75,23 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
     let api = Api {
         started: std::time::Instant::now(),
         reload: reload.clone(),
+        metrics_here: s.metrics_listen.is_none(),
     };
     let app = Livechain::new(router.clone(), connector.clone(), api);
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "livechain proxy");
     proxy.add_tcp(&s.listen.to_string());
     server.add_service(proxy);
+    if let Some(addr) = s.metrics_listen {
+        let mut svc = pingora::services::listening::Service::new(
+            "livechain metrics".to_owned(),
+            MetricsApp {
+                router: router.clone(),
+            },
+        );
+        svc.add_tcp(&addr.to_string());
+        server.add_service(svc);
+    }
     server.add_service(background_service(
         "health probes",
         Prober {

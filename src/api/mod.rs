@@ -1,7 +1,8 @@
 //! The service endpoints next to JSON-RPC on the main listener: `GET /health`, `GET /status`,
 //! `GET /metrics`. Answered from the routing snapshot and live health, never from upstreams.
 
-mod status;
+pub mod metrics_app;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,13 +19,16 @@ use crate::route::Snapshot;
 pub struct Api {
     pub started: Instant,
     pub reload: Arc<ReloadStatus>,
+    /// False when metrics have their own listener (`server.metrics_listen`).
+    pub metrics_here: bool,
 }
 
 impl Api {
     /// The answer when `path` is a service endpoint, `None` for JSON-RPC paths.
     pub fn answer(&self, session: &Session, snapshot: &Snapshot, path: &str) -> Option<Answer> {
         let endpoint = match path {
-            "/health" | "/status" | "/metrics" => path,
+            "/health" | "/status" => path,
+            "/metrics" if self.metrics_here => path,
             _ => return None,
         };
         let method = &session.req_header().method;
@@ -44,7 +48,7 @@ impl Api {
             _ => Answer::typed(
                 200,
                 "text/plain; version=0.0.4",
-                crate::metrics::metrics().render(),
+                crate::metrics::metrics().render(snapshot),
             ),
         })
     }

@@ -100,25 +100,45 @@ fn upstream_status<'a>(chain: &Chain, u: &'a Upstream, now: Millis) -> UpstreamS
     }
 }
 
+/// One chain's state: head, and each upstream's.
+pub fn chain_status(c: &Chain, now: Millis) -> serde_json::Value {
+    let ups: Vec<UpstreamStatus> = c
+        .upstreams()
+        .iter()
+        .map(|u| upstream_status(c, u, now))
+        .collect();
+    json!({
+        "name": c.name,
+        "chain_id": c.chain_id,
+        "head": c.live.head(),
+        "max_block_lag": c.max_block_lag,
+        "usable_upstreams": usable(c, now),
+        "upstreams": ups,
+    })
+}
+
+/// `GET /v1/chains`: every chain with its head and usable upstreams.
+pub fn chains(snapshot: &Snapshot, now: Millis) -> Answer {
+    let list: Vec<serde_json::Value> = snapshot
+        .chains()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "chain_id": c.chain_id,
+                "head": c.live.head(),
+                "usable_upstreams": usable(c, now),
+                "upstreams": c.upstreams().len(),
+            })
+        })
+        .collect();
+    Answer::json(200, serde_json::Value::from(list).to_string())
+}
+
 /// Everything an operator wants at a glance: per chain and upstream state, reloads, uptime.
 pub fn status(api: &Api, snapshot: &Snapshot, now: Millis) -> Answer {
     let chains: serde_json::Map<String, serde_json::Value> = snapshot
         .chains()
-        .map(|c| {
-            let ups: Vec<UpstreamStatus> = c
-                .upstreams()
-                .iter()
-                .map(|u| upstream_status(c, u, now))
-                .collect();
-            let v = json!({
-                "chain_id": c.chain_id,
-                "head": c.live.head(),
-                "max_block_lag": c.max_block_lag,
-                "usable_upstreams": usable(c, now),
-                "upstreams": ups,
-            });
-            (c.name.clone(), v)
-        })
+        .map(|c| (c.name.clone(), chain_status(c, now)))
         .collect();
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -23,6 +23,7 @@ pub(crate) struct MainFile {
 pub(crate) struct ServerFile {
     #[serde(default = "default_listen")]
     pub listen: String,
+    pub metrics_listen: Option<String>,
     #[serde(default = "default_threads")]
     pub threads: u64,
     #[serde(default = "default_max_body_bytes")]
@@ -56,6 +57,7 @@ impl Default for ServerFile {
     fn default() -> Self {
         ServerFile {
             listen: default_listen(),
+            metrics_listen: None,
             threads: default_threads(),
             max_body_bytes: default_max_body_bytes(),
             max_response_bytes: default_max_response_bytes(),

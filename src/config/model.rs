@@ -26,6 +26,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// A separate listener for `GET /metrics` (and `/health`), e.g. reachable only by Prometheus.
+    pub metrics_listen: Option<SocketAddr>,
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Largest JSON-RPC request body accepted (HTTP 413 above it).

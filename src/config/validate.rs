@@ -52,6 +52,26 @@ pub(crate) fn server(
         },
     };
 
+    let metrics_listen = match &file.metrics_listen {
+        None => None,
+        Some(raw) => match expand(raw, env).map(|v| (v.value.parse::<SocketAddr>(), v.raw)) {
+            Err(e) => {
+                p.push("server.metrics_listen", e.to_string());
+                None
+            }
+            Ok((Ok(addr), _)) => Some(addr),
+            Ok((Err(_), raw)) => {
+                p.push(
+                    "server.metrics_listen",
+                    format!("invalid socket address {raw:?} (expected IP:PORT)"),
+                );
+                None
+            }
+        },
+    };
+    if metrics_listen.is_some() && metrics_listen == listen {
+        p.push("server.metrics_listen", "must differ from server.listen");
+    }
     if !(1..=MAX_THREADS).contains(&file.threads) {
         p.push(
             "server.threads",
@@ -92,6 +112,7 @@ pub(crate) fn server(
     // returns the problems instead.
     p.finish(ServerConfig {
         listen: listen.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        metrics_listen,
         threads: usize::try_from(file.threads).unwrap_or(1),
         max_body_bytes,
         max_response_bytes,

@@ -16,6 +16,7 @@ use crate::jsonrpc::batch::{assemble, split_answers, sub_batch, take_answer};
 use crate::jsonrpc::classify::ErrorClass;
 use crate::jsonrpc::error::error_body;
 use crate::jsonrpc::{Call, Item};
+use crate::metrics::metrics;
 
 /// What happened to one group.
 struct GroupResult {
@@ -145,8 +146,14 @@ async fn run_group(
             };
             let text = answers[k].text;
             let slice = response.body.slice_ref(text.as_bytes());
-            match answer_verdict(text) {
-                Verdict::Good => finals.push((i, slice)),
+            let (verdict, code) = answer_verdict(text);
+            match verdict {
+                Verdict::Good => {
+                    if let Some(code) = code {
+                        metrics().jsonrpc_error(&f.chain.name, code);
+                    }
+                    finals.push((i, slice))
+                }
                 Verdict::Error(ErrorClass::Duplicate) => {
                     let accepted = (call.method(body) == SEND_RAW_TX && state.delivered)
                         .then(|| tx_accepted(body, call))

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::outcome::{maybe_delivered, outcome_of_error, retry_after};
 use crate::health::{now_ms, Outcome};
 use crate::jsonrpc::{code, RpcError};
+use crate::metrics::metrics;
 use crate::route::Chain;
 use crate::upstream::{ExchangeError, Response, Upstream};
 
@@ -150,6 +151,12 @@ impl Forwarder<'_> {
         let Some(up) = self.select(need, &state.tried) else {
             return Attempt::NoUpstream;
         };
+        if !state.tried.is_empty() {
+            metrics()
+                .retries
+                .with_label_values(&[&self.chain.name])
+                .inc();
+        }
         state.tried.push(up.clone());
         let per_try = Instant::now() + self.chain.policy.retry.per_try_timeout;
         let until = per_try.min(self.deadline);
@@ -164,6 +171,10 @@ impl Forwarder<'_> {
         let policy = &self.chain.policy.health;
         match result {
             Ok(response) if (200..300).contains(&response.status) || response.status == 400 => {
+                metrics()
+                    .upstream_latency
+                    .with_label_values(&[&self.chain.name, &up.name])
+                    .observe(latency.as_secs_f64());
                 state.last_upstream = Some(up.clone());
                 Attempt::Answered {
                     response,
@@ -180,6 +191,7 @@ impl Forwarder<'_> {
                 } else {
                     Outcome::ServerError
                 };
+                metrics().upstream_outcome(&self.chain.name, &up.name, &outcome);
                 up.health.record(outcome, None, policy, now_ms());
                 tracing::warn!(chain = %self.chain.name, upstream = %up.name, status = response.status, "upstream answered with an error status");
                 self.note_failure(
@@ -192,8 +204,9 @@ impl Forwarder<'_> {
                 }
             }
             Err(e) => {
-                up.health
-                    .record(outcome_of_error(&e), None, policy, now_ms());
+                let outcome = outcome_of_error(&e);
+                metrics().upstream_outcome(&self.chain.name, &up.name, &outcome);
+                up.health.record(outcome, None, policy, now_ms());
                 let delivered = maybe_delivered(&e);
                 if e == ExchangeError::Timeout && Instant::now() >= self.deadline {
                     tracing::warn!(chain = %self.chain.name, upstream = %up.name, "request deadline passed");
@@ -258,6 +271,7 @@ impl Forwarder<'_> {
 
     /// Records the outcome of an answered attempt once its body has been judged.
     pub fn record(&self, up: &Upstream, outcome: Outcome, latency: Duration) {
+        metrics().upstream_outcome(&self.chain.name, &up.name, &outcome);
         let latency = matches!(outcome, Outcome::Success).then_some(latency);
         up.health
             .record(outcome, latency, &self.chain.policy.health, now_ms());

@@ -16,6 +16,7 @@ mod forward;
 mod outcome;
 mod read;
 pub(crate) mod respond;
+mod rest;
 mod single;
 
 pub use outcome::{outcome_of_error, retry_after};
@@ -33,6 +34,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::api::Api;
 use crate::jsonrpc::{self, code, BodyError, Request, RpcError};
+use crate::metrics::{self, metrics};
 use crate::route::{Chain, Limits, Router};
 use crate::ws;
 use forward::{Attempts, Forwarder};
@@ -64,8 +66,10 @@ pub struct RequestCtx {
     method: Option<Box<str>>,
     calls: usize,
     upstream: Option<Box<str>>,
-    failovers: u32,
+    retries: u32,
     status: u16,
+    /// The `method` label when this was a JSON-RPC request (`batch` for batches).
+    metric_method: Option<&'static str>,
 }
 
 #[async_trait]
@@ -79,8 +83,9 @@ impl ProxyHttp for Livechain {
             method: None,
             calls: 0,
             upstream: None,
-            failovers: 0,
+            retries: 0,
             status: 0,
+            metric_method: None,
         }
     }
 
@@ -114,6 +119,15 @@ impl ProxyHttp for Livechain {
         let status = session
             .response_written()
             .map_or(ctx.status, |h| h.status.as_u16());
+        if let (Some(method), Some(chain)) = (ctx.metric_method, &ctx.chain) {
+            let m = metrics();
+            m.requests
+                .with_label_values(&[&chain.name, method, status_label(status)])
+                .inc();
+            m.request_duration
+                .with_label_values(&[&chain.name, method])
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
         tracing::info!(
             target: "livechain::access",
             chain = ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
@@ -121,7 +135,7 @@ impl ProxyHttp for Livechain {
             calls = ctx.calls,
             upstream = ctx.upstream.as_deref().unwrap_or("-"),
             status,
-            failovers = ctx.failovers,
+            retries = ctx.retries,
             duration_us = ctx.started.elapsed().as_micros() as u64,
             error = e.map(|e| e.etype().as_str()),
         );
@@ -162,6 +176,12 @@ impl Livechain {
         let path = session.req_header().uri.path();
         if let Some(answer) = self.api.answer(session, &snapshot, path) {
             return self.finish_early(session, answer, &limits).await;
+        }
+        if path.starts_with("/v1/chains") && session.req_header().method == Method::GET {
+            let path = path.to_owned();
+            if let Some(answer) = rest::answer(&snapshot, &self.connector, &path).await {
+                return self.finish_early(session, answer, &limits).await;
+            }
         }
         if path.starts_with("/v1/ws/") {
             let err = RpcError::new(
@@ -230,7 +250,15 @@ impl Livechain {
     ) -> Answer {
         let request = match jsonrpc::parse(&body, limits.max_batch) {
             Ok(r) => r,
-            Err(e) => return body_error(&body, e),
+            Err(e) => {
+                ctx.metric_method = Some("invalid");
+                let code = match &e {
+                    BodyError::Parse(_) => code::PARSE_ERROR,
+                    _ => code::INVALID_REQUEST,
+                };
+                metrics().jsonrpc_error(&chain.name, i64::from(code));
+                return body_error(&body, e);
+            }
         };
         let forwarder = Forwarder {
             chain,
@@ -240,6 +268,7 @@ impl Livechain {
         };
         let (answer, state) = match &request {
             Request::Single(call) => {
+                ctx.metric_method = Some(metrics::method_label(call.method(&body)));
                 ctx.method = Some(jsonrpc::error::quote(call.method(&body)).into());
                 ctx.calls = 1;
                 let mut state = Attempts::default();
@@ -247,6 +276,7 @@ impl Livechain {
                 (answer, state)
             }
             Request::Batch(items) => {
+                ctx.metric_method = Some("batch");
                 ctx.method = jsonrpc::batch_first_method(&body, items)
                     .map(|m| jsonrpc::error::quote(m).into());
                 ctx.calls = items.len();
@@ -254,7 +284,7 @@ impl Livechain {
             }
         };
         ctx.upstream = state.last_upstream.as_ref().map(|u| u.name.as_str().into());
-        ctx.failovers = state.retries();
+        ctx.retries = state.retries();
         answer
     }
 
@@ -294,6 +324,24 @@ fn body_error(body: &[u8], e: BodyError) -> Answer {
                 format!("batch of {len} calls is larger than the limit of {max}"),
             ),
         ),
+    }
+}
+
+/// The `status` label: the HTTP status as text, without allocating for the common ones.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
     }
 }
 

@@ -42,13 +42,14 @@ pub enum Verdict {
     Malformed,
 }
 
-/// Inspects the answer to a single call. An empty body is fine only for a notification.
-pub fn single_verdict(body: &[u8], expects_answer: bool) -> Verdict {
+/// Inspects the answer to a single call: its verdict, and its error code if it carries one. An
+/// empty body is fine only for a notification.
+pub fn single_verdict(body: &[u8], expects_answer: bool) -> (Verdict, Option<i64>) {
     if body.is_empty() {
         return if expects_answer {
-            Verdict::Malformed
+            (Verdict::Malformed, None)
         } else {
-            Verdict::Good
+            (Verdict::Good, None)
         };
     }
     #[derive(Deserialize)]
@@ -58,22 +59,22 @@ pub fn single_verdict(body: &[u8], expects_answer: bool) -> Verdict {
     }
     // Parsing the whole body also proves it is complete JSON.
     let Ok(text) = std::str::from_utf8(body) else {
-        return Verdict::Malformed;
+        return (Verdict::Malformed, None);
     };
     match serde_json::from_str::<Answer>(text) {
-        Err(_) => Verdict::Malformed,
-        Ok(Answer { error: None }) => Verdict::Good,
+        Err(_) => (Verdict::Malformed, None),
+        Ok(Answer { error: None }) => (Verdict::Good, None),
         Ok(Answer { error: Some(_) }) => answer_verdict(text),
     }
 }
 
-/// The verdict for one answer object already known to be JSON.
-pub fn answer_verdict(answer: &str) -> Verdict {
+/// The verdict for one answer object already known to be JSON, and its error code if any.
+pub fn answer_verdict(answer: &str) -> (Verdict, Option<i64>) {
     match answer_error(answer) {
-        None => Verdict::Good,
+        None => (Verdict::Good, None),
         Some((code, message)) => match classify_error(code, &message) {
-            ErrorClass::Caller => Verdict::Good,
-            class => Verdict::Error(class),
+            ErrorClass::Caller => (Verdict::Good, Some(code)),
+            class => (Verdict::Error(class), Some(code)),
         },
     }
 }
@@ -98,21 +99,19 @@ mod tests {
     #[test]
     fn verdicts() {
         let ok = br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#;
-        assert_eq!(single_verdict(ok, true), Verdict::Good);
+        assert_eq!(single_verdict(ok, true), (Verdict::Good, None));
         let reverted =
             br#"{"jsonrpc":"2.0","id":1,"error":{"code":3,"message":"execution reverted"}}"#;
-        assert_eq!(single_verdict(reverted, true), Verdict::Good);
+        assert_eq!(single_verdict(reverted, true), (Verdict::Good, Some(3)));
         let behind =
             br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"header not found"}}"#;
         assert_eq!(
             single_verdict(behind, true),
-            Verdict::Error(ErrorClass::Node)
+            (Verdict::Error(ErrorClass::Node), Some(-32000))
         );
-        assert_eq!(
-            single_verdict(br#"{"jsonrpc":"2.0","id":1,"res"#, true),
-            Verdict::Malformed
-        );
-        assert_eq!(single_verdict(b"", true), Verdict::Malformed);
-        assert_eq!(single_verdict(b"", false), Verdict::Good);
+        let cut = br#"{"jsonrpc":"2.0","id":1,"res"#;
+        assert_eq!(single_verdict(cut, true), (Verdict::Malformed, None));
+        assert_eq!(single_verdict(b"", true), (Verdict::Malformed, None));
+        assert_eq!(single_verdict(b"", false), (Verdict::Good, None));
     }
 }

@@ -9,6 +9,7 @@ use super::respond::{self, Answer};
 use crate::health::Outcome;
 use crate::jsonrpc::classify::{required_block, ErrorClass};
 use crate::jsonrpc::{code, Call, Request, RpcError};
+use crate::metrics::metrics;
 use crate::upstream::Response;
 
 /// Method name of transactions, whose duplicate-broadcast errors need care.
@@ -57,12 +58,13 @@ pub fn tx_accepted(body: &[u8], call: &Call) -> Option<Vec<u8>> {
 pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut Attempts) -> Answer {
     let method = call.method(body);
     if f.chain.policy.is_denied(method) {
+        metrics().jsonrpc_error(&f.chain.name, i64::from(code::METHOD_NOT_FOUND));
         let out = respond::error_for_all(body, &Request::Single(call.clone()), &denied(method));
         return Answer::json(200, out);
     }
     let need = need_of(f, body, call);
     let is_tx = method == SEND_RAW_TX;
-    let mut fallback: Option<Response> = None;
+    let mut fallback: Option<(Response, i64)> = None;
     for _ in 0..f.max_attempts() {
         match f.attempt(&need, state, body.clone()).await {
             Attempt::Answered {
@@ -74,8 +76,15 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
                     f.record(&upstream, Outcome::Success, latency);
                     return pass(response);
                 }
-                let verdict = single_verdict(&response.body, !call.is_notification());
+                let (verdict, code) = single_verdict(&response.body, !call.is_notification());
                 f.record(&upstream, outcome_of_verdict(verdict), latency);
+                let chain = f.chain.name.as_str();
+                let pass = |response| {
+                    if let Some(code) = code {
+                        metrics().jsonrpc_error(chain, code);
+                    }
+                    pass(response)
+                };
                 match verdict {
                     Verdict::Good => return pass(response),
                     Verdict::Error(ErrorClass::Duplicate) if is_tx && state.delivered => {
@@ -92,7 +101,7 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
                         let reason =
                             format!("upstream {} answered a {class:?} error", upstream.name);
                         f.note_failure(state, reason, class == ErrorClass::RateLimit);
-                        fallback = Some(response);
+                        fallback = Some((response, code.unwrap_or(0)));
                     }
                     Verdict::Malformed => {
                         let reason = format!("upstream {} sent a malformed answer", upstream.name);
@@ -106,10 +115,12 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
         }
     }
     // Every upstream tried: the last node's own answer says more than an error of ours.
-    if let Some(response) = fallback {
+    if let Some((response, code)) = fallback {
+        metrics().jsonrpc_error(&f.chain.name, code);
         return pass(response);
     }
     let (status, err) = state.failure(&need).to_error(&f.chain.name);
+    metrics().jsonrpc_error(&f.chain.name, i64::from(err.code));
     Answer::json(
         status,
         respond::error_for_all(body, &Request::Single(call.clone()), &err),

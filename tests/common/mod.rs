@@ -67,6 +67,11 @@ impl Proxy {
     /// Starts livechain with `upstreams` as its upstreams file and `server_extra` appended to the
     /// `[server]` table, and waits until it answers.
     pub async fn start(upstreams: &str, server_extra: &str) -> Proxy {
+        Proxy::start_with_args(upstreams, server_extra, &[]).await
+    }
+
+    /// [`Proxy::start`] with extra command-line arguments.
+    pub async fn start_with_args(upstreams: &str, server_extra: &str, args: &[&str]) -> Proxy {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = TempDir::new();
@@ -87,6 +92,7 @@ impl Proxy {
             let child = Command::new(bin())
                 .arg("--config")
                 .arg(&main)
+                .args(args)
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log file"))

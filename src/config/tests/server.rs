@@ -219,3 +219,17 @@ fn interpolated_listen_never_leaks() {
     assert!(!err.contains(INFURA_SECRET), "{err}");
     assert!(err.contains("\"${BAD_LISTEN}\""), "{err}");
 }
+
+#[test]
+fn metrics_listen_is_optional_checked_and_distinct() {
+    assert_eq!(server_ok(EXAMPLE).metrics_listen, None);
+    let s = server_ok("[server]\nmetrics_listen = \"127.0.0.1:9100\"\n");
+    assert_eq!(s.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+    let e = server_err("[server]\nmetrics_listen = \"localhost\"\n");
+    assert!(
+        e.contains("server.metrics_listen") && e.contains("invalid socket address"),
+        "{e}"
+    );
+    let e = server_err("[server]\nlisten = \"127.0.0.1:9\"\nmetrics_listen = \"127.0.0.1:9\"\n");
+    assert!(e.contains("must differ from server.listen"), "{e}");
+}
