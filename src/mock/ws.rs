@@ -202,8 +202,13 @@ fn notify(shared: &Shared, n: u64, subs: &HashMap<String, Subscription>, out: &m
     }
 }
 
+/// `emittedAtUs` (wall clock, µs since the epoch, not part of the Ethereum API) lets benchmarks
+/// measure delivery latency from the node to a client behind the proxy.
 fn notification(sub: &str, result: &str) -> Message {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
     Message::text(format!(
-        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{result}}}}}"#
+        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{result},"emittedAtUs":{now}}}}}"#
     ))
 }

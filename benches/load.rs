@@ -1,0 +1,816 @@
+//! The load benchmark: the mock node as upstream, and the same JSON-RPC traffic sent to it directly,
+//! through nginx (a plain keep-alive reverse proxy) and through livechain, all in one run on one
+//! machine, then a WebSocket scale run. Run it with `benches/load.sh` (installs nginx, raises the
+//! descriptor limit) or `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000]
+//! [--ws-idle N] [--ws-active N] [--no-ws] [--no-http]`.
+//!
+//! Everything listens on 127.0.0.1 ephemeral ports; every phase is bounded in time; every process
+//! started here is stopped by its PID when the run ends, also on panic.
+
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Opts {
+    duration: Duration,
+    warmup: Duration,
+    levels: Vec<usize>,
+    ws_idle: usize,
+    ws_active: usize,
+    http: bool,
+    ws: bool,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        duration: Duration::from_secs(10),
+        warmup: Duration::from_secs(2),
+        levels: vec![64, 1000, 10_000],
+        ws_idle: 10_000,
+        ws_active: 1000,
+        http: true,
+        ws: true,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--duration" => o.duration = Duration::from_secs(value.parse().expect("--duration")),
+            "--levels" => {
+                o.levels = value
+                    .split(',')
+                    .map(|v| v.parse().expect("--levels"))
+                    .collect()
+            }
+            "--ws-idle" => o.ws_idle = value.parse().expect("--ws-idle"),
+            "--ws-active" => o.ws_active = value.parse().expect("--ws-active"),
+            "--no-ws" => o.ws = false,
+            "--no-http" => o.http = false,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A child process stopped (SIGKILL by PID) when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("livechain-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    dir
+}
+
+/// Waits until `addr` answers an HTTP request, at most 20 s.
+async fn wait_http(addr: SocketAddr, what: &str) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if let Ok(mut s) = TcpStream::connect(addr).await {
+            let req = b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+            let mut buf = [0u8; 12];
+            if s.write_all(req).await.is_ok()
+                && tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} at {addr} did not come up");
+}
+
+fn start_mock(bin: &str, dir: &Path, block_time_ms: u64) -> (Proc, SocketAddr) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let child = Command::new(bin)
+        .args(["mock", "--listen", &addr.to_string(), "--chain-id", "1"])
+        .args(["--block-time-ms", &block_time_ms.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("mock.log")).expect("log"))
+        .spawn()
+        .expect("start the mock node");
+    (Proc { child }, addr)
+}
+
+fn start_livechain(bin: &str, dir: &Path, mock: SocketAddr) -> (Proc, SocketAddr) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let main = dir.join("livechain.toml");
+    std::fs::write(
+        &main,
+        format!(
+            "[server]\nlisten = \"{addr}\"\nthreads = 2\nws_max_connections = 50000\n\
+             upstreams = \"upstreams.toml\"\n"
+        ),
+    )
+    .expect("write config");
+    std::fs::write(
+        dir.join("upstreams.toml"),
+        format!(
+            "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"mock\"\n\
+             http = \"http://{mock}\"\nws = \"ws://{mock}\"\n"
+        ),
+    )
+    .expect("write upstreams");
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&main)
+        // The access log stays on, as in production; it goes to a file.
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("livechain.log")).expect("log"))
+        .spawn()
+        .expect("start livechain");
+    (Proc { child }, addr)
+}
+
+fn nginx_binary() -> String {
+    for p in ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return p.to_owned();
+        }
+    }
+    panic!("nginx is not installed: run benches/load.sh, which installs it");
+}
+
+fn start_nginx(dir: &Path, mock: SocketAddr) -> (Proc, SocketAddr) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 2;\nworker_rlimit_nofile 20000;\n\
+         pid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
+         events {{ worker_connections 16000; multi_accept on; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n\
+         proxy_temp_path {d}/nginx-proxy;\n  fastcgi_temp_path {d}/nginx-fcgi;\n\
+         uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
+         keepalive_requests 1000000;\n  client_body_buffer_size 1m;\n\
+         upstream mock {{ server {mock}; keepalive 1024; keepalive_requests 1000000; }}\n\
+         server {{\n    listen {addr} backlog=4096;\n    location / {{\n\
+         proxy_pass http://mock;\n      proxy_http_version 1.1;\n\
+         proxy_set_header Connection \"\";\n      proxy_buffering on;\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).expect("write nginx.conf");
+    let child = Command::new(nginx_binary())
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("nginx.log")).expect("log"))
+        .spawn()
+        .expect("start nginx");
+    (Proc { child }, addr)
+}
+
+/// The process and its children (nginx's workers).
+fn family(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                out.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// CPU seconds (user + system) used so far by `pid` and its children.
+fn cpu_secs(pid: u32) -> f64 {
+    family(pid)
+        .iter()
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| {
+                    rest.split_whitespace()
+                        .map(|f| f.parse().unwrap_or(0))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // utime and stime are fields 14 and 15 of stat; 11 and 12 after the ')'.
+            (fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)) as f64
+                / 100.0
+        })
+        .sum()
+}
+
+/// Resident memory of `pid` and its children, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    family(pid)
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP load
+
+/// The request mix: (weight, body). Reads dominate, as for a wallet or indexer back-end.
+fn bodies() -> Vec<Vec<u8>> {
+    let addr = "0x742d35cc6634c0532925a3b844bc454e4438f44e";
+    let call = |id: usize, method: &str, params: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
+    };
+    let mix: Vec<(usize, String)> = vec![
+        (5, call(1, "eth_blockNumber", "[]")),
+        (
+            4,
+            call(2, "eth_getBalance", &format!(r#"["{addr}","latest"]"#)),
+        ),
+        (
+            4,
+            call(
+                3,
+                "eth_call",
+                &format!(
+                    r#"[{{"to":"{addr}","data":"0x70a08231000000000000000000000000{}"}},"latest"]"#,
+                    &addr[2..]
+                ),
+            ),
+        ),
+        (2, call(4, "eth_getBlockByNumber", r#"["latest",false]"#)),
+        (2, call(5, "eth_chainId", "[]")),
+        (
+            1,
+            call(
+                6,
+                "eth_getTransactionReceipt",
+                r#"["0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060"]"#,
+            ),
+        ),
+        (2, {
+            let calls: Vec<String> = (0..10)
+                .map(|i| match i % 3 {
+                    0 => call(100 + i, "eth_blockNumber", "[]"),
+                    1 => call(
+                        100 + i,
+                        "eth_getBalance",
+                        &format!(r#"["{addr}","latest"]"#),
+                    ),
+                    _ => call(
+                        100 + i,
+                        "eth_getTransactionCount",
+                        &format!(r#"["{addr}","latest"]"#),
+                    ),
+                })
+                .collect();
+            format!("[{}]", calls.join(","))
+        }),
+    ];
+    let mut out = Vec::new();
+    for (weight, body) in mix {
+        let req = format!(
+            "POST /ethereum HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        for _ in 0..weight {
+            out.push(req.clone().into_bytes());
+        }
+    }
+    // Interleave so that consecutive requests of a connection differ.
+    let n = out.len();
+    (0..n).map(|i| out[(i * 7) % n].clone()).collect()
+}
+
+#[derive(Default)]
+struct ConnStats {
+    latencies_us: Vec<u32>,
+    ok: u64,
+    errors: u64,
+    connect_errors: u64,
+}
+
+enum Answer {
+    Ok,
+    Bad,
+}
+
+/// Reads one HTTP/1.1 answer with a content-length from `s`; `None` on a broken connection.
+async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Answer> {
+    buf.clear();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let status_ok = head.starts_with("HTTP/1.1 200");
+    let len: usize = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })?;
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buf[head_end..head_end + len];
+    Some(if status_ok && find(body, b"\"error\"").is_none() {
+        Answer::Ok
+    } else {
+        Answer::Bad
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn connect(
+    addr: SocketAddr,
+    until: Instant,
+    gate: &Semaphore,
+    stats: &mut ConnStats,
+) -> Option<TcpStream> {
+    while Instant::now() < until {
+        let permit = gate.acquire().await.ok()?;
+        let r = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await;
+        drop(permit);
+        match r {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Some(s);
+            }
+            _ => {
+                stats.connect_errors += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    None
+}
+
+/// One keep-alive connection sending the mix until `end`: closed loop, or one request every
+/// `period` (latency then counts from when the request was due, so queueing is not hidden).
+async fn conn_loop(
+    addr: SocketAddr,
+    reqs: Arc<Vec<Vec<u8>>>,
+    offset: usize,
+    measure_from: Instant,
+    end: Instant,
+    period: Option<Duration>,
+    gate: Arc<Semaphore>,
+) -> ConnStats {
+    let mut st = ConnStats {
+        latencies_us: Vec::with_capacity(1024),
+        ..Default::default()
+    };
+    let Some(mut s) = connect(addr, end, &gate, &mut st).await else {
+        return st;
+    };
+    let mut buf = Vec::with_capacity(32 * 1024);
+    let mut i = offset;
+    let mut ticker = period.map(|p| {
+        let start = tokio::time::Instant::now() + p.mul_f64((offset % 97) as f64 / 97.0);
+        let mut t = tokio::time::interval_at(start, p);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    loop {
+        let due = match ticker.as_mut() {
+            Some(t) => t.tick().await.into_std(),
+            None => Instant::now(),
+        };
+        if due >= end {
+            break;
+        }
+        let req = &reqs[i % reqs.len()];
+        i += 1;
+        let answer = match tokio::time::timeout_at(end.into(), async {
+            s.write_all(req).await.ok()?;
+            read_answer(&mut s, &mut buf).await
+        })
+        .await
+        {
+            Ok(a) => a,
+            Err(_) => break, // the run ended with this request in flight
+        };
+        let done = Instant::now();
+        let measured = due >= measure_from;
+        match answer {
+            Some(a) => {
+                if measured {
+                    st.latencies_us
+                        .push(done.duration_since(due).as_micros().min(u32::MAX as u128) as u32);
+                    match a {
+                        Answer::Ok => st.ok += 1,
+                        Answer::Bad => st.errors += 1,
+                    }
+                }
+            }
+            None => {
+                if measured {
+                    st.errors += 1;
+                }
+                match connect(addr, end, &gate, &mut st).await {
+                    Some(n) => s = n,
+                    None => break,
+                }
+            }
+        }
+    }
+    st
+}
+
+struct Run {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+    connect_errors: u64,
+    cpu: Option<f64>,
+    rss_mib: Option<f64>,
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// `conns` connections against `addr` for warm-up + `o.duration`; `rate` (requests/s in total)
+/// for open-loop runs. CPU and RSS are those of `pid` (and its children) during the measurement.
+async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: Option<u32>) -> Run {
+    let reqs = Arc::new(bodies());
+    let gate = Arc::new(Semaphore::new(256));
+    let start = Instant::now();
+    // Large connection counts need longer to ramp up before measuring.
+    let warmup = o.warmup + Duration::from_millis(conns as u64 / 2);
+    let measure_from = start + warmup;
+    let end = measure_from + o.duration;
+    let period = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
+    let tasks: Vec<_> = (0..conns)
+        .map(|c| {
+            tokio::spawn(conn_loop(
+                addr,
+                reqs.clone(),
+                c * 13,
+                measure_from,
+                end,
+                period,
+                gate.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu0 = pid.map(cpu_secs);
+    tokio::time::sleep_until(end.into()).await;
+    let cpu1 = pid.map(cpu_secs);
+    let rss = pid.map(|p| rss_kib(p) as f64 / 1024.0);
+    let mut all = Vec::new();
+    let (mut ok, mut errors, mut connect_errors) = (0, 0, 0);
+    for t in tasks {
+        if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(30), t).await {
+            all.extend_from_slice(&st.latencies_us);
+            ok += st.ok;
+            errors += st.errors;
+            connect_errors += st.connect_errors;
+        }
+    }
+    all.sort_unstable();
+    let secs = o.duration.as_secs_f64();
+    Run {
+        rps: (ok + errors) as f64 / secs,
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+        p999: percentile(&all, 0.999),
+        errors,
+        connect_errors,
+        cpu: cpu0.zip(cpu1).map(|(a, b)| (b - a) / secs * 100.0),
+        rss_mib: rss,
+    }
+}
+
+fn row(out: &mut String, label: &str, conns: &str, r: &Run) {
+    let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.0}{unit}"));
+    out.push_str(&format!(
+        "| {label} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |\n",
+        r.rps,
+        r.p50,
+        r.p99,
+        r.p999,
+        r.errors + r.connect_errors,
+        opt(r.cpu, " %"),
+        opt(r.rss_mib, " MiB"),
+    ));
+}
+
+async fn http_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
+    let (mock, mock_addr) = start_mock(bin, dir, 1000);
+    wait_http(mock_addr, "mock").await;
+    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr);
+    wait_http(lc_addr, "livechain").await;
+    let (ngx, ngx_addr) = start_nginx(dir, mock_addr);
+    wait_http(ngx_addr, "nginx").await;
+    let (lc_pid, ngx_pid, mock_pid) = (lc.child.id(), ngx.child.id(), mock.child.id());
+
+    let mut out = String::from(
+        "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU | proxy RSS |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut ratios = String::new();
+    let mut lc_best: f64 = 0.0;
+    for &conns in &o.levels {
+        eprintln!("load: {conns} connections");
+        let direct = run(mock_addr, conns, o, None, Some(mock_pid)).await;
+        let nginx = run(ngx_addr, conns, o, None, Some(ngx_pid)).await;
+        let live = run(lc_addr, conns, o, None, Some(lc_pid)).await;
+        lc_best = lc_best.max(live.rps);
+        // The node's own CPU is not a proxy's.
+        let direct_row = Run {
+            cpu: None,
+            rss_mib: None,
+            ..direct
+        };
+        row(&mut out, "direct", &conns.to_string(), &direct_row);
+        row(&mut out, "nginx", &conns.to_string(), &nginx);
+        row(&mut out, "livechain", &conns.to_string(), &live);
+        ratios.push_str(&format!(
+            "- {conns} connections: livechain/nginx throughput {:.2}, livechain/direct {:.2}; \
+             p99 livechain {:.2} ms vs nginx {:.2} ms vs direct {:.2} ms\n",
+            live.rps / nginx.rps,
+            live.rps / direct_row.rps,
+            live.p99,
+            nginx.p99,
+            direct_row.p99,
+        ));
+    }
+
+    // Added latency at half of livechain's best throughput, open loop, 64 connections.
+    let rate = (lc_best / 2.0).max(100.0);
+    eprintln!("load: open loop at {rate:.0} requests/s");
+    let direct = run(mock_addr, 64, o, Some(rate), None).await;
+    let nginx = run(ngx_addr, 64, o, Some(rate), Some(ngx_pid)).await;
+    let live = run(lc_addr, 64, o, Some(rate), Some(lc_pid)).await;
+    let label = format!("64 @ {rate:.0}/s");
+    row(&mut out, "direct (open loop)", &label, &direct);
+    row(&mut out, "nginx (open loop)", &label, &nginx);
+    row(&mut out, "livechain (open loop)", &label, &live);
+    ratios.push_str(&format!(
+        "- at half of livechain's max ({rate:.0} requests/s): added p99 over direct {:.3} ms \
+         (nginx {:.3} ms), added p50 {:.3} ms (nginx {:.3} ms)\n",
+        live.p99 - direct.p99,
+        nginx.p99 - direct.p99,
+        live.p50 - direct.p50,
+        nginx.p50 - direct.p50,
+    ));
+    drop((lc, ngx, mock));
+    format!("{out}\n{ratios}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket scale
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn ws_connect(addr: SocketAddr, path: &str) -> Option<Ws> {
+    let s = TcpStream::connect(addr).await.ok()?;
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(format!("ws://{addr}{path}"), s),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(ws)
+}
+
+async fn open_many(addr: SocketAddr, n: usize) -> (Vec<Ws>, usize) {
+    let gate = Arc::new(Semaphore::new(200));
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _p = gate.acquire().await.ok()?;
+                ws_connect(addr, "/ethereum").await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    let mut failed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Some(ws)) => out.push(ws),
+            _ => failed += 1,
+        }
+    }
+    (out, failed)
+}
+
+fn now_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+/// Subscribes every socket to newHeads and collects, for `heads` blocks, node emit → client
+/// receive latencies in µs. Returns (latencies, notifications expected, subscribe failures).
+async fn head_latencies(
+    sockets: Vec<Ws>,
+    heads: usize,
+    within: Duration,
+) -> (Vec<u32>, usize, usize) {
+    let expected = sockets.len() * heads;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let sub =
+                    r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
+                ws.send(Message::text(sub)).await.ok()?;
+                let mut lat = Vec::with_capacity(heads);
+                let until = tokio::time::Instant::now() + within;
+                while lat.len() < heads {
+                    let msg = tokio::time::timeout_at(until, ws.next())
+                        .await
+                        .ok()??
+                        .ok()?;
+                    let recv = now_us();
+                    if let Message::Text(t) = msg {
+                        let t = t.as_str();
+                        if let Some(i) = t.find("\"emittedAtUs\":") {
+                            let digits: String = t[i + 14..]
+                                .chars()
+                                .take_while(char::is_ascii_digit)
+                                .collect();
+                            if let Ok(sent) = digits.parse::<u128>() {
+                                lat.push(recv.saturating_sub(sent).min(u32::MAX as u128) as u32);
+                            }
+                        }
+                    }
+                }
+                let _ = ws.close(None).await;
+                Some(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Some(l)) => all.extend(l),
+            _ => failed += 1,
+        }
+    }
+    all.sort_unstable();
+    (all, expected, failed)
+}
+
+async fn ws_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
+    // One block every 500 ms: heads arrive often enough to sample in a few seconds.
+    let (mock, mock_addr) = start_mock(bin, dir, 500);
+    wait_http(mock_addr, "mock").await;
+    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr);
+    wait_http(lc_addr, "livechain").await;
+    let lc_pid = lc.child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut out = String::new();
+
+    let before = rss_kib(lc_pid);
+    let t = Instant::now();
+    let (idle, idle_failed) = open_many(lc_addr, o.ws_idle).await;
+    let opened_in = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(lc_pid);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / idle.len().max(1) as f64;
+    out.push_str(&format!(
+        "- {} idle proxied WebSockets opened in {:.1} s ({} failed): livechain RSS {:.1} MiB → {:.1} MiB, \
+         {:.1} KiB per connection\n",
+        idle.len(),
+        opened_in.as_secs_f64(),
+        idle_failed,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        per / 1024.0
+    ));
+
+    let heads = 6;
+    let within = Duration::from_secs(15);
+    let (direct, direct_failed) = open_many(mock_addr, o.ws_active).await;
+    let (lat, expected, failed) = head_latencies(direct, heads, within).await;
+    out.push_str(&format!(
+        "- {} newHeads subscribers direct to the node: {}/{} heads, emit→receive p50 {:.2} ms, \
+         p99 {:.2} ms, max {:.2} ms ({} failed)\n",
+        o.ws_active,
+        lat.len(),
+        expected,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0),
+        failed + direct_failed
+    ));
+    let (active, active_failed) = open_many(lc_addr, o.ws_active).await;
+    let (lat, expected, failed) = head_latencies(active, heads, within).await;
+    out.push_str(&format!(
+        "- {} newHeads subscribers through livechain (with the idle ones open): {}/{} heads, \
+         emit→receive p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} failed); livechain RSS {:.1} MiB\n",
+        o.ws_active,
+        lat.len(),
+        expected,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0),
+        failed + active_failed,
+        rss_kib(lc_pid) as f64 / 1024.0
+    ));
+    drop(idle);
+    drop((lc, mock));
+    out
+}
+
+fn main() {
+    let o = opts();
+    let bin = env!("CARGO_BIN_EXE_livechain");
+    let dir = workdir();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut report = format!(
+        "livechain load benchmark: {cores} cores, {} s per run after warm-up, loopback only\n\n",
+        o.duration.as_secs()
+    );
+    if o.http {
+        report.push_str(&rt.block_on(http_benchmark(&o, bin, &dir)));
+        report.push('\n');
+    }
+    if o.ws {
+        report.push_str(&rt.block_on(ws_benchmark(&o, bin, &dir)));
+    }
+    println!("\n{report}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-report.md");
+    if let Ok(mut f) = std::fs::File::create(&path) {
+        let _ = f.write_all(report.as_bytes());
+        eprintln!("report written to {}", path.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Tasks left by a timed-out phase must not keep the process alive.
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
