@@ -662,6 +662,16 @@ async fn open_many(addr: SocketAddr, n: usize) -> (Vec<Ws>, usize) {
     (out, failed)
 }
 
+/// This process's open-file limit (children inherit it).
+fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024)
+}
+
 fn now_us() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -731,9 +741,19 @@ async fn ws_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut out = String::new();
 
+    // Each proxied WebSocket holds two descriptors in livechain (client and node side).
+    let limit = fd_limit();
+    let fit = (limit.saturating_sub(1000) / 2).saturating_sub(o.ws_active);
+    let ws_idle = o.ws_idle.min(fit);
+    if ws_idle < o.ws_idle {
+        out.push_str(&format!(
+            "- note: the descriptor limit here is {limit}, so {ws_idle} idle sockets instead of {}\n",
+            o.ws_idle
+        ));
+    }
     let before = rss_kib(lc_pid);
     let t = Instant::now();
-    let (idle, idle_failed) = open_many(lc_addr, o.ws_idle).await;
+    let (idle, idle_failed) = open_many(lc_addr, ws_idle).await;
     let opened_in = t.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = rss_kib(lc_pid);

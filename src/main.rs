@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         // SIGHUP must never kill the proxy, not even while it starts: take it over first.
         return match Control::start() {
             Ok((control, hup)) => {
-                telemetry::init(cli.log_format);
+                let _log = telemetry::init(cli.log_format);
                 let code = run_proxy(&cli.config, &control, hup);
                 control.shutdown();
                 code
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
             }
         };
     };
-    telemetry::init(cli.log_format);
+    let _log = telemetry::init(cli.log_format);
     match command {
         Command::Mock {
             listen,

@@ -110,11 +110,12 @@ type Case<'a> = (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_with_jsonrpc_errors_and_never_forwarded() {
     let eth = mock(1).await;
-    let p = Proxy::start(
-        &upstreams_toml("ethereum", 1, &[("a", eth.url())]),
-        "max_body_bytes = 4096",
-    )
-    .await;
+    // Probes only at start: the mock's request count then moves only with forwarded requests.
+    let ups = format!(
+        "[probe]\ninterval_ms = 60000\n{}",
+        upstreams_toml("ethereum", 1, &[("a", eth.url())])
+    );
+    let p = Proxy::start(&ups, "max_body_bytes = 4096").await;
     let before = stats(&eth).await["requests"].as_u64().unwrap();
     let mut c = p.client();
     let json_ct = [("content-type", "application/json")];

@@ -69,6 +69,8 @@ struct Endpoint {
     path: String,
     /// Request headers sent every time: Host, Content-Type, User-Agent, credentials, extras.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The request line and `headers` as sent on the wire; `Content-Length` and the body follow.
+    head: bytes::Bytes,
     connect_timeout: Duration,
     idle_timeout: Duration,
     ca: Option<Arc<[WrappedX509]>>,
@@ -126,6 +128,7 @@ impl Upstream {
             display: redact::redact(http),
             ws,
             endpoint: Endpoint {
+                head: exchange::request_head(&path, &headers),
                 ip: host.parse().ok(),
                 host,
                 port,
