@@ -37,8 +37,13 @@ pub struct Answer<'a> {
 pub fn split_answers(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
     #[derive(serde::Deserialize)]
     struct Fields<'a> {
-        #[serde(borrow, default)]
+        // An `"id": null` must stay the text `null` (a call may carry a null id), not be
+        // taken for a missing id as `Option` alone would.
+        #[serde(borrow, default, deserialize_with = "present")]
         id: Option<&'a RawValue>,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+        serde::Deserialize::deserialize(d).map(Some)
     }
     let list: Vec<&RawValue> = serde_json::from_slice(upstream).ok()?;
     Some(
@@ -167,5 +172,19 @@ mod tests {
         assert_eq!(out[1]["error"]["code"], -32600);
         let only_notes = r#"[{"jsonrpc":"2.0","method":"n"}]"#;
         assert!(assemble(only_notes.as_bytes(), &items(only_notes), &[None]).is_empty());
+    }
+
+    #[test]
+    fn a_null_id_is_matched_like_any_other() {
+        let answers = split_answers(
+            br#"[{"jsonrpc":"2.0","id":7,"result":1},{"jsonrpc":"2.0","id":null,"result":2}]"#,
+        )
+        .unwrap();
+        assert_eq!(answers[1].id, Some("null"));
+        let mut used = vec![false; 2];
+        assert_eq!(take_answer(&answers, &mut used, b"null"), Some(1));
+        assert_eq!(take_answer(&answers, &mut used, b"7"), Some(0));
+        let none = split_answers(br#"[{"jsonrpc":"2.0","result":1}]"#).unwrap();
+        assert_eq!(none[0].id, None);
     }
 }
