@@ -10,7 +10,9 @@ use crate::health::Outcome;
 use crate::jsonrpc::classify::{required_block, ErrorClass};
 use crate::jsonrpc::{code, Call, Request, RpcError};
 use crate::metrics::metrics;
-use crate::upstream::Response;
+use std::sync::Arc;
+
+use crate::upstream::{Response, Upstream};
 
 /// Method name of transactions, whose duplicate-broadcast errors need care.
 pub const SEND_RAW_TX: &str = "eth_sendRawTransaction";
@@ -86,6 +88,10 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
                     pass(response)
                 };
                 match verdict {
+                    Verdict::Good if is_tx => {
+                        broadcast(f, body, &upstream).await;
+                        return pass(response);
+                    }
                     Verdict::Good => return pass(response),
                     Verdict::Error(ErrorClass::Duplicate) if is_tx && state.delivered => {
                         // An earlier attempt reached a node that took the transaction.
@@ -125,6 +131,33 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
         status,
         respond::error_for_all(body, &Request::Single(call.clone()), &err),
     )
+}
+
+/// Longest a client's transaction waits on the other upstreams after one has accepted it.
+const BROADCAST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends an accepted transaction to the chain's other usable upstreams too, so that whichever
+/// node a later `eth_getTransactionReceipt` reaches knows it, and it reaches the mempool even if
+/// the first node drops it. Their answers (often "already known") do not change the client's.
+async fn broadcast(f: &Forwarder<'_>, body: &Bytes, accepted_by: &Arc<Upstream>) {
+    let now = crate::health::now_ms();
+    let until = f.deadline.min(tokio::time::Instant::now() + BROADCAST_WAIT);
+    let sends = f
+        .chain
+        .upstreams()
+        .iter()
+        .filter(|u| !Arc::ptr_eq(u, accepted_by) && u.is_resolved() && u.score(now) > 0.0)
+        .map(|u| async move {
+            let sent = tokio::time::timeout_at(
+                until,
+                u.exchange(f.connector, body.clone(), f.max_response),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(_))) {
+                tracing::debug!(upstream = %u.name, "transaction broadcast got no answer");
+            }
+        });
+    futures::future::join_all(sends).await;
 }
 
 fn pass(response: Response) -> Answer {
