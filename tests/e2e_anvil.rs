@@ -119,21 +119,6 @@ fn served_by(p: &Proxy, from: usize, upstream: &str) -> usize {
         .count()
 }
 
-async fn wait_until<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 async fn upstream_state(p: &Proxy, name: &str) -> Value {
     let status = Client::new(p.addr)
         .request("GET", "/status", &[], b"")
@@ -156,7 +141,7 @@ async fn real_nodes_and_real_clients_through_livechain() {
     let p = Proxy::start(&upstreams(&[&a1, &a2, a3.as_ref().unwrap()]), "").await;
     let url = format!("http://{}/anvil", p.addr);
     assert!(
-        wait_until(Duration::from_secs(15), || async {
+        eventually(Duration::from_secs(15), || async {
             Client::new(p.addr)
                 .request("GET", "/health", &[], b"")
                 .await
@@ -297,7 +282,7 @@ process.exit(0);
     let r = rpc(a2.addr, "/", "evm_setIntervalMining", json!([0])).await;
     assert!(r.get("error").is_none(), "{r}");
     assert!(
-        wait_until(Duration::from_secs(15), || async {
+        eventually(Duration::from_secs(15), || async {
             upstream_state(&p, "anvil-2").await["state"] == "down"
         })
         .await,
@@ -328,7 +313,7 @@ process.exit(0);
     );
     p.signal("HUP");
     assert!(
-        wait_until(Duration::from_secs(15), || async {
+        eventually(Duration::from_secs(15), || async {
             upstream_state(&p, "anvil-4").await["state"] == "up"
         })
         .await,

@@ -116,22 +116,6 @@ async fn scrape(addr: SocketAddr) -> Scrape {
     Scrape::parse(r.text())
 }
 
-/// Polls `cond` every 50 ms until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 const FAST: &str = "[probe]\ninterval_ms = 100\ntimeout_ms = 500\n\
                     [circuit]\nfailure_threshold = 2\ncooldown_ms = 200\nmax_cooldown_ms = 400\n";
 

@@ -35,22 +35,6 @@ async fn served(node: &MockNode, method: &str) -> u64 {
     stats(node).await["methods"][method].as_u64().unwrap_or(0)
 }
 
-/// Polls `cond` every 50 ms until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 /// Runs `workers` clients sending `eth_getBalance` until `stop` is set, at most `limit`; returns
 /// (requests, failures, slowest answer).
 async fn load(
