@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::upstream::Connector;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
@@ -62,6 +62,9 @@ pub async fn probe_chain(chain: Arc<Chain>, connector: &Connector) {
         .map(|u| probe(&chain, u, connector));
     futures::future::join_all(probes).await;
     refresh_chain(&chain);
+    for up in chain.upstreams() {
+        up.pool.sweep();
+    }
 }
 
 /// The chain head is the best head among upstreams that may take traffic, so one broken node

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::upstream::Connector;
 use arc_swap::ArcSwap;
-use pingora::connectors::http::Connector;
 use tokio::signal::unix::Signal;
 
 use crate::config::{self, ServerConfig};

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pingora::connectors::http::Connector;
+use crate::upstream::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::control::{Control, MockHost};
 use crate::metrics::metrics;
 use crate::probe::Prober;
-use crate::proxy::Livechain;
+use crate::proxy::{Front, Livechain};
 use crate::reload::{ReloadStatus, Reloader};
 use crate::route::Router;
 use crate::table::{self, TableError};
@@ -62,6 +62,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         threads: s.threads,
         grace_period_seconds: Some(s.grace_period.as_millis().div_ceil(1000) as u64),
         graceful_shutdown_timeout_seconds: Some(1),
+        work_stealing: false,
         upgrade_sock: format!("/tmp/livechain_upgrade_{}.sock", std::process::id()),
         pid_file: format!("/tmp/livechain_{}.pid", std::process::id()),
         ..ServerConf::default()
@@ -78,8 +79,10 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         metrics_here: s.metrics_listen.is_none(),
     };
     let app = Livechain::new(router.clone(), connector.clone(), api);
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "livechain proxy");
+    let mut proxy = pingora::services::listening::Service::new(
+        "livechain proxy".to_owned(),
+        Front::new(app, &server.configuration),
+    );
     proxy.add_tcp(&s.listen.to_string());
     server.add_service(proxy);
     if let Some(addr) = s.metrics_listen {

@@ -13,7 +13,7 @@ use crate::config::{ChainConfig, Config, UpstreamConfig, UpstreamTarget};
 use crate::control::MockHost;
 use crate::health::UpstreamHealth;
 use crate::route::{Chain, ChainLive, Limits, Policy, Snapshot};
-use crate::upstream::{BuildError, Upstream};
+use crate::upstream::{BuildError, Kept, Pool, Upstream};
 
 /// Why a table could not be built from an otherwise valid config.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,17 @@ fn build_chain(
             || Arc::new(UpstreamHealth::new(format!("{}/{}", chain.name, cfg.name))),
             |o| o.health.clone(),
         );
+        // Open connections carry over too: a reload does not reconnect to unchanged upstreams.
+        let pool = old.map_or_else(
+            || {
+                let s = &config.server;
+                Arc::new(Pool::new(
+                    s.upstream_max_connections,
+                    s.upstream_idle_timeout,
+                ))
+            },
+            |o| o.pool.clone(),
+        );
         let up = Upstream::new(
             &chain.name,
             cfg,
@@ -117,7 +128,7 @@ fn build_chain(
             ws,
             &config.server,
             live.clone(),
-            health,
+            Kept { health, pool },
         )
         .map_err(|source| TableError::Upstream {
             chain: chain.name.clone(),

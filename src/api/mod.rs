@@ -16,6 +16,7 @@ use crate::proxy::respond::Answer;
 use crate::reload::ReloadStatus;
 use crate::route::Snapshot;
 
+#[derive(Clone)]
 pub struct Api {
     pub started: Instant,
     pub reload: Arc<ReloadStatus>,
@@ -24,6 +25,11 @@ pub struct Api {
 }
 
 impl Api {
+    /// Whether `path` is (or may be, depending on where metrics are served) a service endpoint.
+    pub fn is_endpoint(path: &str) -> bool {
+        matches!(path, "/health" | "/status" | "/metrics")
+    }
+
     /// The answer when `path` is a service endpoint, `None` for JSON-RPC paths.
     pub fn answer(&self, session: &Session, snapshot: &Snapshot, path: &str) -> Option<Answer> {
         let endpoint = match path {

@@ -36,6 +36,8 @@ pub(crate) struct ServerFile {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_upstream_idle_timeout_ms")]
     pub upstream_idle_timeout_ms: u64,
+    #[serde(default = "default_upstream_max_connections")]
+    pub upstream_max_connections: u64,
     #[serde(default = "default_grace_period_ms")]
     pub grace_period_ms: u64,
     #[serde(default = "default_dns_refresh_ms")]
@@ -64,6 +66,7 @@ impl Default for ServerFile {
             request_timeout_ms: default_request_timeout_ms(),
             connect_timeout_ms: default_connect_timeout_ms(),
             upstream_idle_timeout_ms: default_upstream_idle_timeout_ms(),
+            upstream_max_connections: default_upstream_max_connections(),
             grace_period_ms: default_grace_period_ms(),
             dns_refresh_ms: default_dns_refresh_ms(),
             max_batch: default_max_batch(),
@@ -103,6 +106,12 @@ fn default_connect_timeout_ms() -> u64 {
 
 fn default_upstream_idle_timeout_ms() -> u64 {
     30_000
+}
+
+/// Per upstream: enough for thousands of requests a second to a node answering in a few
+/// milliseconds, few enough that 10,000 clients do not need 10,000 connections to one node.
+fn default_upstream_max_connections() -> u64 {
+    256
 }
 
 fn default_grace_period_ms() -> u64 {

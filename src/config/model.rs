@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// How long a pooled upstream connection may stay idle.
     pub upstream_idle_timeout: Duration,
+    /// Most connections open to one upstream; requests beyond wait for one to come free.
+    pub upstream_max_connections: usize,
     /// How long SIGTERM waits for in-flight requests before exiting.
     pub grace_period: Duration,
     /// How often hostnames of upstreams are resolved again.

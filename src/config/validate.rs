@@ -88,6 +88,15 @@ pub(crate) fn server(
         "server.upstream_idle_timeout_ms",
         file.upstream_idle_timeout_ms,
     );
+    if !(1..=65_536).contains(&file.upstream_max_connections) {
+        p.push(
+            "server.upstream_max_connections",
+            format!(
+                "must be between 1 and 65536, got {}",
+                file.upstream_max_connections
+            ),
+        );
+    }
     let grace_period = millis(&mut p, "server.grace_period_ms", file.grace_period_ms);
     let dns_refresh = millis(&mut p, "server.dns_refresh_ms", file.dns_refresh_ms);
     let ws_idle_timeout = millis(&mut p, "server.ws_idle_timeout_ms", file.ws_idle_timeout_ms);
@@ -119,6 +128,7 @@ pub(crate) fn server(
         request_timeout,
         connect_timeout,
         upstream_idle_timeout,
+        upstream_max_connections: usize::try_from(file.upstream_max_connections).unwrap_or(256),
         grace_period,
         dns_refresh,
         max_batch: usize::try_from(file.max_batch).unwrap_or(1000),

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::upstream::Connector;
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
 use rand::Rng;
 use tokio::time::Instant;
 

@@ -13,21 +13,23 @@
 
 mod batch;
 mod forward;
+mod front;
 mod outcome;
 mod read;
 pub(crate) mod respond;
 mod rest;
 mod single;
 
+pub use front::Front;
 pub use outcome::{outcome_of_error, retry_after};
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::upstream::Connector;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method};
-use pingora::connectors::http::Connector;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
@@ -41,11 +43,12 @@ use forward::{Attempts, Forwarder};
 use respond::Answer;
 
 /// The proxy application.
+#[derive(Clone)]
 pub struct Livechain {
     router: Arc<Router>,
     connector: Arc<Connector>,
     api: Api,
-    ws_counts: ws::Counts,
+    ws_counts: Arc<ws::Counts>,
 }
 
 impl Livechain {
@@ -54,8 +57,32 @@ impl Livechain {
             router,
             connector,
             api,
-            ws_counts: ws::Counts::default(),
+            ws_counts: Arc::default(),
         }
+    }
+
+    /// Metrics and the access log line of one finished request.
+    fn log(&self, ctx: &RequestCtx, status: u16, e: Option<&Error>) {
+        if let (Some(method), Some(chain)) = (ctx.metric_method, &ctx.chain) {
+            let m = metrics();
+            m.requests
+                .with_label_values(&[&chain.name, method, status_label(status)])
+                .inc();
+            m.request_duration
+                .with_label_values(&[&chain.name, method])
+                .observe(ctx.started.elapsed().as_secs_f64());
+        }
+        tracing::info!(
+            target: "livechain::access",
+            chain = ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
+            method = ctx.method.as_deref().unwrap_or("-"),
+            calls = ctx.calls,
+            upstream = ctx.upstream.as_deref().unwrap_or("-"),
+            status,
+            retries = ctx.retries,
+            duration_us = ctx.started.elapsed().as_micros() as u64,
+            error = e.map(|e| e.etype().as_str()),
+        );
     }
 }
 
@@ -72,11 +99,8 @@ pub struct RequestCtx {
     metric_method: Option<&'static str>,
 }
 
-#[async_trait]
-impl ProxyHttp for Livechain {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
+impl RequestCtx {
+    fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
             chain: None,
@@ -87,6 +111,15 @@ impl ProxyHttp for Livechain {
             status: 0,
             metric_method: None,
         }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Livechain {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -119,26 +152,7 @@ impl ProxyHttp for Livechain {
         let status = session
             .response_written()
             .map_or(ctx.status, |h| h.status.as_u16());
-        if let (Some(method), Some(chain)) = (ctx.metric_method, &ctx.chain) {
-            let m = metrics();
-            m.requests
-                .with_label_values(&[&chain.name, method, status_label(status)])
-                .inc();
-            m.request_duration
-                .with_label_values(&[&chain.name, method])
-                .observe(ctx.started.elapsed().as_secs_f64());
-        }
-        tracing::info!(
-            target: "livechain::access",
-            chain = ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
-            method = ctx.method.as_deref().unwrap_or("-"),
-            calls = ctx.calls,
-            upstream = ctx.upstream.as_deref().unwrap_or("-"),
-            status,
-            retries = ctx.retries,
-            duration_us = ctx.started.elapsed().as_micros() as u64,
-            error = e.map(|e| e.etype().as_str()),
-        );
+        self.log(ctx, status, e);
     }
 }
 

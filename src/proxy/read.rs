@@ -19,19 +19,24 @@ const ACCEPTED_TYPES: [&str; 4] = [
     "application/x-www-form-urlencoded",
 ];
 
+/// Whether a `Content-Type` value names a media type we accept (parameters ignored).
+pub fn accepted_media_type(value: &[u8]) -> bool {
+    let media = value
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
+    ACCEPTED_TYPES
+        .iter()
+        .any(|t| media.eq_ignore_ascii_case(t.as_bytes()))
+}
+
 /// Checks the `Content-Type`; the answer when it is not one we accept.
 pub fn check_content_type(session: &Session) -> Result<(), Answer> {
     let Some(value) = session.get_header(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let media = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim();
-    if ACCEPTED_TYPES.iter().any(|t| media.eq_ignore_ascii_case(t)) {
+    if accepted_media_type(value.as_bytes()) {
         return Ok(());
     }
     Err(Answer::rpc_error(

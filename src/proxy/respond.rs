@@ -83,6 +83,49 @@ pub async fn write(session: &mut Session, answer: Answer) -> Result<()> {
     Ok(())
 }
 
+/// The HTTP/1.1 head of `answer`, appended to `out`, with the headers Pingora's session adds to
+/// the same answer (`Date`, `Connection`).
+pub fn encode_head(answer: &Answer, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut n = itoa::Buffer::new();
+    out.extend_from_slice(n.format(answer.status).as_bytes());
+    out.push(b' ');
+    let reason = http::StatusCode::from_u16(answer.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !answer.body.is_empty() {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(answer.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(n.format(answer.body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in CORS {
+        header_line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for (name, value) in &answer.headers {
+        header_line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    out.extend_from_slice(if answer.close {
+        b"\r\nConnection: close\r\n\r\n"
+    } else {
+        b"\r\nConnection: keep-alive\r\n\r\n"
+    });
+}
+
+fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Answers a CORS preflight.
 pub fn preflight() -> Answer {
     Answer::json(204, Bytes::new())

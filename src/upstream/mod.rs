@@ -5,6 +5,8 @@
 //! task (`resolve`) swaps in. The proxy reads it from the routing snapshot on every request.
 
 mod exchange;
+mod http1;
+mod pool;
 pub mod redact;
 mod resolve;
 
@@ -24,7 +26,8 @@ use crate::config::{ServerConfig, UpstreamConfig};
 use crate::health::{Millis, ScoreContext, UpstreamHealth};
 use crate::route::ChainLive;
 
-pub use exchange::{ExchangeError, Response};
+pub use exchange::{Connector, ExchangeError, Response};
+pub use pool::Pool;
 pub use resolve::DnsRefresh;
 
 /// Errors building an upstream from an already validated config.
@@ -32,6 +35,12 @@ pub use resolve::DnsRefresh;
 pub enum BuildError {
     #[error("upstream {name}: {reason}")]
     Invalid { name: String, reason: String },
+}
+
+/// What an upstream keeps from the one it replaces on a reload (or starts fresh with).
+pub struct Kept {
+    pub health: Arc<UpstreamHealth>,
+    pub pool: Arc<Pool>,
 }
 
 /// One upstream node of a chain.
@@ -43,6 +52,8 @@ pub struct Upstream {
     pub tags: Vec<String>,
     /// Live health: latency, errors, circuit, head. Shared with the probes.
     pub health: Arc<UpstreamHealth>,
+    /// Idle connections and the connection cap; kept across reloads like `health`.
+    pub pool: Arc<Pool>,
     /// The chain's head and best latency, which this upstream's score is relative to.
     pub live: Arc<ChainLive>,
     /// The URL without credentials, path or query: safe for logs, metrics and responses.
@@ -65,11 +76,9 @@ struct Endpoint {
     ip: Option<IpAddr>,
     port: u16,
     tls: bool,
-    /// Path and query, e.g. `/v3/KEY`.
-    path: String,
-    /// Request headers sent every time: Host, Content-Type, User-Agent, credentials, extras.
-    headers: Vec<(HeaderName, HeaderValue)>,
-    /// The request line and `headers` as sent on the wire; `Content-Length` and the body follow.
+    /// The request line (path and query, e.g. `/v3/KEY`) and the headers sent every time (Host,
+    /// Content-Type, User-Agent, credentials, extras) as on the wire; `Content-Length` and the
+    /// body follow.
     head: bytes::Bytes,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -86,8 +95,9 @@ impl Upstream {
         ws: Option<Url>,
         server: &ServerConfig,
         live: Arc<ChainLive>,
-        health: Arc<UpstreamHealth>,
+        kept: Kept,
     ) -> Result<Upstream, BuildError> {
+        let Kept { health, pool } = kept;
         let invalid = |reason: String| BuildError::Invalid {
             name: cfg.name.clone(),
             reason,
@@ -124,6 +134,7 @@ impl Upstream {
             config: cfg.clone(),
             ws_headers,
             health,
+            pool,
             live,
             display: redact::redact(http),
             ws,
@@ -133,8 +144,6 @@ impl Upstream {
                 host,
                 port,
                 tls,
-                path,
-                headers,
                 connect_timeout: server.connect_timeout,
                 idle_timeout: server.upstream_idle_timeout,
                 ca,

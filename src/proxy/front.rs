@@ -1,0 +1,300 @@
+//! The listener's HTTP/1.1 front: every connection starts here.
+//!
+//! Nearly all traffic is one shape: `POST /{chain}` with a `Content-Length` JSON body on a
+//! keep-alive connection. For that shape the front reads the head with `httparse` and the body
+//! straight off the connection, hands the bytes to [`Livechain::jsonrpc`] and writes the answer
+//! in one write. Pingora's proxy session costs more per request than nginx spends on the whole
+//! proxied exchange (boxed sessions, header maps, module contexts: see README "Performance"),
+//! and none of it is needed to answer that shape correctly.
+//!
+//! Anything else (other methods and paths, WebSocket upgrades, chunked bodies,
+//! `Expect: 100-continue`, HTTP/1.0, unusual or invalid heads, unknown chains, oversized bodies)
+//! is handed, with the bytes already read, to Pingora's HTTP session and [`ProxyHttp`]
+//! implementation, which answers it exactly as before. The front only takes a request when the
+//! head is unambiguous, so the two can never read the same bytes differently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::v1::server::HttpSession as H1Session;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::read::accepted_media_type;
+use super::respond::{self, Answer};
+use super::{chain_segment, Livechain, RequestCtx};
+use crate::jsonrpc::{code, RpcError};
+use crate::route::Chain;
+
+/// How long an idle keep-alive connection waits for its next request (Pingora's default).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Heads larger than this, or with more header lines, go to Pingora, which has its own limits.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 32;
+/// Room kept free in the read buffer before each read.
+const READ_ROOM: usize = 4 * 1024;
+
+/// The proxy listener's application.
+pub struct Front {
+    app: Livechain,
+    general: Arc<HttpProxy<Livechain>>,
+}
+
+impl Front {
+    pub fn new(app: Livechain, conf: &Arc<ServerConf>) -> Front {
+        let general = Arc::new(pingora::proxy::http_proxy(conf, app.clone()));
+        Front { app, general }
+    }
+}
+
+/// A request the front serves itself.
+struct Fast {
+    chain: Arc<Chain>,
+    head_len: usize,
+    body_len: usize,
+    /// The client asked for `Connection: close`.
+    close: bool,
+}
+
+enum Next {
+    Fast(Fast),
+    /// Pingora serves this one; the bytes read so far are its start.
+    General,
+    /// The connection ended (or idled out) between requests.
+    Gone,
+}
+
+#[async_trait]
+impl ServerApp for Front {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut buf = BytesMut::with_capacity(READ_ROOM);
+        let mut shutdown = shutdown.clone();
+        loop {
+            match next_request(&self.app, &mut stream, &mut buf, &mut shutdown).await {
+                Next::Gone => return None,
+                Next::Fast(req) => {
+                    if !self.serve(&mut stream, &mut buf, req, &shutdown).await {
+                        return None;
+                    }
+                }
+                Next::General => {
+                    let mut h1 = H1Session::new(stream);
+                    h1.set_pipelined_prefix(std::mem::take(&mut buf));
+                    let mut session = ServerSession::H1(h1);
+                    let closing = *shutdown.borrow();
+                    session.set_keepalive((!closing).then_some(KEEPALIVE.as_secs()));
+                    let reused = self.general.process_new_http(session, &shutdown).await?;
+                    stream = reused.consume().0;
+                    buf.reserve(READ_ROOM);
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.general.http_cleanup().await;
+    }
+}
+
+impl Front {
+    /// Reads the body, answers, and logs one request; whether the connection stays open.
+    async fn serve(
+        &self,
+        stream: &mut Stream,
+        buf: &mut BytesMut,
+        req: Fast,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
+        let mut ctx = RequestCtx::new();
+        ctx.chain = Some(req.chain.clone());
+        let limits = self.app.router.load().limits;
+        let need = req.head_len + req.body_len;
+        let mut answer = match read_to(stream, buf, need, limits.request_timeout).await {
+            Ok(()) => {
+                let mut request = buf.split_to(need);
+                request.advance(req.head_len);
+                self.app
+                    .jsonrpc(&req.chain, &limits, request.freeze(), &mut ctx)
+                    .await
+            }
+            Err(BodyRead::Gone) => return false,
+            Err(BodyRead::Late) => Answer::rpc_error(
+                408,
+                &RpcError::new(code::INVALID_REQUEST, "request body not received in time"),
+            )
+            .closing(),
+        };
+        if req.close || *shutdown.borrow() {
+            answer.close = true;
+        }
+        ctx.status = answer.status;
+        let keep = !answer.close;
+        let written = write_answer(stream, &answer).await;
+        self.app.log(&ctx, ctx.status, None);
+        written.is_ok() && keep
+    }
+}
+
+/// Waits for the next request head on the connection and decides who serves it.
+async fn next_request(
+    app: &Livechain,
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    shutdown: &mut ShutdownWatch,
+) -> Next {
+    let idle_until = tokio::time::Instant::now() + KEEPALIVE;
+    loop {
+        if !buf.is_empty() {
+            match classify(app, buf) {
+                Some(next) => return next,
+                None if buf.len() > MAX_HEAD => return Next::General,
+                None => {}
+            }
+        } else if *shutdown.borrow() {
+            return Next::Gone;
+        }
+        if buf.capacity() - buf.len() < READ_ROOM {
+            buf.reserve(READ_ROOM);
+        }
+        tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Next::Gone,
+                Ok(_) => {}
+            },
+            // Shutting down: only a connection between requests is closed.
+            _ = shutdown.changed(), if buf.is_empty() => return Next::Gone,
+            _ = tokio::time::sleep_until(idle_until) => return Next::Gone,
+        }
+    }
+}
+
+/// Who serves the request whose head starts `buf`; `None` while the head is incomplete.
+fn classify(app: &Livechain, buf: &[u8]) -> Option<Next> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return None,
+        // Too many headers, or not valid HTTP: Pingora has the answer for those.
+        Err(_) => return Some(Next::General),
+    };
+    if req.method != Some("POST") || req.version != Some(1) {
+        return Some(Next::General);
+    }
+    let path = req.path.unwrap_or("");
+    if path.contains('?') || crate::api::Api::is_endpoint(path) {
+        return Some(Next::General);
+    }
+    let mut body_len: Option<usize> = None;
+    let mut close = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let digits = h.value.trim_ascii();
+            if body_len.is_some()
+                || digits.is_empty()
+                || digits.len() > 12
+                || !digits.iter().all(u8::is_ascii_digit)
+            {
+                return Some(Next::General);
+            }
+            // At most 12 ASCII digits: valid UTF-8 that fits a usize.
+            body_len = std::str::from_utf8(digits).ok()?.parse().ok();
+        } else if name.eq_ignore_ascii_case("content-type") {
+            if !accepted_media_type(h.value) {
+                return Some(Next::General);
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                    return Some(Next::General);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("upgrade")
+        {
+            return Some(Next::General);
+        }
+    }
+    let Some(body_len) = body_len else {
+        return Some(Next::General);
+    };
+    let snapshot = app.router.load();
+    if body_len > snapshot.limits.max_body_bytes {
+        return Some(Next::General);
+    }
+    let Some(chain) = chain_segment(path).and_then(|s| snapshot.chain(s)) else {
+        return Some(Next::General);
+    };
+    Some(Next::Fast(Fast {
+        chain: chain.clone(),
+        head_len,
+        body_len,
+        close,
+    }))
+}
+
+/// Answers up to this size go out in the same write as their head.
+const COALESCE_BODY: usize = 64 * 1024;
+
+async fn write_answer(stream: &mut Stream, answer: &Answer) -> std::io::Result<()> {
+    let small = answer.body.len() <= COALESCE_BODY;
+    let mut wire = Vec::with_capacity(256 + if small { answer.body.len() } else { 0 });
+    respond::encode_head(answer, &mut wire);
+    if small {
+        wire.extend_from_slice(&answer.body);
+        stream.write_all(&wire).await?;
+    } else {
+        stream.write_all(&wire).await?;
+        stream.write_all(&answer.body).await?;
+    }
+    stream.flush().await
+}
+
+enum BodyRead {
+    /// The client closed the connection or it failed.
+    Gone,
+    /// Not all of it arrived in time.
+    Late,
+}
+
+/// Reads until `buf` holds `need` bytes, within `timeout`.
+async fn read_to(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    need: usize,
+    timeout: Duration,
+) -> Result<(), BodyRead> {
+    if buf.len() >= need {
+        return Ok(());
+    }
+    buf.reserve(need - buf.len());
+    let fill = async {
+        while buf.len() < need {
+            match stream.read_buf(buf).await {
+                Ok(0) | Err(_) => return Err(BodyRead::Gone),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, fill)
+        .await
+        .unwrap_or(Err(BodyRead::Late))
+}
