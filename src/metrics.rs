@@ -17,6 +17,12 @@ use prometheus::{
 use crate::health::{now_ms, Outcome};
 use crate::route::Snapshot;
 
+/// An upstream's own latency histogram and success counter.
+pub struct UpstreamSeries {
+    pub latency: prometheus::Histogram,
+    pub successes: prometheus::IntCounter,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Serializes scrapes: each one resets and refills the snapshot gauges before gathering.
@@ -279,6 +285,17 @@ impl Metrics {
     }
 
     /// Counts one exchange with an upstream.
+    /// The series one upstream touches on every successful request, looked up once when the
+    /// upstream is built instead of by label on every request.
+    pub fn upstream_series(&self, chain: &str, upstream: &str) -> UpstreamSeries {
+        UpstreamSeries {
+            latency: self.upstream_latency.with_label_values(&[chain, upstream]),
+            successes: self
+                .upstream_requests
+                .with_label_values(&[chain, upstream, "success"]),
+        }
+    }
+
     pub fn upstream_outcome(&self, chain: &str, upstream: &str, outcome: &Outcome) {
         let label = match outcome {
             Outcome::Success => "success",

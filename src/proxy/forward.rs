@@ -171,10 +171,7 @@ impl Forwarder<'_> {
         let policy = &self.chain.policy.health;
         match result {
             Ok(response) if (200..300).contains(&response.status) || response.status == 400 => {
-                metrics()
-                    .upstream_latency
-                    .with_label_values(&[&self.chain.name, &up.name])
-                    .observe(latency.as_secs_f64());
+                up.series.latency.observe(latency.as_secs_f64());
                 state.last_upstream = Some(up.clone());
                 Attempt::Answered {
                     response,
@@ -271,7 +268,10 @@ impl Forwarder<'_> {
 
     /// Records the outcome of an answered attempt once its body has been judged.
     pub fn record(&self, up: &Upstream, outcome: Outcome, latency: Duration) {
-        metrics().upstream_outcome(&self.chain.name, &up.name, &outcome);
+        match outcome {
+            Outcome::Success => up.series.successes.inc(),
+            _ => metrics().upstream_outcome(&self.chain.name, &up.name, &outcome),
+        }
         let latency = matches!(outcome, Outcome::Success).then_some(latency);
         up.health
             .record(outcome, latency, &self.chain.policy.health, now_ms());

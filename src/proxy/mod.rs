@@ -72,17 +72,16 @@ impl Livechain {
                 .with_label_values(&[&chain.name, method])
                 .observe(ctx.started.elapsed().as_secs_f64());
         }
-        tracing::info!(
-            target: "livechain::access",
-            chain = ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
-            method = ctx.method.as_deref().unwrap_or("-"),
-            calls = ctx.calls,
-            upstream = ctx.upstream.as_deref().unwrap_or("-"),
+        crate::telemetry::access::write(&crate::telemetry::access::Line {
+            chain: ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
+            method: ctx.method.as_deref().unwrap_or("-"),
+            calls: ctx.calls,
+            upstream: ctx.upstream.as_deref().unwrap_or("-"),
             status,
-            retries = ctx.retries,
-            duration_us = ctx.started.elapsed().as_micros() as u64,
-            error = e.map(|e| e.etype().as_str()),
-        );
+            retries: ctx.retries,
+            duration_us: ctx.started.elapsed().as_micros() as u64,
+            error: e.map(|e| e.etype().as_str()),
+        });
     }
 }
 

@@ -1,18 +1,14 @@
-//! The routing table: chains by name and id, each with its upstreams behind a
-//! `pingora-load-balancing` selector weighted by live scores (`select`), its rules (`policy`) and
-//! what the probes learned about it ([`ChainLive`]).
+//! The routing table: chains by name and id, each with its upstreams drawn by live score
+//! (`select`), its rules (`policy`) and what the probes learned about it ([`ChainLive`]).
 //!
 //! The table is an immutable [`Snapshot`] behind an `ArcSwap` in the [`Router`]: a request loads it
 //! once and keeps using it to the end, so swapping in a new one (hot reload) never disturbs
 //! requests in flight.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::lb::{discovery, Backend, Backends, LoadBalancer};
-use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 
 use crate::upstream::Upstream;
 
@@ -20,7 +16,6 @@ mod policy;
 mod select;
 
 pub use policy::{ChainLive, Policy};
-use select::ScoreSelection;
 
 /// Holder of the current routing snapshot.
 pub struct Router {
@@ -133,7 +128,6 @@ pub struct Chain {
     pub policy: Arc<Policy>,
     pub live: Arc<ChainLive>,
     upstreams: Vec<Arc<Upstream>>,
-    balancer: LoadBalancer<ScoreSelection>,
 }
 
 impl Chain {
@@ -144,10 +138,6 @@ impl Chain {
         policy: Arc<Policy>,
         upstreams: Vec<Arc<Upstream>>,
     ) -> Chain {
-        let backends: BTreeSet<Backend> = upstreams.iter().map(backend_of).collect();
-        let balancer = LoadBalancer::from_backends(Backends::new(discovery::Static::new(backends)));
-        // Static discovery never blocks or fails; the selector is empty until the first update.
-        let _ = futures_now(balancer.update());
         Chain {
             name,
             chain_id: live.chain_id,
@@ -155,7 +145,6 @@ impl Chain {
             policy,
             live,
             upstreams,
-            balancer,
         }
     }
 
@@ -168,43 +157,8 @@ impl Chain {
     /// here has its single trial slot reserved for this request.
     pub fn select(&self, accept: impl Fn(&Upstream) -> bool) -> Option<Arc<Upstream>> {
         let now = crate::health::now_ms();
-        self.balancer
-            .select_with(b"", self.upstreams.len() + 1, |b, _| {
-                upstream_of(b).is_some_and(|u| {
-                    u.is_resolved() && accept(u) && u.health.try_acquire(now, &self.policy.health)
-                })
-            })
-            .and_then(|b| upstream_of(&b).cloned())
-    }
-}
-
-fn upstream_of(b: &Backend) -> Option<&Arc<Upstream>> {
-    b.ext.get::<Arc<Upstream>>()
-}
-
-/// A backend whose identity is the upstream (chain, name, weight), not its address: several
-/// upstreams may share one provider host, and the real peer lives on the upstream itself.
-fn backend_of(up: &Arc<Upstream>) -> Backend {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&up.chain, &up.name, &up.display).hash(&mut h);
-    let path = format!("/livechain/upstream/{:016x}", h.finish());
-    let addr = std::os::unix::net::SocketAddr::from_pathname(path)
-        .expect("a short absolute path is a valid unix socket address");
-    let mut b = Backend {
-        addr: PeerAddr::Unix(addr),
-        weight: up.weight as usize,
-        ext: Default::default(),
-    };
-    b.ext.insert(up.clone());
-    b
-}
-
-/// Drives a future that completes without waiting (static discovery) to completion.
-fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
-    use std::task::{Context, Poll, Waker};
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
+        select::pick(&self.upstreams, now, |u| {
+            u.is_resolved() && accept(u) && u.health.try_acquire(now, &self.policy.health)
+        })
     }
 }

@@ -54,6 +54,8 @@ pub struct Upstream {
     pub health: Arc<UpstreamHealth>,
     /// Idle connections and the connection cap; kept across reloads like `health`.
     pub pool: Arc<Pool>,
+    /// Its latency and success series, resolved once.
+    pub series: crate::metrics::UpstreamSeries,
     /// The chain's head and best latency, which this upstream's score is relative to.
     pub live: Arc<ChainLive>,
     /// The URL without credentials, path or query: safe for logs, metrics and responses.
@@ -135,6 +137,7 @@ impl Upstream {
             ws_headers,
             health,
             pool,
+            series: crate::metrics::metrics().upstream_series(chain, &cfg.name),
             live,
             display: redact::redact(http),
             ws,

@@ -8,8 +8,10 @@
 //! access log costing a quarter of the throughput with one `write` per request, and still a
 //! tenth with a channel that woke the writer for every line; batched by time, it is a copy.
 
+pub mod access;
+
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,7 +50,33 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Appends whole lines to the buffer.
+    fn append(&self, lines: &[u8]) {
+        let mut p = self.lock();
+        if p.buf.len() + lines.len() > MAX_BUFFERED {
+            p.dropped += 1;
+            return;
+        }
+        let before = p.buf.len();
+        p.buf.extend_from_slice(lines);
+        // Wake the writer for the first line of a batch, or early for a full one; the lines in
+        // between cost no system call.
+        let wake = before == 0 || (before < FLUSH_AT && p.buf.len() >= FLUSH_AT);
+        drop(p);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
 }
+
+/// Where access-log lines are written directly, when the plain (uncoloured) output is in use.
+struct Sink {
+    shared: Arc<Shared>,
+    format: LogFormat,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// The `MakeWriter` of the subscriber: every line lands in the shared buffer.
 #[derive(Clone)]
@@ -66,20 +94,7 @@ struct LineSink<'a>(&'a Shared);
 
 impl Write for LineSink<'_> {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut p = self.0.lock();
-        if p.buf.len() + line.len() > MAX_BUFFERED {
-            p.dropped += 1;
-            return Ok(line.len());
-        }
-        let before = p.buf.len();
-        p.buf.extend_from_slice(line);
-        // Wake the writer for the first line of a batch, or early for a full one; the lines in
-        // between cost no system call.
-        let wake = before == 0 || (before < FLUSH_AT && p.buf.len() >= FLUSH_AT);
-        drop(p);
-        if wake {
-            self.0.wake.notify_one();
-        }
+        self.0.append(line);
         Ok(line.len())
     }
 
@@ -152,6 +167,12 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     installed.ok()?;
+    if !ansi {
+        let _ = SINK.set(Sink {
+            shared: shared.clone(),
+            format,
+        });
+    }
     let writer = shared.clone();
     let thread = std::thread::Builder::new()
         .name("livechain-log".into())
