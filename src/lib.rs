@@ -4,10 +4,12 @@
 //! classify the body) → [`route`] (chain and upstream table) → [`upstream`] (selection and the HTTP
 //! exchange) → back through [`proxy`] to the client. [`config`] turns the user's TOML into the typed
 //! config everything else uses; [`mock`] is the built-in node used by the default config and tests.
-#![forbid(unsafe_code)]
+// One audited exception: `conn::Conn::adopt` borrows a descriptor Pingora owns.
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod health;
 pub mod jsonrpc;

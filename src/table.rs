@@ -117,6 +117,7 @@ fn build_chain(
                 Arc::new(Pool::new(
                     s.upstream_max_connections,
                     s.upstream_idle_timeout,
+                    s.threads,
                 ))
             },
             |o| o.pool.clone(),

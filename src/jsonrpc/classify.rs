@@ -198,6 +198,13 @@ pub fn answer_error(answer: &str) -> Option<(i64, String)> {
         #[serde(default)]
         message: String,
     }
+    // Results far outnumber errors: without `"error"` (or an escape that could spell it) in the
+    // text there is no error member, and the text need not be parsed.
+    if memchr::memmem::find(answer.as_bytes(), b"\"error\"").is_none()
+        && memchr::memchr(b'\\', answer.as_bytes()).is_none()
+    {
+        return None;
+    }
     let raw = serde_json::from_str::<Answer>(answer).ok()?.error?;
     let e: Error = serde_json::from_str(raw.get()).ok()?;
     Some((e.code, e.message))

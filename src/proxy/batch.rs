@@ -108,7 +108,12 @@ async fn run_group(
         if pending.is_empty() {
             break;
         }
-        let out = Bytes::from(sub_batch(body, pending.iter().map(|(_, c)| &c.span)));
+        // The whole batch goes out as received; a part or a retry is rebuilt from its calls.
+        let out = if whole && first {
+            body.clone()
+        } else {
+            Bytes::from(sub_batch(body, pending.iter().map(|(_, c)| &c.span)))
+        };
         let (response, upstream, latency) = match f.attempt(need, &mut state, out).await {
             Attempt::Answered {
                 response,

@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::read::accepted_media_type;
 use super::respond::{self, Answer};
 use super::{chain_segment, Livechain, RequestCtx};
+use crate::conn::Conn;
 use crate::jsonrpc::{code, RpcError};
 use crate::route::Chain;
 
@@ -75,9 +76,10 @@ enum Next {
 impl ServerApp for Front {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let mut stream = Conn::adopt(stream);
         let mut buf = BytesMut::with_capacity(READ_ROOM);
         let mut shutdown = shutdown.clone();
         loop {
@@ -89,13 +91,13 @@ impl ServerApp for Front {
                     }
                 }
                 Next::General => {
-                    let mut h1 = H1Session::new(stream);
+                    let mut h1 = H1Session::new(stream.into_pingora());
                     h1.set_pipelined_prefix(std::mem::take(&mut buf));
                     let mut session = ServerSession::H1(h1);
                     let closing = *shutdown.borrow();
                     session.set_keepalive((!closing).then_some(KEEPALIVE.as_secs()));
                     let reused = self.general.process_new_http(session, &shutdown).await?;
-                    stream = reused.consume().0;
+                    stream = Conn::adopt(reused.consume().0);
                     buf.reserve(READ_ROOM);
                 }
             }
@@ -111,7 +113,7 @@ impl Front {
     /// Reads the body, answers, and logs one request; whether the connection stays open.
     async fn serve(
         &self,
-        stream: &mut Stream,
+        stream: &mut Conn,
         buf: &mut BytesMut,
         req: Fast,
         shutdown: &ShutdownWatch,
@@ -149,7 +151,7 @@ impl Front {
 /// Waits for the next request head on the connection and decides who serves it.
 async fn next_request(
     app: &Livechain,
-    stream: &mut Stream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     shutdown: &mut ShutdownWatch,
 ) -> Next {
@@ -253,7 +255,7 @@ fn classify(app: &Livechain, buf: &[u8]) -> Option<Next> {
 /// Answers up to this size go out in the same write as their head.
 const COALESCE_BODY: usize = 64 * 1024;
 
-async fn write_answer(stream: &mut Stream, answer: &Answer) -> std::io::Result<()> {
+async fn write_answer(stream: &mut Conn, answer: &Answer) -> std::io::Result<()> {
     let small = answer.body.len() <= COALESCE_BODY;
     let mut wire = Vec::with_capacity(256 + if small { answer.body.len() } else { 0 });
     respond::encode_head(answer, &mut wire);
@@ -276,7 +278,7 @@ enum BodyRead {
 
 /// Reads until `buf` holds `need` bytes, within `timeout`.
 async fn read_to(
-    stream: &mut Stream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     need: usize,
     timeout: Duration,

@@ -10,12 +10,12 @@
 use bytes::Bytes;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
-use pingora::protocols::Stream;
 use pingora::ErrorType;
 use tokio::io::AsyncWriteExt;
 
 use super::http1::{self, ReadError};
 use super::Upstream;
+use crate::conn::Conn;
 
 pub use super::http1::Response;
 
@@ -69,22 +69,19 @@ impl Upstream {
         let _slot = pool.slot().await;
         let mut attempt = 0;
         loop {
-            let (mut stream, reused) = match pool.take(addr) {
-                Some(s) => (s, true),
-                None => {
-                    let s = connector
-                        .transport
-                        .new_stream(&*peer)
-                        .await
-                        .map_err(|e| ExchangeError::Connect(kind(e.etype())))?;
-                    (s, false)
-                }
+            let (mut stream, home, reused) = match pool.take(addr) {
+                Some((s, home)) => (s, home, true),
+                None => (
+                    self.connect(connector, &peer, addr).await?,
+                    pool.home(),
+                    false,
+                ),
             };
             let stale = match self.write_request(&mut stream, &body).await {
                 Ok(()) => match http1::read_response(&mut stream, max_response).await {
                     Ok((response, reusable)) => {
                         if reusable {
-                            pool.put(stream, addr);
+                            pool.put(stream, addr, home);
                         }
                         return Ok(response);
                     }
@@ -108,7 +105,33 @@ impl Upstream {
     /// Writes the request line, headers and body in one write: one `send(2)` instead of two
     /// halves the loopback and kernel work per request. An error here means nothing was
     /// answered yet.
-    async fn write_request(&self, stream: &mut Stream, body: &[u8]) -> std::io::Result<()> {
+    /// A new connection: plain TCP made here, TLS by Pingora's connector (SNI, CA, ALPN).
+    async fn connect(
+        &self,
+        connector: &Connector,
+        peer: &pingora::upstreams::peer::HttpPeer,
+        addr: std::net::SocketAddr,
+    ) -> Result<Conn, ExchangeError> {
+        if self.endpoint.tls {
+            return connector
+                .transport
+                .new_stream(peer)
+                .await
+                .map(Conn::Pingora)
+                .map_err(|e| ExchangeError::Connect(kind(e.etype())));
+        }
+        let tcp = tokio::time::timeout(
+            self.endpoint.connect_timeout,
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .map_err(|_| ExchangeError::Connect("timed out"))?
+        .map_err(|_| ExchangeError::Connect("connection refused or unreachable"))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(Conn::Tcp(tcp))
+    }
+
+    async fn write_request(&self, stream: &mut Conn, body: &[u8]) -> std::io::Result<()> {
         let head = &self.endpoint.head;
         let mut length = itoa::Buffer::new();
         let length = length.format(body.len()).as_bytes();

@@ -6,6 +6,11 @@
 //! newest is reused first (warm, least likely to have been closed by the server), and one that
 //! turns out dead is noticed by the exchange, which then sends on a fresh connection.
 //!
+//! Idle connections are kept per runtime thread: a socket is registered with the reactor of the
+//! thread that opened it, and used from another thread every readiness event would cross
+//! threads (an eventfd write and a wake-up). A thread takes another thread's idle connection
+//! only when it has none of its own, which keeps the cap below exact.
+//!
 //! The cap is a semaphore: a request takes a slot before it takes or opens a connection, so at
 //! most `max` connections exist per upstream however many clients are waiting (10,000 clients
 //! must not mean 10,000 sockets to one node), and every connection ever opened fits back on the
@@ -13,31 +18,38 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pingora::protocols::Stream;
 use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::conn::Conn;
 
 /// One upstream's idle connections and connection slots.
 pub struct Pool {
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle connections, one stack per runtime thread.
+    shards: Box<[Mutex<VecDeque<Idle>>]>,
     slots: Semaphore,
     max: usize,
     idle_timeout: Duration,
 }
 
 struct Idle {
-    stream: Stream,
+    stream: Conn,
     /// Where it is connected: after a DNS change, connections to the old address are not reused.
     addr: SocketAddr,
     since: Instant,
 }
 
 impl Pool {
-    pub fn new(max: usize, idle_timeout: Duration) -> Pool {
+    /// `threads`: the proxy's runtime threads, one idle stack each.
+    pub fn new(max: usize, idle_timeout: Duration, threads: usize) -> Pool {
+        let threads = threads.max(1);
         Pool {
-            idle: Mutex::new(VecDeque::with_capacity(max.min(1024))),
+            shards: (0..threads)
+                .map(|_| Mutex::new(VecDeque::with_capacity((max / threads).min(1024))))
+                .collect(),
             slots: Semaphore::new(max),
             max,
             idle_timeout,
@@ -53,12 +65,23 @@ impl Pool {
             .expect("connection slots are never closed")
     }
 
-    /// The most recently used idle connection to `addr`, if one is fresh enough.
-    pub fn take(&self, addr: SocketAddr) -> Option<Stream> {
+    /// The most recently used idle connection to `addr`, if one is fresh enough: this thread's
+    /// own first, another thread's if it has none.
+    /// Returns the connection and the stack it belongs on (see [`Pool::put`]).
+    pub fn take(&self, addr: SocketAddr) -> Option<(Conn, usize)> {
+        let own = self.home();
+        let n = self.shards.len();
+        (0..n).find_map(|k| {
+            let shard = (own + k) % n;
+            self.take_from(shard, addr).map(|c| (c, shard))
+        })
+    }
+
+    fn take_from(&self, shard: usize, addr: SocketAddr) -> Option<Conn> {
         let now = Instant::now();
         let mut stale = Vec::new();
         let found = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut idle = lock(&self.shards[shard]);
             loop {
                 match idle.pop_back() {
                     None => break None,
@@ -76,11 +99,13 @@ impl Pool {
         found
     }
 
-    /// Keeps a connection that finished an exchange cleanly for the next request.
-    pub fn put(&self, stream: Stream, addr: SocketAddr) {
+    /// Keeps a connection that finished an exchange cleanly for the next request, on the stack
+    /// of the thread that opened it (`home`: from [`Pool::take`], or [`Pool::home`] for a
+    /// connection opened by this thread).
+    pub fn put(&self, stream: Conn, addr: SocketAddr, home: usize) {
         let now = Instant::now();
         let evicted = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut idle = lock(&self.shards[home % self.shards.len()]);
             // The oldest connections sit at the front: drop those past their idle time (and one
             // more if full, which only happens after a DNS change left strays behind).
             let mut evicted = Vec::new();
@@ -102,7 +127,15 @@ impl Pool {
 
     /// Idle connections right now.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map_or(0, |i| i.len())
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// This thread's stack.
+    pub fn home(&self) -> usize {
+        thread_local! {
+            static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+        }
+        THREAD.with(|t| *t) % self.shards.len()
     }
 
     /// Connection slots in use right now (requests holding or opening a connection).
@@ -114,24 +147,32 @@ impl Pool {
     /// upstream does not keep sockets the server has long closed).
     pub fn sweep(&self) {
         let now = Instant::now();
-        let expired: Vec<Idle> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let keep = idle
-                .iter()
-                .position(|c| now.duration_since(c.since) < self.idle_timeout)
-                .unwrap_or(idle.len());
-            idle.drain(..keep).collect()
-        };
-        drop(expired);
+        for shard in self.shards.iter() {
+            let expired: Vec<Idle> = {
+                let mut idle = lock(shard);
+                let keep = idle
+                    .iter()
+                    .position(|c| now.duration_since(c.since) < self.idle_timeout)
+                    .unwrap_or(idle.len());
+                idle.drain(..keep).collect()
+            };
+            drop(expired);
+        }
     }
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+fn lock(shard: &Mutex<VecDeque<Idle>>) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+    shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn stream() -> Stream {
-        Box::new(tokio_test::io::Builder::new().build())
+    fn stream() -> Conn {
+        Conn::Pingora(Box::new(tokio_test::io::Builder::new().build()))
     }
 
     fn addr(port: u16) -> SocketAddr {
@@ -140,10 +181,10 @@ mod tests {
 
     #[test]
     fn reuses_the_newest_connection_to_the_same_address() {
-        let pool = Pool::new(4, Duration::from_secs(60));
+        let pool = Pool::new(4, Duration::from_secs(60), 1);
         assert!(pool.take(addr(1)).is_none());
-        pool.put(stream(), addr(1));
-        pool.put(stream(), addr(2));
+        pool.put(stream(), addr(1), 0);
+        pool.put(stream(), addr(2), 0);
         assert_eq!(pool.idle_count(), 2);
         // The newest is to another address: it is closed, the older one reused.
         assert!(pool.take(addr(1)).is_some());
@@ -152,11 +193,11 @@ mod tests {
 
     #[test]
     fn expired_connections_are_not_reused() {
-        let pool = Pool::new(4, Duration::from_millis(1));
-        pool.put(stream(), addr(1));
+        let pool = Pool::new(4, Duration::from_millis(1), 1);
+        pool.put(stream(), addr(1), 0);
         std::thread::sleep(Duration::from_millis(5));
         assert!(pool.take(addr(1)).is_none());
-        pool.put(stream(), addr(1));
+        pool.put(stream(), addr(1), 0);
         std::thread::sleep(Duration::from_millis(5));
         pool.sweep();
         assert_eq!(pool.idle_count(), 0);
@@ -164,16 +205,16 @@ mod tests {
 
     #[test]
     fn never_holds_more_than_max() {
-        let pool = Pool::new(2, Duration::from_secs(60));
+        let pool = Pool::new(2, Duration::from_secs(60), 1);
         for _ in 0..5 {
-            pool.put(stream(), addr(1));
+            pool.put(stream(), addr(1), 0);
         }
         assert_eq!(pool.idle_count(), 2);
     }
 
     #[tokio::test]
     async fn slots_cap_concurrent_connections() {
-        let pool = Pool::new(2, Duration::from_secs(60));
+        let pool = Pool::new(2, Duration::from_secs(60), 1);
         let a = pool.slot().await;
         let _b = pool.slot().await;
         assert_eq!(pool.busy(), 2);

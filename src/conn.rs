@@ -1,0 +1,99 @@
+//! A connection as livechain's own HTTP/1.1 code reads and writes it: a plain TCP socket of the
+//! runtime thread that serves it, or a Pingora stream (TLS, or anything else Pingora hands over).
+//!
+//! Pingora's stream wraps every socket in buffering and timing layers (two clock reads per
+//! read or write that has to wait) that the front and the upstream exchange do not use. More
+//! importantly, Pingora accepts on one runtime thread and runs the connection on another: the
+//! socket stays registered with the accepting thread's reactor, so every readiness event of the
+//! connection crossed threads (an eventfd write and a wake-up per event, measured at nearly
+//! one per request). A plain TCP connection is therefore re-registered with the thread that
+//! serves it.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+pub enum Conn {
+    Tcp(TcpStream),
+    Pingora(Stream),
+}
+
+impl Conn {
+    /// Takes a stream from Pingora; a plain TCP one becomes a socket of the current runtime.
+    pub fn adopt(stream: Stream) -> Conn {
+        let Some(l4) = stream.as_any().downcast_ref::<L4Stream>() else {
+            return Conn::Pingora(stream);
+        };
+        // SAFETY: the descriptor is owned by `stream`, which outlives this borrow (it is
+        // duplicated right here and only closed by the `drop(stream)` below).
+        #[allow(unsafe_code)]
+        let fd = unsafe { BorrowedFd::borrow_raw(l4.as_raw_fd()) };
+        let Ok(own) = fd.try_clone_to_owned() else {
+            return Conn::Pingora(stream);
+        };
+        let std = std::net::TcpStream::from(own);
+        match TcpStream::from_std(std) {
+            Ok(tcp) => {
+                // Closes Pingora's descriptor (and its registration); the socket lives on in ours.
+                drop(stream);
+                let _ = tcp.set_nodelay(true);
+                Conn::Tcp(tcp)
+            }
+            Err(_) => Conn::Pingora(stream),
+        }
+    }
+
+    /// The connection as a Pingora stream, for Pingora's HTTP session.
+    pub fn into_pingora(self) -> Stream {
+        match self {
+            Conn::Tcp(tcp) => Box::new(L4Stream::from(tcp)),
+            Conn::Pingora(s) => s,
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Pingora(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Pingora(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Pingora(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Pingora(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
