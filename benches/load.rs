@@ -54,8 +54,15 @@ fn opts() -> Opts {
             }
             "--ws-idle" => o.ws_idle = value.parse().expect("--ws-idle"),
             "--ws-active" => o.ws_active = value.parse().expect("--ws-active"),
-            "--no-ws" => o.ws = false,
-            "--no-http" => o.http = false,
+            "--no-ws" | "--no-http" => {
+                if args[i] == "--no-ws" {
+                    o.ws = false;
+                } else {
+                    o.http = false;
+                }
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -653,16 +660,18 @@ async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-async fn ws_connect(addr: SocketAddr, path: &str) -> Option<Ws> {
-    let s = TcpStream::connect(addr).await.ok()?;
+async fn ws_connect(addr: SocketAddr, path: &str) -> Result<Ws, String> {
+    let s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::client_async(format!("ws://{addr}{path}"), s),
     )
     .await
-    .ok()?
-    .ok()?;
-    Some(ws)
+    .map_err(|_| "handshake timed out".to_owned())?
+    .map_err(|e| format!("handshake: {e}"))?;
+    Ok(ws)
 }
 
 async fn open_many(addr: SocketAddr, n: usize) -> (Vec<Ws>, usize) {
@@ -671,18 +680,26 @@ async fn open_many(addr: SocketAddr, n: usize) -> (Vec<Ws>, usize) {
         .map(|_| {
             let gate = gate.clone();
             tokio::spawn(async move {
-                let _p = gate.acquire().await.ok()?;
+                let _p = gate.acquire().await.map_err(|e| e.to_string())?;
                 ws_connect(addr, "/ethereum").await
             })
         })
         .collect();
     let mut out = Vec::with_capacity(n);
     let mut failed = 0;
+    let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok(Some(ws)) => out.push(ws),
-            _ => failed += 1,
+            Ok(Ok(ws)) => out.push(ws),
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+            Err(_) => failed += 1,
         }
+    }
+    if let Some(e) = first_error {
+        eprintln!("ws: {failed} of {n} sockets to {addr} failed to open; first: {e}");
     }
     (out, failed)
 }

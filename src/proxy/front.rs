@@ -33,6 +33,7 @@ use super::{chain_segment, Livechain, RequestCtx};
 use crate::conn::Conn;
 use crate::jsonrpc::{code, RpcError};
 use crate::route::Chain;
+use crate::ws;
 
 /// How long an idle keep-alive connection waits for its next request (Pingora's default).
 const KEEPALIVE: Duration = Duration::from_secs(60);
@@ -64,8 +65,18 @@ struct Fast {
     close: bool,
 }
 
+/// A WebSocket upgrade the front answers itself.
+struct Upgrade {
+    chain: Arc<Chain>,
+    head_len: usize,
+    key: Option<Vec<u8>>,
+    version: Option<Vec<u8>>,
+    protocols: Option<Vec<u8>>,
+}
+
 enum Next {
     Fast(Fast),
+    Upgrade(Upgrade),
     /// Pingora serves this one; the bytes read so far are its start.
     General,
     /// The connection ended (or idled out) between requests.
@@ -88,6 +99,35 @@ impl ServerApp for Front {
                 Next::Fast(req) => {
                     if !self.serve(&mut stream, &mut buf, req, &shutdown).await {
                         return None;
+                    }
+                }
+                Next::Upgrade(up) => {
+                    let mut ctx = RequestCtx::new();
+                    ctx.chain = Some(up.chain.clone());
+                    ctx.method = Some("websocket".into());
+                    let limits = self.app.router.load().limits;
+                    let req = ws::Request {
+                        key: up.key.as_deref(),
+                        version: up.version.as_deref(),
+                        protocols: up.protocols.as_deref(),
+                    };
+                    let accepted = ws::prepare(req, &up.chain, &limits, &self.app.ws_counts).await;
+                    buf.advance(up.head_len);
+                    match accepted {
+                        Ok(accepted) => {
+                            self.app.log(&ctx, 101, None);
+                            // The socket now lives in a task of its own; this one ends here.
+                            accepted.run(stream, buf.to_vec()).await;
+                            return None;
+                        }
+                        Err(answer) => {
+                            ctx.status = answer.status;
+                            let written = write_answer(&mut stream, &answer).await;
+                            self.app.log(&ctx, ctx.status, None);
+                            if written.is_err() || answer.close {
+                                return None;
+                            }
+                        }
                     }
                 }
                 Next::General => {
@@ -192,10 +232,16 @@ fn classify(app: &Livechain, buf: &[u8]) -> Option<Next> {
         // Too many headers, or not valid HTTP: Pingora has the answer for those.
         Err(_) => return Some(Next::General),
     };
-    if req.method != Some("POST") || req.version != Some(1) {
+    if req.version != Some(1) {
         return Some(Next::General);
     }
     let path = req.path.unwrap_or("");
+    if req.method == Some("GET") {
+        return Some(upgrade(app, path, req.headers, head_len).unwrap_or(Next::General));
+    }
+    if req.method != Some("POST") {
+        return Some(Next::General);
+    }
     if path.contains('?') || crate::api::Api::is_endpoint(path) {
         return Some(Next::General);
     }
@@ -267,6 +313,51 @@ async fn write_answer(stream: &mut Conn, answer: &Answer) -> std::io::Result<()>
         stream.write_all(&answer.body).await?;
     }
     stream.flush().await
+}
+
+/// A plain WebSocket upgrade to a known chain (`None`: not one; Pingora's session decides).
+fn upgrade(
+    app: &Livechain,
+    path: &str,
+    headers: &[httparse::Header<'_>],
+    head_len: usize,
+) -> Option<Next> {
+    let mut websocket = false;
+    let mut connection_upgrade = false;
+    let (mut key, mut version, mut protocols) = (None, None, None);
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            websocket = h.value.trim_ascii().eq_ignore_ascii_case(b"websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade = h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            key = Some(h.value.trim_ascii().to_vec());
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            version = Some(h.value.trim_ascii().to_vec());
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            protocols = Some(h.value.to_vec());
+        } else if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            return None;
+        }
+    }
+    if !(websocket && connection_upgrade) || path.contains('?') {
+        return None;
+    }
+    let snapshot = app.router.load();
+    let chain = ws::chain_segment(path).and_then(|s| snapshot.chain(s))?;
+    Some(Next::Upgrade(Upgrade {
+        chain: chain.clone(),
+        head_len,
+        key,
+        version,
+        protocols,
+    }))
 }
 
 enum BodyRead {

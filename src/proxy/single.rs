@@ -92,6 +92,12 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
                         broadcast(f, body, &upstream).await;
                         return pass(response);
                     }
+                    // A node that has not seen a transaction or block yet answers null where
+                    // another already has it (nodes are a block apart, a broadcast transaction
+                    // is mined at each node's own pace): ask another before passing null on.
+                    Verdict::Good if may_be_behind(method) && null_result(&response.body) => {
+                        fallback = Some((response, 0));
+                    }
                     Verdict::Good => return pass(response),
                     Verdict::Error(ErrorClass::Duplicate) if is_tx && state.delivered => {
                         // An earlier attempt reached a node that took the transaction.
@@ -122,7 +128,9 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
     }
     // Every upstream tried: the last node's own answer says more than an error of ours.
     if let Some((response, code)) = fallback {
-        metrics().jsonrpc_error(&f.chain.name, code);
+        if code != 0 {
+            metrics().jsonrpc_error(&f.chain.name, code);
+        }
         return pass(response);
     }
     let (status, err) = state.failure(&need).to_error(&f.chain.name);
@@ -158,6 +166,23 @@ async fn broadcast(f: &Forwarder<'_>, body: &Bytes, accepted_by: &Arc<Upstream>)
             }
         });
     futures::future::join_all(sends).await;
+}
+
+/// Methods whose `null` result means "not known here (yet)" rather than "does not exist".
+fn may_be_behind(method: &str) -> bool {
+    matches!(
+        method,
+        "eth_getTransactionReceipt"
+            | "eth_getTransactionByHash"
+            | "eth_getBlockByHash"
+            | "eth_getBlockByNumber"
+            | "eth_getBlockReceipts"
+    )
+}
+
+/// Whether a single answer's result is `null` (nodes write compact JSON).
+fn null_result(body: &[u8]) -> bool {
+    memchr::memmem::find(body, br#""result":null"#).is_some()
 }
 
 fn pass(response: Response) -> Answer {
