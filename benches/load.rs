@@ -83,6 +83,12 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // nginx's workers outlive a killed master: stop the children (by PID) first.
+        for pid in family(self.child.id()).into_iter().skip(1) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
