@@ -32,7 +32,7 @@ use super::respond::{self, Answer};
 use super::{chain_segment, Livechain, RequestCtx};
 use crate::conn::Conn;
 use crate::jsonrpc::{code, RpcError};
-use crate::route::Chain;
+use crate::route::{Chain, Limits};
 use crate::ws;
 
 /// How long an idle keep-alive connection waits for its next request (Pingora's default).
@@ -59,6 +59,8 @@ impl Front {
 /// A request the front serves itself.
 struct Fast {
     chain: Arc<Chain>,
+    /// The limits of the snapshot the chain came from: one snapshot per request.
+    limits: Limits,
     head_len: usize,
     body_len: usize,
     /// The client asked for `Connection: close`.
@@ -68,6 +70,7 @@ struct Fast {
 /// A WebSocket upgrade the front answers itself.
 struct Upgrade {
     chain: Arc<Chain>,
+    limits: Limits,
     head_len: usize,
     key: Option<Vec<u8>>,
     version: Option<Vec<u8>>,
@@ -105,7 +108,7 @@ impl ServerApp for Front {
                     let mut ctx = RequestCtx::new();
                     ctx.chain = Some(up.chain.clone());
                     ctx.method = Some("websocket".into());
-                    let limits = self.app.router.load().limits;
+                    let limits = up.limits;
                     let req = ws::Request {
                         key: up.key.as_deref(),
                         version: up.version.as_deref(),
@@ -160,7 +163,7 @@ impl Front {
     ) -> bool {
         let mut ctx = RequestCtx::new();
         ctx.chain = Some(req.chain.clone());
-        let limits = self.app.router.load().limits;
+        let limits = req.limits;
         let need = req.head_len + req.body_len;
         let mut answer = match read_to(stream, buf, need, limits.request_timeout).await {
             Ok(()) => {
@@ -292,6 +295,7 @@ fn classify(app: &Livechain, buf: &[u8]) -> Option<Next> {
     };
     Some(Next::Fast(Fast {
         chain: chain.clone(),
+        limits: snapshot.limits,
         head_len,
         body_len,
         close,
@@ -353,6 +357,7 @@ fn upgrade(
     let chain = ws::chain_segment(path).and_then(|s| snapshot.chain(s))?;
     Some(Next::Upgrade(Upgrade {
         chain: chain.clone(),
+        limits: snapshot.limits,
         head_len,
         key,
         version,
