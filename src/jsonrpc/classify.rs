@@ -184,6 +184,12 @@ pub fn glob_match(pattern: &str, method: &str) -> bool {
     p[pi..].iter().all(|&b| b == b'*')
 }
 
+/// Whether JSON `text` may have an `error` member: it has `"error"` in it, or an escape that
+/// could spell it. Results far outnumber errors, and without either no parse is needed.
+pub fn may_hold_error(text: &[u8]) -> bool {
+    memchr::memmem::find(text, b"\"error\"").is_some() || memchr::memchr(b'\\', text).is_some()
+}
+
 /// The error members of an answer object, when it has one.
 pub fn answer_error(answer: &str) -> Option<(i64, String)> {
     #[derive(Deserialize)]
@@ -198,11 +204,7 @@ pub fn answer_error(answer: &str) -> Option<(i64, String)> {
         #[serde(default)]
         message: String,
     }
-    // Results far outnumber errors: without `"error"` (or an escape that could spell it) in the
-    // text there is no error member, and the text need not be parsed.
-    if memchr::memmem::find(answer.as_bytes(), b"\"error\"").is_none()
-        && memchr::memchr(b'\\', answer.as_bytes()).is_none()
-    {
+    if !may_hold_error(answer.as_bytes()) {
         return None;
     }
     let raw = serde_json::from_str::<Answer>(answer).ok()?.error?;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::health::Outcome;
-use crate::jsonrpc::classify::{answer_error, classify_error, ErrorClass};
+use crate::jsonrpc::classify::{answer_error, classify_error, may_hold_error, ErrorClass};
 use crate::upstream::{ExchangeError, Response};
 
 /// The health outcome of an exchange that produced no answer.
@@ -57,7 +57,7 @@ pub fn single_verdict(body: &[u8], expects_answer: bool) -> (Verdict, Option<i64
     // spell it) there is no error member; what is left to check is that the body is an object
     // and ends like one, which catches what broken nodes actually send (truncated bodies, HTML
     // error pages behind a 200).
-    if memchr::memmem::find(body, b"\"error\"").is_none() && memchr::memchr(b'\\', body).is_none() {
+    if !may_hold_error(body) {
         return if looks_like_object(body) {
             (Verdict::Good, None)
         } else {

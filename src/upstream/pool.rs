@@ -126,6 +126,7 @@ impl Pool {
     }
 
     /// Idle connections right now.
+    #[cfg(test)]
     pub fn idle_count(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
@@ -139,6 +140,7 @@ impl Pool {
     }
 
     /// Connection slots in use right now (requests holding or opening a connection).
+    #[cfg(test)]
     pub fn busy(&self) -> usize {
         self.max - self.slots.available_permits()
     }
