@@ -298,7 +298,10 @@ process.exit(0);
             .await;
         assert_eq!(r.status, 200);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.log_until(Duration::from_secs(5), |_| {
+        served_by(&p, from, "anvil-1") + served_by(&p, from, "anvil-2") >= 100
+    })
+    .await;
     let to_lagging = served_by(&p, from, "anvil-2");
     let to_live = served_by(&p, from, "anvil-1");
     eprintln!("lagging node (lag {lag}): {to_lagging} of 100 calls; anvil-1: {to_live}");
@@ -326,7 +329,14 @@ process.exit(0);
             .await;
         assert_eq!(r.status, 200);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.log_until(Duration::from_secs(5), |log| {
+        log.get(from..)
+            .unwrap_or("")
+            .matches("livechain::access")
+            .count()
+            >= 100
+    })
+    .await;
     let to_new = served_by(&p, from, "anvil-4");
     eprintln!("after SIGHUP the new node served {to_new} of 100 calls");
     assert!(to_new > 0);

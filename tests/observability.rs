@@ -436,6 +436,18 @@ async fn status_shows_each_upstream_with_urls_redacted() {
     // Nor do the metrics or the log carry the secret.
     let s = scrape(p.addr).await;
     assert!(!s.text.contains(secret) && !s.text.contains("pass"));
+    // The log is written in batches, in order: once a request's access line is there, so is
+    // everything logged about the probes before it.
+    let r = p
+        .client()
+        .post("/ethereum", &call(7, "eth_blockNumber", json!([])))
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        p.log_until(Duration::from_secs(5), |log| log
+            .contains("livechain::access"))
+            .await
+    );
     assert!(!p.log().contains(secret));
 }
 

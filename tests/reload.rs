@@ -84,7 +84,7 @@ async fn a_broken_file_keeps_the_old_config_serving_and_says_why() {
     let load = Load::start(p.addr, "/ethereum", 4, Duration::from_secs(30));
 
     // A TOML syntax error, then a validation error, then an unset variable.
-    for (broken, expect) in [
+    for (n, (broken, expect)) in [
         ("[chains.ethereum\nchain_id = 1\n", "line 1"),
         (
             "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"x\"\nhttp = \"ftp://h\"\n",
@@ -94,7 +94,10 @@ async fn a_broken_file_keeps_the_old_config_serving_and_says_why() {
             "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"x\"\nhttp = \"http://${LIVECHAIN_TEST_UNSET}\"\n",
             "LIVECHAIN_TEST_UNSET",
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         p.dir.write("upstreams.toml", broken);
         let errors_before = metric(&p, "livechain_config_reloads_total{result=\"error\"}").await;
         p.signal("HUP");
@@ -113,7 +116,14 @@ async fn a_broken_file_keeps_the_old_config_serving_and_says_why() {
         assert!(err.contains("upstreams.toml"), "names the file: {err}");
         assert!(err.contains(expect), "names {expect}: {err}");
         assert_eq!(s["config"]["generation"], 1, "old table still in use");
-        assert!(p.log().contains("configuration reload failed"));
+        assert!(
+            p.log_until(Duration::from_secs(5), |log| {
+                log.matches("configuration reload failed").count() > n
+            })
+            .await,
+            "failed reload {n} logged: {}",
+            p.log()
+        );
     }
     // Fixed again: reload succeeds.
     p.dir.write("upstreams.toml", &good);

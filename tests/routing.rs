@@ -636,7 +636,9 @@ async fn an_upstream_serving_another_chain_gets_no_traffic() {
     }
     assert_eq!(served(&wrong, "eth_gasPrice").await, 0);
     assert!(
-        p.log().contains("upstream serves another chain"),
+        p.log_until(Duration::from_secs(5), |log| log
+            .contains("upstream serves another chain"))
+            .await,
         "logged clearly"
     );
 }

@@ -149,6 +149,16 @@ impl Proxy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (bounded) until the log satisfies `cond`. The proxy writes its log in batches a few
+    /// milliseconds apart, so a line logged just now may not be in the file yet.
+    pub async fn log_until(&self, within: Duration, cond: impl Fn(&str) -> bool) -> bool {
+        eventually(within, || {
+            let ok = cond(&self.log());
+            async move { ok }
+        })
+        .await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
