@@ -375,11 +375,114 @@ const KNOWN_METHODS: &[&str] = &[
     "trace_transaction",
 ];
 
-/// The `method` label for a method name.
-pub fn method_label(method: &str) -> &'static str {
-    KNOWN_METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("other")
+/// The `method` label of a JSON-RPC request: a known method, `other`, `batch` or `invalid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodLabel(usize);
+
+impl MethodLabel {
+    const OTHER: usize = KNOWN_METHODS.len();
+    pub const BATCH: MethodLabel = MethodLabel(Self::OTHER + 1);
+    pub const INVALID: MethodLabel = MethodLabel(Self::OTHER + 2);
+    const COUNT: usize = Self::OTHER + 3;
+
+    /// The label for a method name.
+    pub fn of(method: &str) -> MethodLabel {
+        MethodLabel(
+            KNOWN_METHODS
+                .iter()
+                .position(|m| *m == method)
+                .unwrap_or(Self::OTHER),
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            i if i < Self::OTHER => KNOWN_METHODS[i],
+            Self::OTHER => "other",
+            i if i == Self::BATCH.0 => "batch",
+            _ => "invalid",
+        }
+    }
+}
+
+/// A chain's request series by method, each looked up in the registry once (a lookup hashes
+/// the label values and takes the vector's lock: more than the rest of the bookkeeping of a
+/// request).
+pub struct RequestSeries {
+    chain: String,
+    by_method: Box<[OnceLock<MethodSeries>]>,
+}
+
+struct MethodSeries {
+    duration: prometheus::Histogram,
+    ok: prometheus::IntCounter,
+}
+
+impl RequestSeries {
+    pub fn new(chain: &str) -> RequestSeries {
+        RequestSeries {
+            chain: chain.to_owned(),
+            by_method: (0..MethodLabel::COUNT).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn observe(&self, method: MethodLabel, status: u16, seconds: f64) {
+        let m = metrics();
+        let series = self.by_method[method.0].get_or_init(|| MethodSeries {
+            duration: m
+                .request_duration
+                .with_label_values(&[&self.chain, method.as_str()]),
+            ok: m
+                .requests
+                .with_label_values(&[&self.chain, method.as_str(), "200"]),
+        });
+        series.duration.observe(seconds);
+        if status == 200 {
+            series.ok.inc();
+        } else {
+            m.requests
+                .with_label_values(&[&self.chain, method.as_str(), status_label(status)])
+                .inc();
+        }
+    }
+}
+
+/// The `status` label: the HTTP status as text, without allocating for the common ones.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_round_trip() {
+        assert_eq!(MethodLabel::of("eth_call").as_str(), "eth_call");
+        assert_eq!(
+            MethodLabel::of("web3_clientVersion").as_str(),
+            "web3_clientVersion"
+        );
+        assert_eq!(MethodLabel::of("eth_nonsense").as_str(), "other");
+        assert_eq!(MethodLabel::BATCH.as_str(), "batch");
+        assert_eq!(MethodLabel::INVALID.as_str(), "invalid");
+        for (i, m) in KNOWN_METHODS.iter().enumerate() {
+            assert_eq!(MethodLabel(i).as_str(), *m);
+        }
+    }
 }

@@ -195,3 +195,28 @@ async fn http_1_0_and_bad_heads_get_pingora_answers() {
     let a = read_answers(&mut s, 1).await.remove(0);
     assert_eq!(a.status(), 400, "two Content-Length headers: {}", a.head);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    let node = mock(1).await;
+    let mut p = Proxy::start(
+        &upstreams_toml("ethereum", 1, &[("a", node.url())]),
+        "grace_period_ms = 4000",
+    )
+    .await;
+    // A keep-alive connection that served a request and now waits for the next.
+    let mut idle = TcpStream::connect(p.addr).await.unwrap();
+    idle.write_all(post("/ethereum", CHAIN_ID, "").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_answers(&mut idle, 1).await[0].status(), 200);
+    p.signal("TERM");
+    // Well inside the 4 s grace period, the proxy closes it.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(2), idle.read_to_end(&mut rest))
+        .await
+        .expect("idle connection closed soon after SIGTERM")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing sent on the idle connection");
+    assert!(p.wait_exit(Duration::from_secs(15)).await.is_some());
+}

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use super::error::write_error;
 use super::parse::Item;
+use super::scan;
 
 /// A batch of the given calls (spans into `body`), each exactly as received.
 pub fn sub_batch<'a>(body: &[u8], spans: impl Iterator<Item = &'a Range<usize>>) -> Vec<u8> {
@@ -26,7 +27,7 @@ pub fn sub_batch<'a>(body: &[u8], spans: impl Iterator<Item = &'a Range<usize>>)
 }
 
 /// One answer object of an upstream's batch answer.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Answer<'a> {
     pub text: &'a str,
     pub id: Option<&'a str>,
@@ -35,6 +36,32 @@ pub struct Answer<'a> {
 /// The answer objects of a batch answer; `None` when it is not a JSON array (the upstream
 /// rejected the batch as a whole, or sent something broken).
 pub fn split_answers(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
+    let scanned = std::str::from_utf8(upstream)
+        .ok()
+        .and_then(|text| Some((text, scan::document(text, ["id"])?)));
+    match scanned {
+        Some((text, scan::Document::Array(elements))) => Some(
+            elements
+                .into_iter()
+                .map(|el| match el {
+                    scan::Element::Object(o) => Answer {
+                        text: &text[o.span],
+                        id: o.fields[0].clone().map(|r| &text[r]),
+                    },
+                    scan::Element::Other(span) => Answer {
+                        text: &text[span],
+                        id: None,
+                    },
+                })
+                .collect(),
+        ),
+        Some(_) => None,
+        None => split_with_serde(upstream),
+    }
+}
+
+/// serde_json's road, for what the scanner gives up on.
+fn split_with_serde(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
     #[derive(serde::Deserialize)]
     struct Fields<'a> {
         // An `"id": null` must stay the text `null` (a call may carry a null id), not be
@@ -155,6 +182,40 @@ mod tests {
         );
         assert_eq!(take_answer(&answers, &mut used, br#""z""#), None);
         assert!(split_answers(br#"{"error":{}}"#).is_none());
+    }
+
+    #[test]
+    fn scanned_answers_match_serde_json_on_mutated_answers() {
+        let answers: &[&[u8]] = &[
+            br#"[{"jsonrpc":"2.0","id":1,"result":"0x10"},{"jsonrpc":"2.0","id":"b","result":{"hash":"0xab","txs":[1,2,{"id":9}]}}]"#,
+            br#" [ {"id":null,"error":{"code":-32000,"message":"header not found"}} , 5 , "x" , {"result":[]} ] "#,
+            br#"[{"jsonrpc":"2.0","id":2.50,"result":"caf\u00e9 \"q\""}]"#,
+        ];
+        let alphabet: &[u8] = b"{}[]\",:\\ \t0123456789-.eidresult\x01\xc3";
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as usize
+        };
+        let mut taken = 0;
+        for answer in answers {
+            assert_eq!(split_answers(answer), split_with_serde(answer));
+            for _ in 0..800 {
+                let mut b = answer.to_vec();
+                let pos = next() % b.len();
+                match next() % 3 {
+                    0 => drop(b.remove(pos)),
+                    1 => b[pos] = alphabet[next() % alphabet.len()],
+                    _ => b.insert(pos, alphabet[next() % alphabet.len()]),
+                }
+                let (fast, slow) = (split_answers(&b), split_with_serde(&b));
+                taken += usize::from(fast.is_some());
+                assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&b));
+            }
+        }
+        assert!(taken > 100, "only {taken} mutated answers were arrays");
     }
 
     #[test]

@@ -6,8 +6,13 @@
 //!   node's (try another upstream), or a rate limit (back off from that upstream).
 //! - [`glob_match`]: method patterns of deny lists and tag routes.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::scan;
 
 /// The lowest head an upstream must have to answer `method` with `params`; `None` when the call
 /// names no specific block (tags such as `latest` are served by any upstream within the lag).
@@ -35,22 +40,36 @@ pub fn required_block(method: &str, params: Option<&str>) -> Option<u64> {
         "eth_getLogs" | "trace_filter" => return range_end(params),
         _ => return None,
     };
-    let list: Vec<&RawValue> = serde_json::from_str(params).ok()?;
-    block_of(list.get(position)?)
+    let element = match scan::array_element(params, position) {
+        Ok(element) => element,
+        Err(scan::GaveUp) => serde_json::from_str::<Vec<&RawValue>>(params)
+            .ok()?
+            .get(position)
+            .map(|raw| raw.get()),
+    };
+    block_of(element?)
 }
 
 /// A block parameter: a hex quantity, a tag, or an EIP-1898 object.
-fn block_of(raw: &RawValue) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Eip1898<'a> {
-        #[serde(rename = "blockNumber", borrow)]
-        block_number: Option<&'a str>,
-    }
-    let text = raw.get();
+fn block_of(text: &str) -> Option<u64> {
     if text.starts_with('"') {
-        hex_quantity(serde_json::from_str::<&str>(text).ok()?)
+        hex_quantity(scan::plain_string(text)?)
     } else if text.starts_with('{') {
-        hex_quantity(serde_json::from_str::<Eip1898>(text).ok()?.block_number?)
+        let number = match scan::document(text, ["blockNumber"]) {
+            Some(scan::Document::Object(o)) => &text[o.fields[0].clone()?],
+            _ => {
+                #[derive(Deserialize)]
+                struct Eip1898<'a> {
+                    #[serde(rename = "blockNumber", borrow)]
+                    block_number: Option<&'a RawValue>,
+                }
+                serde_json::from_str::<Eip1898>(text)
+                    .ok()?
+                    .block_number?
+                    .get()
+            }
+        };
+        hex_quantity(scan::plain_string(number)?)
     } else {
         None
     }
@@ -58,17 +77,33 @@ fn block_of(raw: &RawValue) -> Option<u64> {
 
 /// The highest block a log filter names (`toBlock`, else `fromBlock`).
 fn range_end(params: &str) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Filter<'a> {
-        #[serde(rename = "fromBlock", borrow)]
-        from: Option<&'a RawValue>,
-        #[serde(rename = "toBlock", borrow)]
-        to: Option<&'a RawValue>,
-    }
-    let list: Vec<Filter> = serde_json::from_str(params).ok()?;
-    let f = list.first()?;
-    let from = f.from.and_then(block_of);
-    let to = f.to.and_then(block_of);
+    let (from, to) = match scan::document(params, ["fromBlock", "toBlock"]) {
+        // Params of filters only: anything else names no range.
+        Some(scan::Document::Array(list)) => match list.first()? {
+            scan::Element::Object(f)
+                if list.iter().all(|e| matches!(e, scan::Element::Object(_))) =>
+            {
+                let [from, to] = f.fields.clone().map(|r| r.map(|r| &params[r]));
+                (from, to)
+            }
+            _ => return None,
+        },
+        Some(_) => return None,
+        None => {
+            #[derive(Deserialize)]
+            struct Filter<'a> {
+                #[serde(rename = "fromBlock", borrow)]
+                from: Option<&'a RawValue>,
+                #[serde(rename = "toBlock", borrow)]
+                to: Option<&'a RawValue>,
+            }
+            let list: Vec<Filter> = serde_json::from_str(params).ok()?;
+            let f = list.first()?;
+            (f.from.map(RawValue::get), f.to.map(RawValue::get))
+        }
+    };
+    let from = from.and_then(block_of);
+    let to = to.and_then(block_of);
     match (from, to) {
         // `toBlock: latest` (or absent) with a numeric start: the start is what must exist.
         (Some(a), None) => Some(a),
@@ -187,7 +222,9 @@ pub fn glob_match(pattern: &str, method: &str) -> bool {
 /// Whether JSON `text` may have an `error` member: it has `"error"` in it, or an escape that
 /// could spell it. Results far outnumber errors, and without either no parse is needed.
 pub fn may_hold_error(text: &[u8]) -> bool {
-    memchr::memmem::find(text, b"\"error\"").is_some() || memchr::memchr(b'\\', text).is_some()
+    // Built once: building a searcher costs more than searching a typical answer.
+    static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+    ERROR_KEY.find(text).is_some() || memchr::memchr(b'\\', text).is_some()
 }
 
 /// The error members of an answer object, when it has one.
@@ -246,6 +283,13 @@ mod tests {
             ("eth_blockNumber", "[]", None),
             ("eth_getBalance", "not json", None),
             ("eth_getBalance", r#"["0x1", "0xnothex"]"#, None),
+            ("eth_getBalance", r#"["0x1", "0x\u0031"]"#, None),
+            // Escaped keys are decoded (the slow road), not missed.
+            ("eth_call", r#"[{}, {"\u0062lockNumber":"0x22"}]"#, Some(34)),
+            ("eth_getLogs", r#"[{"\u0074oBlock":"0x7"}]"#, Some(7)),
+            ("eth_getLogs", r#"[{"toBlock":"0x7"}, 1]"#, None),
+            ("eth_getBlockByNumber", r#"  [ "0x3" , true ]  "#, Some(3)),
+            ("eth_getBlockByNumber", r#"["0x3", tru]"#, None),
         ];
         for (method, params, want) in cases {
             assert_eq!(

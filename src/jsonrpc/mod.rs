@@ -5,6 +5,7 @@ pub mod batch;
 pub mod classify;
 pub mod error;
 pub mod parse;
+pub mod scan;
 pub mod tx;
 
 pub use error::{code, RpcError};

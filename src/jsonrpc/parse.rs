@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::error::RpcError;
+use super::scan;
 
 /// A parsed request body. Ranges index into the body it was parsed from.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,8 +118,93 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
+impl<'a> RawCall<'a> {
+    fn fields(&self) -> Fields<'a> {
+        Fields {
+            jsonrpc: self.jsonrpc.map(RawValue::get),
+            id: self.id.map(RawValue::get),
+            method: self.method.map(RawValue::get),
+            params: self.params.map(RawValue::get),
+        }
+    }
+}
+
+/// The raw text of the members of a request object that matter, borrowed from the body.
+struct Fields<'a> {
+    jsonrpc: Option<&'a str>,
+    id: Option<&'a str>,
+    method: Option<&'a str>,
+    params: Option<&'a str>,
+}
+
 /// Parses `body` into a [`Request`]. `max_batch` bounds the number of calls in a batch.
 pub fn parse(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
+    match scanned(body, max_batch) {
+        Some(parsed) => parsed,
+        None => parse_with_serde(body, max_batch),
+    }
+}
+
+/// The members of a request object that matter.
+const CALL_KEYS: [&str; 4] = ["jsonrpc", "id", "method", "params"];
+
+/// The one-pass road ([`scan`]): `None` when the scanner gives up or the body is not a
+/// request or batch at all, and serde_json must say what it is.
+fn scanned(body: &[u8], max_batch: usize) -> Option<Result<Request, BodyError>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let fields = |o: &scan::Object<4>| {
+        let [jsonrpc, id, method, params] = o.fields.clone().map(|r| r.map(|r| &text[r]));
+        Fields {
+            jsonrpc,
+            id,
+            method,
+            params,
+        }
+    };
+    match scan::document(text, CALL_KEYS)? {
+        scan::Document::Object(o) => Some(
+            check_call(body, fields(&o), o.span.clone())
+                .map(Request::Single)
+                .map_err(BodyError::Invalid),
+        ),
+        scan::Document::Array(elements) => {
+            if let Some(e) = batch_size_error(elements.len(), max_batch) {
+                return Some(Err(e));
+            }
+            let items = elements
+                .iter()
+                .map(|el| match el {
+                    scan::Element::Object(o) => check_call(body, fields(o), o.span.clone())
+                        .map_or_else(Item::Invalid, Item::Call),
+                    scan::Element::Other(_) => Item::Invalid(Invalid {
+                        id: None,
+                        error: RpcError::invalid_request(NOT_AN_OBJECT),
+                    }),
+                })
+                .collect();
+            Some(Ok(Request::Batch(items)))
+        }
+        scan::Document::Scalar => None,
+    }
+}
+
+const NOT_AN_OBJECT: &str = "expected a request object";
+
+fn batch_size_error(len: usize, max_batch: usize) -> Option<BodyError> {
+    if len == 0 {
+        return Some(BodyError::Invalid(Invalid {
+            id: None,
+            error: RpcError::invalid_request("empty batch"),
+        }));
+    }
+    (len > max_batch).then_some(BodyError::BatchTooLarge {
+        len,
+        max: max_batch,
+    })
+}
+
+/// serde_json's road, for what the scanner leaves: every error, escaped keys, deep nesting.
+fn parse_with_serde(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
     let start = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -128,7 +214,7 @@ pub fn parse(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
         b'{' => match serde_json::from_slice::<RawCall>(body) {
             Ok(raw) => {
                 let span = start..trimmed_end(body);
-                check_call(body, raw, span)
+                check_call(body, raw.fields(), span)
                     .map(Request::Single)
                     .map_err(BodyError::Invalid)
             }
@@ -146,24 +232,15 @@ pub fn parse(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
 
 fn parse_batch(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
     let elements: Vec<&RawValue> = serde_json::from_slice(body).map_err(classify)?;
-    if elements.is_empty() {
-        return Err(BodyError::Invalid(Invalid {
-            id: None,
-            error: RpcError::invalid_request("empty batch"),
-        }));
-    }
-    if elements.len() > max_batch {
-        return Err(BodyError::BatchTooLarge {
-            len: elements.len(),
-            max: max_batch,
-        });
+    if let Some(e) = batch_size_error(elements.len(), max_batch) {
+        return Err(e);
     }
     let items = elements
         .into_iter()
         .map(|el| {
             let span = offset_of(body, el.get());
             let item = match serde_json::from_str::<RawCall>(el.get()) {
-                Ok(raw) => check_call(body, raw, span),
+                Ok(raw) => check_call(body, raw.fields(), span),
                 Err(e) => Err(Invalid {
                     id: None,
                     error: RpcError::invalid_request(&not_a_request(el, &e)),
@@ -190,16 +267,16 @@ fn not_a_request(el: &RawValue, e: &serde_json::Error) -> String {
     if el.get().starts_with('{') {
         e.to_string()
     } else {
-        "expected a request object".to_owned()
+        NOT_AN_OBJECT.to_owned()
     }
 }
 
 /// Checks a request object's members, returning the call or the error to answer.
-fn check_call(body: &[u8], raw: RawCall<'_>, span: Range<usize>) -> Result<Call, Invalid> {
+fn check_call(body: &[u8], raw: Fields<'_>, span: Range<usize>) -> Result<Call, Invalid> {
     let id = match raw.id {
         None => None,
-        Some(id) => match id.get().as_bytes().first() {
-            Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(offset_of(body, id.get())),
+        Some(id) => match id.as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(offset_of(body, id)),
             _ => {
                 return Err(Invalid {
                     id: None,
@@ -212,7 +289,7 @@ fn check_call(body: &[u8], raw: RawCall<'_>, span: Range<usize>) -> Result<Call,
         id: id.clone(),
         error: RpcError::invalid_request(msg),
     };
-    if raw.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+    if raw.jsonrpc != Some("\"2.0\"") {
         return Err(invalid(r#"jsonrpc must be "2.0""#));
     }
     let method = match raw.method {
@@ -226,8 +303,8 @@ fn check_call(body: &[u8], raw: RawCall<'_>, span: Range<usize>) -> Result<Call,
     }
     let params = match raw.params {
         None => None,
-        Some(p) => match p.get().as_bytes().first() {
-            Some(b'[' | b'{') => Some(offset_of(body, p.get())),
+        Some(p) => match p.as_bytes().first() {
+            Some(b'[' | b'{') => Some(offset_of(body, p)),
             _ => return Err(invalid("params must be an array or an object")),
         },
     };
@@ -239,8 +316,7 @@ fn check_call(body: &[u8], raw: RawCall<'_>, span: Range<usize>) -> Result<Call,
     })
 }
 
-fn method_of(body: &[u8], raw: &RawValue) -> Option<Method> {
-    let text = raw.get();
+fn method_of(body: &[u8], text: &str) -> Option<Method> {
     if !text.starts_with('"') {
         return None;
     }
@@ -396,5 +472,83 @@ mod tests {
             parse(body.as_bytes(), 10),
             Err(BodyError::Parse(_))
         ));
+    }
+
+    /// Bodies of every shape the proxy sees; the scanner must take all of them.
+    const CORPUS: &[&str] = &[
+        r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#,
+        r#"{"jsonrpc":"2.0","id":"a-b","method":"eth_getBalance","params":["0x742d35cc6634c0532925a3b844bc454e4438f44e","latest"]}"#,
+        r#" { "method" : "eth_call" , "params" : [ { "to" : "0x1" , "data" : "0x70a08231" } , { "blockNumber" : "0x10" } ] , "id" : -1.5e3 , "jsonrpc" : "2.0" } "#,
+        r#"{"jsonrpc":"2.0","id":null,"method":"eth_chainId"}"#,
+        r#"{"jsonrpc":"2.0","method":"eth_subscribe","params":{"a":[1,2,{"b":null}],"c":true,"d":false}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"eth_\u0063hainId","extra":"\u00e9\n\"x\"","params":[]}"#,
+        r#"{"jsonrpc":"1.0","id":3,"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":{"no":1},"method":"x"}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":5}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":""}"#,
+        r#"{"jsonrpc":"2.0","id":6,"method":"m","params":"p"}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"m\",\"params\":[\"caf\u{e9} \u{1F600}\"]}\n",
+        r#"[{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"},{"jsonrpc":"2.0","id":2,"method":"eth_getBalance","params":["0xabc","0x10"]}]"#,
+        r#"[{"jsonrpc":"2.0","method":"n"}, 1, "s", [], {"jsonrpc":"2.0","id":"x","method":"m"}, {"id":9}, null]"#,
+        r#"[]"#,
+        r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","id":2,"method":"b"},{"jsonrpc":"2.0","id":3,"method":"c"},{"jsonrpc":"2.0","id":4,"method":"d"},{"jsonrpc":"2.0","id":5,"method":"e"},{"jsonrpc":"2.0","id":6,"method":"f"}]"#,
+        r#"{"jsonrpc":"2.0","id":0,"method":"eth_getLogs","params":[{"fromBlock":"0x1","toBlock":"latest","topics":[null,["0xab","0xcd"]],"n":[0,-0,0.25,1E+2,3e-4]}]}"#,
+    ];
+
+    /// A fixed-seed xorshift: the same mutations on every run.
+    fn rng(mut x: u64) -> impl FnMut() -> usize {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as usize
+        }
+    }
+
+    #[test]
+    fn the_scanner_takes_every_corpus_body_and_agrees_with_serde_json() {
+        for body in CORPUS {
+            let fast = scanned(body.as_bytes(), 5);
+            assert!(fast.is_some(), "scanner gave up on {body}");
+            assert_eq!(
+                fast.unwrap(),
+                parse_with_serde(body.as_bytes(), 5),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_scanner_and_serde_json_agree_on_mutated_bodies() {
+        let alphabet: &[u8] =
+            b"{}[]\",:\\ \t\n0123456789-+.eEtrufalsn\x01\x1f\x7f\xc3\xa9idmethodparams";
+        let mut next = rng(0x9e37_79b9_7f4a_7c15);
+        let (mut tried, mut taken) = (0, 0);
+        for body in CORPUS {
+            for _ in 0..600 {
+                let mut b = body.as_bytes().to_vec();
+                for _ in 0..1 + next() % 3 {
+                    let pos = next() % (b.len() + 1);
+                    let byte = alphabet[next() % alphabet.len()];
+                    match next() % 3 {
+                        0 if pos < b.len() => drop(b.remove(pos)),
+                        1 if pos < b.len() => b[pos] = byte,
+                        _ => b.insert(pos, byte),
+                    }
+                }
+                tried += 1;
+                if let Some(fast) = scanned(&b, 5) {
+                    taken += 1;
+                    assert_eq!(
+                        fast,
+                        parse_with_serde(&b, 5),
+                        "{}",
+                        String::from_utf8_lossy(&b)
+                    );
+                }
+            }
+        }
+        // Mutations mostly break the JSON, but plenty must still be taken by the scanner.
+        assert!(taken > tried / 20, "scanner took {taken} of {tried}");
     }
 }

@@ -50,10 +50,17 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer
         }
     }
     let whole = groups.len() == 1 && groups[0].1.len() == items.len();
-    let runs = groups
-        .iter()
-        .map(|(need, members)| run_group(f, body, need, members, whole));
-    let results = futures::future::join_all(runs).await;
+    // One group is the common case: awaited in place, its (large) future is not moved into a
+    // join's list.
+    let results = match groups.as_slice() {
+        [(need, members)] => vec![run_group(f, body, need, members, whole).await],
+        _ => {
+            let runs = groups
+                .iter()
+                .map(|(need, members)| run_group(f, body, need, members, whole));
+            futures::future::join_all(runs).await
+        }
+    };
 
     let mut any_answer = finals.iter().any(Option::is_some);
     let mut failure = None;

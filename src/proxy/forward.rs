@@ -158,9 +158,8 @@ impl Forwarder<'_> {
                 .inc();
         }
         state.tried.push(up.clone());
-        let per_try = Instant::now() + self.chain.policy.retry.per_try_timeout;
-        let until = per_try.min(self.deadline);
         let started = Instant::now();
+        let until = (started + self.chain.policy.retry.per_try_timeout).min(self.deadline);
         let result = {
             let _in_flight = up.health.begin();
             tokio::time::timeout_at(until, up.exchange(self.connector, body, self.max_response))

@@ -13,6 +13,8 @@
 //! implementation, which answers it exactly as before. The front only takes a request when the
 //! head is unambiguous, so the two can never read the same bytes differently.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use super::read::accepted_media_type;
 use super::respond::{self, Answer};
@@ -95,12 +98,20 @@ impl ServerApp for Front {
     ) -> Option<Stream> {
         let mut stream = Conn::adopt(stream);
         let mut buf = BytesMut::with_capacity(READ_ROOM);
-        let mut shutdown = shutdown.clone();
+        // One idle timer and one shutdown wait per connection, armed once and pushed back per
+        // request: a timer and a waiter made and dropped for every request cost more than
+        // parsing the request's head.
+        let idle = std::pin::pin!(tokio::time::sleep(KEEPALIVE));
+        let mut closing = shutdown.clone();
+        let stop = std::pin::pin!(async move {
+            let _ = closing.changed().await;
+        });
+        let mut wait = Wait { idle, stop };
         loop {
-            match next_request(&self.app, &mut stream, &mut buf, &mut shutdown).await {
+            match next_request(&self.app, &mut stream, &mut buf, shutdown, &mut wait).await {
                 Next::Gone => return None,
                 Next::Fast(req) => {
-                    if !self.serve(&mut stream, &mut buf, req, &shutdown).await {
+                    if !self.serve(&mut stream, &mut buf, req, shutdown).await {
                         return None;
                     }
                 }
@@ -139,7 +150,7 @@ impl ServerApp for Front {
                     let mut session = ServerSession::H1(h1);
                     let closing = *shutdown.borrow();
                     session.set_keepalive((!closing).then_some(KEEPALIVE.as_secs()));
-                    let reused = self.general.process_new_http(session, &shutdown).await?;
+                    let reused = self.general.process_new_http(session, shutdown).await?;
                     stream = Conn::adopt(reused.consume().0);
                     buf.reserve(READ_ROOM);
                 }
@@ -191,14 +202,24 @@ impl Front {
     }
 }
 
+/// What ends a connection between requests: idling out, or the server shutting down.
+struct Wait<'a, S> {
+    idle: Pin<&'a mut Sleep>,
+    stop: Pin<&'a mut S>,
+}
+
 /// Waits for the next request head on the connection and decides who serves it.
-async fn next_request(
+async fn next_request<S: Future<Output = ()>>(
     app: &Livechain,
     stream: &mut Conn,
     buf: &mut BytesMut,
-    shutdown: &mut ShutdownWatch,
+    shutdown: &ShutdownWatch,
+    wait: &mut Wait<'_, S>,
 ) -> Next {
-    let idle_until = tokio::time::Instant::now() + KEEPALIVE;
+    // Later than before, so the timer only has its deadline moved, not re-registered.
+    wait.idle
+        .as_mut()
+        .reset(tokio::time::Instant::now() + KEEPALIVE);
     loop {
         if !buf.is_empty() {
             match classify(app, buf) {
@@ -219,8 +240,8 @@ async fn next_request(
                 Ok(_) => {}
             },
             // Shutting down: only a connection between requests is closed.
-            _ = shutdown.changed(), if buf.is_empty() => return Next::Gone,
-            _ = tokio::time::sleep_until(idle_until) => return Next::Gone,
+            () = wait.stop.as_mut(), if buf.is_empty() => return Next::Gone,
+            () = wait.idle.as_mut() => return Next::Gone,
         }
     }
 }

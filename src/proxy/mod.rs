@@ -36,7 +36,7 @@ use pingora::{Error, ErrorType, Result};
 
 use crate::api::Api;
 use crate::jsonrpc::{self, code, BodyError, Request, RpcError};
-use crate::metrics::{self, metrics};
+use crate::metrics::{metrics, MethodLabel};
 use crate::route::{Chain, Limits, Router};
 use crate::ws;
 use forward::{Attempts, Forwarder};
@@ -63,14 +63,11 @@ impl Livechain {
 
     /// Metrics and the access log line of one finished request.
     fn log(&self, ctx: &RequestCtx, status: u16, e: Option<&Error>) {
+        let elapsed = ctx.started.elapsed();
         if let (Some(method), Some(chain)) = (ctx.metric_method, &ctx.chain) {
-            let m = metrics();
-            m.requests
-                .with_label_values(&[&chain.name, method, status_label(status)])
-                .inc();
-            m.request_duration
-                .with_label_values(&[&chain.name, method])
-                .observe(ctx.started.elapsed().as_secs_f64());
+            chain
+                .requests
+                .observe(method, status, elapsed.as_secs_f64());
         }
         crate::telemetry::access::write(&crate::telemetry::access::Line {
             chain: ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
@@ -79,7 +76,7 @@ impl Livechain {
             upstream: ctx.upstream.as_deref().unwrap_or("-"),
             status,
             retries: ctx.retries,
-            duration_us: ctx.started.elapsed().as_micros() as u64,
+            duration_us: elapsed.as_micros() as u64,
             error: e.map(|e| e.etype().as_str()),
         });
     }
@@ -95,7 +92,7 @@ pub struct RequestCtx {
     retries: u32,
     status: u16,
     /// The `method` label when this was a JSON-RPC request (`batch` for batches).
-    metric_method: Option<&'static str>,
+    metric_method: Option<MethodLabel>,
 }
 
 impl RequestCtx {
@@ -264,7 +261,7 @@ impl Livechain {
         let request = match jsonrpc::parse(&body, limits.max_batch) {
             Ok(r) => r,
             Err(e) => {
-                ctx.metric_method = Some("invalid");
+                ctx.metric_method = Some(MethodLabel::INVALID);
                 let code = match &e {
                     BodyError::Parse(_) => code::PARSE_ERROR,
                     _ => code::INVALID_REQUEST,
@@ -281,7 +278,7 @@ impl Livechain {
         };
         let (answer, state) = match &request {
             Request::Single(call) => {
-                ctx.metric_method = Some(metrics::method_label(call.method(&body)));
+                ctx.metric_method = Some(MethodLabel::of(call.method(&body)));
                 ctx.method = Some(jsonrpc::error::quote(call.method(&body)).into());
                 ctx.calls = 1;
                 let mut state = Attempts::default();
@@ -289,7 +286,7 @@ impl Livechain {
                 (answer, state)
             }
             Request::Batch(items) => {
-                ctx.metric_method = Some("batch");
+                ctx.metric_method = Some(MethodLabel::BATCH);
                 ctx.method = jsonrpc::batch_first_method(&body, items)
                     .map(|m| jsonrpc::error::quote(m).into());
                 ctx.calls = items.len();
@@ -337,24 +334,6 @@ fn body_error(body: &[u8], e: BodyError) -> Answer {
                 format!("batch of {len} calls is larger than the limit of {max}"),
             ),
         ),
-    }
-}
-
-/// The `status` label: the HTTP status as text, without allocating for the common ones.
-fn status_label(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        204 => "204",
-        400 => "400",
-        404 => "404",
-        405 => "405",
-        413 => "413",
-        415 => "415",
-        429 => "429",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        _ => "other",
     }
 }
 

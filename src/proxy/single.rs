@@ -182,7 +182,9 @@ fn may_be_behind(method: &str) -> bool {
 
 /// Whether a single answer's result is `null` (nodes write compact JSON).
 fn null_result(body: &[u8]) -> bool {
-    memchr::memmem::find(body, br#""result":null"#).is_some()
+    static NULL_RESULT: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(br#""result":null"#));
+    NULL_RESULT.find(body).is_some()
 }
 
 fn pass(response: Response) -> Answer {

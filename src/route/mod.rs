@@ -127,6 +127,8 @@ pub struct Chain {
     pub max_block_lag: u64,
     pub policy: Arc<Policy>,
     pub live: Arc<ChainLive>,
+    /// Its request counters and durations by method.
+    pub requests: crate::metrics::RequestSeries,
     upstreams: Vec<Arc<Upstream>>,
 }
 
@@ -139,6 +141,7 @@ impl Chain {
         upstreams: Vec<Arc<Upstream>>,
     ) -> Chain {
         Chain {
+            requests: crate::metrics::RequestSeries::new(&name),
             name,
             chain_id: live.chain_id,
             max_block_lag: live.max_block_lag,

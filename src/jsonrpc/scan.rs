@@ -1,0 +1,472 @@
+//! One pass over a JSON text that validates all of it and records where the members the caller
+//! asked for sit, without building anything.
+//!
+//! Every request body is read this way before it is forwarded, and batch answers are split
+//! this way. serde_json with borrowed `RawValue`s did the same job in two or three passes (a
+//! batch as an array of raw values, then each element as an object, then UTF-8 checks of each
+//! raw value) and was the largest cost of a proxied request in the profile.
+//!
+//! The scanner accepts exactly the JSON that serde_json accepts (RFC 8259: no trailing commas,
+//! no leading zeros, no control characters in strings, `\u` escapes as four hex digits, any
+//! nesting). It gives up (`None`) where it would have to decode rather than scan: an escaped
+//! object key (`"\u0069d"` is `"id"`), a wanted key given twice, nesting deeper than
+//! [`MAX_DEPTH`]. Callers then take serde_json's slower road, which has the final word, so
+//! giving up is never wrong, only slower; a differential test holds the two to the same answers.
+
+use std::ops::Range;
+
+/// Nesting beyond this is left to serde_json.
+const MAX_DEPTH: usize = 128;
+
+/// A whole JSON text: one value and whitespace around it.
+#[derive(Debug, PartialEq)]
+pub enum Document<const N: usize> {
+    Object(Object<N>),
+    Array(Vec<Element<N>>),
+    /// A string, number or literal.
+    Scalar,
+}
+
+/// An array element.
+#[derive(Debug, PartialEq)]
+pub enum Element<const N: usize> {
+    Object(Object<N>),
+    /// Any other value; its span.
+    Other(Range<usize>),
+}
+
+/// An object: its span, and the span of the value of each wanted key it has.
+#[derive(Debug, PartialEq)]
+pub struct Object<const N: usize> {
+    pub span: Range<usize>,
+    pub fields: [Option<Range<usize>>; N],
+}
+
+/// Scans `text` as a JSON document, recording for each object at the top level (the value
+/// itself, or the elements of a top-level array) the values of the `keys` it has. `None` when
+/// the text is not JSON, or when the scanner gives up (see the module notes).
+pub fn document<const N: usize>(text: &str, keys: [&str; N]) -> Option<Document<N>> {
+    let mut c = Cursor::new(text.as_bytes());
+    c.ws();
+    let doc = match c.peek()? {
+        b'{' => Document::Object(c.wanted(1, &keys)?),
+        b'[' => {
+            let mut elements = Vec::new();
+            c.array(1, |c| {
+                let el = if c.peek() == Some(b'{') {
+                    Element::Object(c.wanted(2, &keys)?)
+                } else {
+                    let start = c.i;
+                    c.value(2)?;
+                    Element::Other(start..c.i)
+                };
+                elements.push(el);
+                Some(())
+            })?;
+            Document::Array(elements)
+        }
+        _ => {
+            c.value(1)?;
+            Document::Scalar
+        }
+    };
+    c.ws();
+    (c.i == c.b.len()).then_some(doc)
+}
+
+/// The `n`th element of the JSON array `text` (`Ok(None)` when it has fewer, or is not an
+/// array); `Err` when `text` is not JSON or too deep.
+pub fn array_element(text: &str, n: usize) -> Result<Option<&str>, GaveUp> {
+    let mut c = Cursor::new(text.as_bytes());
+    c.ws();
+    if c.peek() != Some(b'[') {
+        return c.whole(1).map(|()| None);
+    }
+    let mut found = None;
+    let mut k = 0;
+    c.array(1, |c| {
+        let start = c.i;
+        c.value(2)?;
+        if k == n {
+            found = Some(start..c.i);
+        }
+        k += 1;
+        Some(())
+    })
+    .ok_or(GaveUp)?;
+    c.ws();
+    if c.i != c.b.len() {
+        return Err(GaveUp);
+    }
+    Ok(found.map(|r| &text[r]))
+}
+
+/// The content of a JSON string written without escapes (`"abc"` gives `abc`).
+pub fn plain_string(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains(['\\', '"'])).then_some(inner)
+}
+
+/// The scanner could not answer; serde_json must.
+#[derive(Debug, PartialEq)]
+pub struct GaveUp;
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `w` (8 bytes, little-endian) that end or escape a string, or may not appear
+/// in one, as high bits. Exact up to the first such byte, which is all a scan needs: the
+/// borrows of the subtractions can only mark bytes above a byte that is really special.
+fn special(w: u64) -> u64 {
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    (zero_in(quote) | zero_in(backslash) | below_space) & HIGHS
+}
+
+impl<'a> Cursor<'a> {
+    fn new(b: &'a [u8]) -> Cursor<'a> {
+        Cursor { b, i: 0 }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// The rest of the text is one value and whitespace.
+    fn whole(&mut self, depth: usize) -> Result<(), GaveUp> {
+        self.value(depth).ok_or(GaveUp)?;
+        self.ws();
+        (self.i == self.b.len()).then_some(()).ok_or(GaveUp)
+    }
+
+    /// One value of any kind, at its first byte.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(depth + 1, |_, _, _| Some(())),
+            b'[' => self.array(depth + 1, |c| c.value(depth + 1)),
+            b't' => self.word(b"true"),
+            b'f' => self.word(b"false"),
+            b'n' => self.word(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// An object, recording the values of `keys`; a key met twice gives up.
+    fn wanted<const N: usize>(&mut self, depth: usize, keys: &[&str; N]) -> Option<Object<N>> {
+        let start = self.i;
+        let mut fields: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
+        self.object(depth, |key, escaped, value| {
+            if escaped {
+                return None;
+            }
+            if let Some(k) = keys.iter().position(|k| k.as_bytes() == key) {
+                if fields[k].replace(value).is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        })?;
+        Some(Object {
+            span: start..self.i,
+            fields,
+        })
+    }
+
+    /// An object at `{`; `member` sees each key (raw, between its quotes), whether the key
+    /// has escapes, and the span of its value.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&[u8], bool, Range<usize>) -> Option<()>,
+    ) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let key_start = self.i + 1;
+            let escaped = self.string()?;
+            let key = &self.b[key_start..self.i - 1];
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            let value_start = self.i;
+            self.value(depth)?;
+            member(key, escaped, value_start..self.i)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array at `[`; `element` consumes each element, starting at its first byte.
+    fn array(
+        &mut self,
+        depth: usize,
+        mut element: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            element(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string at its opening quote; whether it has escapes.
+    fn string(&mut self) -> Option<bool> {
+        self.i += 1;
+        let mut escaped = false;
+        loop {
+            self.skip_plain();
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(escaped);
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    self.escape()?;
+                }
+                // A control character.
+                _ => return None,
+            }
+        }
+    }
+
+    /// Moves to the next byte that ends or escapes a string or may not be in one (or the end).
+    fn skip_plain(&mut self) {
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let mut w = [0; 8];
+            w.copy_from_slice(chunk);
+            let found = special(u64::from_le_bytes(w));
+            if found != 0 {
+                self.i += found.trailing_zeros() as usize / 8;
+                return;
+            }
+            self.i += 8;
+        }
+        while self
+            .peek()
+            .is_some_and(|c| c != b'"' && c != b'\\' && c >= 0x20)
+        {
+            self.i += 1;
+        }
+    }
+
+    /// The rest of an escape, after its backslash.
+    fn escape(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+            b'u' => {
+                let hex = self.b.get(self.i + 1..self.i + 5)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                self.i += 5;
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn word(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    fn digits(&mut self) -> Option<()> {
+        if !self.peek()?.is_ascii_digit() {
+            return None;
+        }
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        Some(())
+    }
+
+    fn number(&mut self) -> Option<()> {
+        let _ = self.eat(b'-');
+        if self.eat(b'0').is_none() {
+            self.digits()?;
+        }
+        if self.eat(b'.').is_some() {
+            self.digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.digits()?;
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn valid(text: &str) -> bool {
+        document(text, []).is_some()
+    }
+
+    #[test]
+    fn accepts_json_and_rejects_what_is_not() {
+        for ok in [
+            r#"{}"#,
+            r#"[]"#,
+            r#" {"a" : [1, -2.5e+3, 0, 0.0, 1E9, true, false, null, "x\"\\\/\b\f\n\r\t\u00e9"]} "#,
+            r#""é ünïcödé 😀""#,
+            "0",
+            "-0.0e-0",
+            r#"[[[[{"a":{"b":[]}}]]]]"#,
+            "\t\r\n[1]\n",
+        ] {
+            assert!(valid(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "{",
+            "[1,]",
+            r#"{"a":1,}"#,
+            r#"{"a"}"#,
+            r#"{a:1}"#,
+            "01",
+            "-",
+            "1.",
+            "1e",
+            ".5",
+            "+1",
+            "tru",
+            "nul",
+            "[1 2]",
+            r#""\x""#,
+            r#""\u12g4""#,
+            "\"a\u{1}b\"",
+            r#""open"#,
+            "{} {}",
+            "[1]x",
+            "\u{c}[]",
+            "NaN",
+        ] {
+            assert!(!valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wanted_members_are_found_at_the_top_level_only() {
+        let text = r#"{"id":7, "method" :"m","params":[{"id":1}],"x":{"method":2}}"#;
+        let Some(Document::Object(o)) = document(text, ["id", "method", "params", "jsonrpc"])
+        else {
+            panic!("object");
+        };
+        let got: Vec<Option<&str>> = o
+            .fields
+            .iter()
+            .map(|r| r.clone().map(|r| &text[r]))
+            .collect();
+        assert_eq!(got, [Some("7"), Some("\"m\""), Some(r#"[{"id":1}]"#), None]);
+        assert_eq!(o.span, 0..text.len());
+    }
+
+    #[test]
+    fn gives_up_on_escaped_keys_repeated_keys_and_deep_nesting() {
+        assert!(document(r#"{"\u0069d":1}"#, ["id"]).is_none());
+        assert!(document(r#"{"id":1,"id":2}"#, ["id"]).is_none());
+        assert!(document(r#"{"x":1,"x":2}"#, ["id"]).is_some());
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(document(&deep, []).is_none());
+        assert!(serde_json::from_str::<&RawValue>(&deep).is_ok());
+    }
+
+    #[test]
+    fn array_elements_by_position() {
+        let params = r#" ["0xabc", {"to":"0x1"} , "latest"] "#;
+        assert_eq!(array_element(params, 0), Ok(Some("\"0xabc\"")));
+        assert_eq!(array_element(params, 1), Ok(Some(r#"{"to":"0x1"}"#)));
+        assert_eq!(array_element(params, 2), Ok(Some("\"latest\"")));
+        assert_eq!(array_element(params, 3), Ok(None));
+        assert_eq!(array_element(r#"{"a":1}"#, 0), Ok(None));
+        assert_eq!(array_element("[1,", 0), Err(GaveUp));
+    }
+
+    #[test]
+    fn the_eight_byte_check_finds_every_special_byte_at_every_position() {
+        for special_byte in [b'"', b'\\', 0x00, 0x1f] {
+            for pos in 0..8 {
+                let mut w = [b'a'; 8];
+                w[pos] = special_byte;
+                let found = special(u64::from_le_bytes(w));
+                assert_eq!(found.trailing_zeros() / 8, pos as u32, "{special_byte:#x}");
+                // Earlier special bytes are found first.
+                w[7] = b'"';
+                let found = special(u64::from_le_bytes(w));
+                assert_eq!(found.trailing_zeros() / 8, pos as u32, "{special_byte:#x}");
+            }
+        }
+        for plain in [
+            b"abcdefgh",
+            b"0x12 !#~",
+            &[0x20, 0x7f, 0x80, 0xff, b'[', b']', b'{', b'}'],
+        ] {
+            assert_eq!(special(u64::from_le_bytes(*plain)), 0, "{plain:?}");
+        }
+    }
+}
