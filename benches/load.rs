@@ -22,6 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 struct Opts {
     duration: Duration,
+    /// Closed-loop runs per target and level, taken in turns (nginx, livechain, nginx, …) so
+    /// that the machine's slow and fast moments fall on both; the median run is reported.
+    rounds: usize,
     warmup: Duration,
     levels: Vec<usize>,
     ws_idle: usize,
@@ -32,7 +35,8 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut o = Opts {
-        duration: Duration::from_secs(10),
+        duration: Duration::from_secs(5),
+        rounds: 3,
         warmup: Duration::from_secs(2),
         levels: vec![64, 1000, 10_000],
         ws_idle: 10_000,
@@ -46,6 +50,7 @@ fn opts() -> Opts {
         let value = args.get(i + 1).cloned().unwrap_or_default();
         match args[i].as_str() {
             "--duration" => o.duration = Duration::from_secs(value.parse().expect("--duration")),
+            "--rounds" => o.rounds = value.parse::<usize>().expect("--rounds").max(1),
             "--levels" => {
                 o.levels = value
                     .split(',')
@@ -572,8 +577,13 @@ async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: O
 
 fn row(out: &mut String, label: &str, conns: &str, r: &Run) {
     let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.0}{unit}"));
+    // CPU per request is steadier than requests/s on a shared machine: it does not depend on
+    // how much of the machine the proxy got.
+    let per_request = r.cpu.filter(|_| r.rps > 0.0).map_or("-".to_owned(), |c| {
+        format!("{:.1} µs", c / 100.0 * 1e6 / r.rps)
+    });
     out.push_str(&format!(
-        "| {label} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} |\n",
+        "| {label} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {per_request} | {} |\n",
         r.rps,
         r.p50,
         r.p99,
@@ -582,6 +592,23 @@ fn row(out: &mut String, label: &str, conns: &str, r: &Run) {
         opt(r.cpu, " %"),
         opt(r.rss_mib, " MiB"),
     ));
+}
+
+/// Closed-loop runs of each target in turns; the median run (by requests/s) of each.
+async fn rounds(targets: &[(SocketAddr, Option<u32>)], conns: usize, o: &Opts) -> Vec<Run> {
+    let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..o.rounds {
+        for (i, &(addr, pid)) in targets.iter().enumerate() {
+            eprintln!("load: {conns} connections, round {}, target {i}", round + 1);
+            runs[i].push(run(addr, conns, o, None, pid).await);
+        }
+    }
+    runs.into_iter()
+        .map(|mut rs| {
+            rs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            rs.swap_remove(rs.len() / 2)
+        })
+        .collect()
 }
 
 async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String {
@@ -594,16 +621,23 @@ async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String
     let (lc_pid, ngx_pid, mock_pid) = (lc.child.id(), ngx.child.id(), mock.child.id());
 
     let mut out = String::from(
-        "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU | proxy RSS |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU | CPU per request | proxy RSS |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut ratios = String::new();
     let mut lc_best: f64 = 0.0;
     for &conns in &o.levels {
-        eprintln!("load: {conns} connections");
-        let direct = run(mock_addr, conns, o, None, Some(mock_pid)).await;
-        let nginx = run(ngx_addr, conns, o, None, Some(ngx_pid)).await;
-        let live = run(lc_addr, conns, o, None, Some(lc_pid)).await;
+        let targets = [
+            (mock_addr, Some(mock_pid)),
+            (ngx_addr, Some(ngx_pid)),
+            (lc_addr, Some(lc_pid)),
+        ];
+        let mut medians = rounds(&targets, conns, o).await.into_iter();
+        let (direct, nginx, live) = (
+            medians.next().expect("direct"),
+            medians.next().expect("nginx"),
+            medians.next().expect("livechain"),
+        );
         lc_best = lc_best.max(live.rps);
         // The node's own CPU is not a proxy's.
         let direct_row = Run {
@@ -631,8 +665,12 @@ async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String
     // the generator and the node core 0, for nginx and livechain alike.
     let rate = (lc_best / 2.0).max(100.0);
     let me = std::process::id();
-    let pinned =
-        cores >= 2 && pin(me, "0") && pin(mock_pid, "0") && pin(ngx_pid, "1") && pin(lc_pid, "1");
+    // nginx's workers are processes of their own: each is pinned, not just the master.
+    let pinned = cores >= 2
+        && pin(me, "0")
+        && pin(mock_pid, "0")
+        && family(ngx_pid).into_iter().all(|p| pin(p, "1"))
+        && pin(lc_pid, "1");
     eprintln!("load: open loop at {rate:.0} requests/s (pinned: {pinned})");
     let direct = run(mock_addr, 64, o, Some(rate), None).await;
     let nginx = run(ngx_addr, 64, o, Some(rate), Some(ngx_pid)).await;
@@ -862,8 +900,10 @@ fn main() {
         .expect("runtime");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = format!(
-        "livechain load benchmark: {cores} cores, {} s per run after warm-up, loopback only\n\n",
-        o.duration.as_secs()
+        "livechain load benchmark: {cores} cores, {} s per run after warm-up, closed-loop rows the \
+         median of {} runs taken in turns, loopback only\n\n",
+        o.duration.as_secs(),
+        o.rounds
     );
     if o.http {
         report.push_str(&rt.block_on(http_benchmark(&o, bin, &dir, cores)));

@@ -83,6 +83,24 @@ impl AsyncWrite for Conn {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Pingora(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Pingora(s) => s.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
@@ -96,4 +114,22 @@ impl AsyncWrite for Conn {
             Conn::Pingora(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
+}
+
+/// Writes all of `parts`, in as few system calls as the stream allows: one `writev(2)` for a
+/// head and a body instead of copying the body behind the head first.
+pub async fn write_all_parts(
+    stream: &mut Conn,
+    mut parts: &mut [io::IoSlice<'_>],
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    io::IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let n = stream.write_vectored(parts).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
 }

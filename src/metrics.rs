@@ -395,6 +395,11 @@ impl MethodLabel {
         )
     }
 
+    /// The method's own name when it is one of the known ones.
+    pub fn known(self) -> Option<&'static str> {
+        KNOWN_METHODS.get(self.0).copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self.0 {
             i if i < Self::OTHER => KNOWN_METHODS[i],

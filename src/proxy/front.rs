@@ -14,6 +14,7 @@
 //! head is unambiguous, so the two can never read the same bytes differently.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,18 +108,22 @@ impl ServerApp for Front {
             let _ = closing.changed().await;
         });
         let mut wait = Wait { idle, stop };
+        let mut head = Vec::with_capacity(256);
         loop {
             match next_request(&self.app, &mut stream, &mut buf, shutdown, &mut wait).await {
                 Next::Gone => return None,
                 Next::Fast(req) => {
-                    if !self.serve(&mut stream, &mut buf, req, shutdown).await {
+                    if !self
+                        .serve(&mut stream, &mut buf, &mut head, req, shutdown)
+                        .await
+                    {
                         return None;
                     }
                 }
                 Next::Upgrade(up) => {
                     let mut ctx = RequestCtx::new();
                     ctx.chain = Some(up.chain.clone());
-                    ctx.method = Some("websocket".into());
+                    ctx.method = Some(std::borrow::Cow::Borrowed("websocket"));
                     let limits = up.limits;
                     let req = ws::Request {
                         key: up.key.as_deref(),
@@ -136,7 +141,7 @@ impl ServerApp for Front {
                         }
                         Err(answer) => {
                             ctx.status = answer.status;
-                            let written = write_answer(&mut stream, &answer).await;
+                            let written = write_answer(&mut stream, &answer, &mut head).await;
                             self.app.log(&ctx, ctx.status, None);
                             if written.is_err() || answer.close {
                                 return None;
@@ -169,6 +174,7 @@ impl Front {
         &self,
         stream: &mut Conn,
         buf: &mut BytesMut,
+        head: &mut Vec<u8>,
         req: Fast,
         shutdown: &ShutdownWatch,
     ) -> bool {
@@ -196,7 +202,7 @@ impl Front {
         }
         ctx.status = answer.status;
         let keep = !answer.close;
-        let written = write_answer(stream, &answer).await;
+        let written = write_answer(stream, &answer, head).await;
         self.app.log(&ctx, ctx.status, None);
         written.is_ok() && keep
     }
@@ -323,18 +329,27 @@ fn classify(app: &Livechain, buf: &[u8]) -> Option<Next> {
     }))
 }
 
-/// Answers up to this size go out in the same write as their head.
+/// Answers up to this size go out in the same write as their head where writes cannot be
+/// vectored.
 const COALESCE_BODY: usize = 64 * 1024;
 
-async fn write_answer(stream: &mut Conn, answer: &Answer) -> std::io::Result<()> {
-    let small = answer.body.len() <= COALESCE_BODY;
-    let mut wire = Vec::with_capacity(256 + if small { answer.body.len() } else { 0 });
-    respond::encode_head(answer, &mut wire);
-    if small {
-        wire.extend_from_slice(&answer.body);
-        stream.write_all(&wire).await?;
+/// Writes an answer: head and body in one `writev(2)`. `head` is the connection's buffer for
+/// heads, kept from answer to answer.
+async fn write_answer(
+    stream: &mut Conn,
+    answer: &Answer,
+    head: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    head.clear();
+    respond::encode_head(answer, head);
+    if tokio::io::AsyncWrite::is_write_vectored(&*stream) {
+        let mut parts = [IoSlice::new(head), IoSlice::new(&answer.body)];
+        crate::conn::write_all_parts(stream, &mut parts).await?;
+    } else if answer.body.len() <= COALESCE_BODY {
+        head.extend_from_slice(&answer.body);
+        stream.write_all(head).await?;
     } else {
-        stream.write_all(&wire).await?;
+        stream.write_all(head).await?;
         stream.write_all(&answer.body).await?;
     }
     stream.flush().await

@@ -23,10 +23,11 @@ mod single;
 pub use front::Front;
 pub use outcome::{outcome_of_error, retry_after};
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::upstream::Connector;
+use crate::upstream::{Connector, Upstream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method};
@@ -73,7 +74,7 @@ impl Livechain {
             chain: ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
             method: ctx.method.as_deref().unwrap_or("-"),
             calls: ctx.calls,
-            upstream: ctx.upstream.as_deref().unwrap_or("-"),
+            upstream: ctx.upstream.as_ref().map_or("-", |u| u.name.as_str()),
             status,
             retries: ctx.retries,
             duration_us: elapsed.as_micros() as u64,
@@ -86,9 +87,10 @@ impl Livechain {
 pub struct RequestCtx {
     started: Instant,
     chain: Option<Arc<Chain>>,
-    method: Option<Box<str>>,
+    /// Known method names are the label's static text: no allocation per request.
+    method: Option<Cow<'static, str>>,
     calls: usize,
-    upstream: Option<Box<str>>,
+    upstream: Option<Arc<Upstream>>,
     retries: u32,
     status: u16,
     /// The `method` label when this was a JSON-RPC request (`batch` for batches).
@@ -168,7 +170,7 @@ impl Livechain {
             ));
         };
         ctx.chain = Some(chain.clone());
-        ctx.method = Some("websocket".into());
+        ctx.method = Some(Cow::Borrowed("websocket"));
         match ws::serve(session, chain, &snapshot.limits, &self.ws_counts).await {
             ws::Upgrade::Refused(answer) => Some(answer),
             ws::Upgrade::Done => {
@@ -278,8 +280,9 @@ impl Livechain {
         };
         let (answer, state) = match &request {
             Request::Single(call) => {
-                ctx.metric_method = Some(MethodLabel::of(call.method(&body)));
-                ctx.method = Some(jsonrpc::error::quote(call.method(&body)).into());
+                let label = MethodLabel::of(call.method(&body));
+                ctx.metric_method = Some(label);
+                ctx.method = Some(method_text(label, call.method(&body)));
                 ctx.calls = 1;
                 let mut state = Attempts::default();
                 let answer = single::forward(&forwarder, &body, call, &mut state).await;
@@ -288,12 +291,12 @@ impl Livechain {
             Request::Batch(items) => {
                 ctx.metric_method = Some(MethodLabel::BATCH);
                 ctx.method = jsonrpc::batch_first_method(&body, items)
-                    .map(|m| jsonrpc::error::quote(m).into());
+                    .map(|m| method_text(MethodLabel::of(m), m));
                 ctx.calls = items.len();
                 batch::forward(&forwarder, &body, items).await
             }
         };
-        ctx.upstream = state.last_upstream.as_ref().map(|u| u.name.as_str().into());
+        ctx.upstream = state.last_upstream.clone();
         ctx.retries = state.retries();
         answer
     }
@@ -334,6 +337,14 @@ fn body_error(body: &[u8], e: BodyError) -> Answer {
                 format!("batch of {len} calls is larger than the limit of {max}"),
             ),
         ),
+    }
+}
+
+/// A method's name for the access log.
+fn method_text(label: MethodLabel, method: &str) -> Cow<'static, str> {
+    match label.known() {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(jsonrpc::error::quote(method).into_owned()),
     }
 }
 

@@ -44,9 +44,16 @@ pub fn write(line: &Line<'_>) {
         );
         return;
     };
-    let mut out = Vec::with_capacity(256);
-    format(&mut out, sink.format, line);
-    sink.shared.append(&out);
+    // Each proxy thread formats into its own buffer, kept from line to line.
+    thread_local! {
+        static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+    }
+    LINE.with(|out| {
+        let mut out = out.borrow_mut();
+        out.clear();
+        format(&mut out, sink.format, line);
+        sink.shared.append(&out);
+    });
 }
 
 fn format(out: &mut Vec<u8>, format: LogFormat, l: &Line<'_>) {

@@ -7,6 +7,8 @@
 //! Pingora still makes the connections (TCP, TLS with the upstream's CA and SNI); the pool
 //! (`pool`) and the HTTP/1.1 framing (`http1`) are livechain's own, for their cost per request.
 
+use std::io::IoSlice;
+
 use bytes::Bytes;
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
@@ -102,9 +104,6 @@ impl Upstream {
         }
     }
 
-    /// Writes the request line, headers and body in one write: one `send(2)` instead of two
-    /// halves the loopback and kernel work per request. An error here means nothing was
-    /// answered yet.
     /// A new connection: plain TCP made here, TLS by Pingora's connector (SNI, CA, ALPN).
     async fn connect(
         &self,
@@ -131,13 +130,26 @@ impl Upstream {
         Ok(Conn::Tcp(tcp))
     }
 
+    /// Writes the request line, headers and body in one write: one `writev(2)` (or one buffer
+    /// for TLS) instead of several halves the loopback and kernel work per request. An error
+    /// here means nothing was answered yet.
     async fn write_request(&self, stream: &mut Conn, body: &[u8]) -> std::io::Result<()> {
         let head = &self.endpoint.head;
         let mut length = itoa::Buffer::new();
         let length = length.format(body.len()).as_bytes();
         const LENGTH: &[u8] = b"content-length: ";
-        let size = head.len() + LENGTH.len() + length.len() + 4 + body.len();
-        if body.len() <= COALESCE_BODY {
+        if tokio::io::AsyncWrite::is_write_vectored(&*stream) {
+            let mut parts = [
+                IoSlice::new(head),
+                IoSlice::new(LENGTH),
+                IoSlice::new(length),
+                IoSlice::new(b"\r\n\r\n"),
+                IoSlice::new(body),
+            ];
+            crate::conn::write_all_parts(stream, &mut parts).await?;
+        } else if body.len() <= COALESCE_BODY {
+            // TLS: one buffer makes one record.
+            let size = head.len() + LENGTH.len() + length.len() + 4 + body.len();
             let mut wire = Vec::with_capacity(size);
             wire.extend_from_slice(head);
             wire.extend_from_slice(LENGTH);
