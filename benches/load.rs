@@ -88,14 +88,16 @@ struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // nginx's workers outlive a killed master: stop the children (by PID) first.
-        for pid in family(self.child.id()).into_iter().skip(1) {
+        // nginx's workers outlive a killed master, and a master that sees a worker die starts
+        // another: note the children, stop the master, then the children (by PID).
+        let children = family(self.child.id()).split_off(1);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in children {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
