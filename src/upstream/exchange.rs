@@ -9,7 +9,7 @@
 
 use std::io::IoSlice;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::ErrorType;
@@ -71,19 +71,20 @@ impl Upstream {
         let _slot = pool.slot().await;
         let mut attempt = 0;
         loop {
-            let (mut stream, home, reused) = match pool.take(addr) {
-                Some((s, home)) => (s, home, true),
+            let (mut stream, mut buf, home, reused) = match pool.take(addr) {
+                Some((s, buf, home)) => (s, buf, home, true),
                 None => (
                     self.connect(connector, &peer, addr).await?,
+                    BytesMut::new(),
                     pool.home(),
                     false,
                 ),
             };
             let stale = match self.write_request(&mut stream, &body).await {
-                Ok(()) => match http1::read_response(&mut stream, max_response).await {
+                Ok(()) => match http1::read_response(&mut stream, &mut buf, max_response).await {
                     Ok((response, reusable)) => {
                         if reusable {
-                            pool.put(stream, addr, home);
+                            pool.put(stream, buf, addr, home);
                         }
                         return Ok(response);
                     }

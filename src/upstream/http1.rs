@@ -155,13 +155,23 @@ async fn fill<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut) -> Result<usi
         .map_err(|_| ReadError::Io("read failed"))
 }
 
-/// Reads one whole response from `s`, at most `max` body bytes. The `bool` says whether the
+/// Bodies up to this size leave their buffer to the connection for the next answer; a larger
+/// one is not kept alive by an idle connection.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Reads one whole response from `s`, at most `max` body bytes, into the connection's buffer
+/// `conn_buf` (empty between answers). The body shares its allocation: once the body is
+/// dropped, the next answer reads into the same memory. The `bool` says whether the
 /// connection may carry another request (framing known, not closing, nothing left over).
 pub async fn read_response<S: AsyncRead + Unpin>(
     s: &mut S,
+    conn_buf: &mut BytesMut,
     max: usize,
 ) -> Result<(Response, bool), ReadError> {
-    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    let mut buf = std::mem::take(conn_buf);
+    if buf.capacity() < FIRST_READ {
+        buf.reserve(FIRST_READ);
+    }
     let head = loop {
         let received = !buf.is_empty();
         if fill(s, &mut buf).await? == 0 {
@@ -190,7 +200,11 @@ pub async fn read_response<S: AsyncRead + Unpin>(
                 }
             }
             let clean = buf.len() == n;
-            (buf.split_to(n).freeze(), clean)
+            let body = buf.split_to(n).freeze();
+            if clean && n <= KEEP_BUFFER {
+                *conn_buf = buf;
+            }
+            (body, clean)
         }
         Framing::Chunked => (read_chunked(s, buf, max).await?, true),
         Framing::Close => {
@@ -334,7 +348,31 @@ mod tests {
         tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap()
-            .block_on(read_response(&mut io, max))
+            .block_on(read_response(&mut io, &mut BytesMut::new(), max))
+    }
+
+    #[test]
+    fn an_answer_reads_into_the_memory_of_the_one_before_once_it_is_dropped() {
+        let wire = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut conn_buf = BytesMut::new();
+        let next = |conn_buf: &mut BytesMut| {
+            let mut io = tokio_test::io::Builder::new().read(wire).build();
+            rt.block_on(read_response(&mut io, conn_buf, 1024)).unwrap()
+        };
+        let (first, clean) = next(&mut conn_buf);
+        assert!(clean);
+        let at = first.body.as_ptr();
+        drop(first);
+        let (second, _) = next(&mut conn_buf);
+        assert_eq!(&second.body[..], b"hello");
+        assert_eq!(second.body.as_ptr(), at, "same allocation");
+        // While an answer is still held, the next one gets memory of its own.
+        let (third, _) = next(&mut conn_buf);
+        assert_ne!(third.body.as_ptr(), second.body.as_ptr());
+        assert_eq!(&third.body[..], b"hello");
     }
 
     fn every_split(wire: &[u8], max: usize) -> Vec<Result<(Response, bool), ReadError>> {

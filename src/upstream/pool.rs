@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::conn::Conn;
@@ -37,6 +38,8 @@ pub struct Pool {
 
 struct Idle {
     stream: Conn,
+    /// Its read buffer, kept with it so that each answer does not allocate one.
+    buf: BytesMut,
     /// Where it is connected: after a DNS change, connections to the old address are not reused.
     addr: SocketAddr,
     since: Instant,
@@ -68,16 +71,16 @@ impl Pool {
     /// The most recently used idle connection to `addr`, if one is fresh enough: this thread's
     /// own first, another thread's if it has none.
     /// Returns the connection and the stack it belongs on (see [`Pool::put`]).
-    pub fn take(&self, addr: SocketAddr) -> Option<(Conn, usize)> {
+    pub fn take(&self, addr: SocketAddr) -> Option<(Conn, BytesMut, usize)> {
         let own = self.home();
         let n = self.shards.len();
         (0..n).find_map(|k| {
             let shard = (own + k) % n;
-            self.take_from(shard, addr).map(|c| (c, shard))
+            self.take_from(shard, addr).map(|(c, b)| (c, b, shard))
         })
     }
 
-    fn take_from(&self, shard: usize, addr: SocketAddr) -> Option<Conn> {
+    fn take_from(&self, shard: usize, addr: SocketAddr) -> Option<(Conn, BytesMut)> {
         let now = Instant::now();
         let mut stale = Vec::new();
         let found = {
@@ -88,7 +91,7 @@ impl Pool {
                     Some(c)
                         if c.addr == addr && now.duration_since(c.since) < self.idle_timeout =>
                     {
-                        break Some(c.stream)
+                        break Some((c.stream, c.buf))
                     }
                     Some(c) => stale.push(c),
                 }
@@ -102,7 +105,7 @@ impl Pool {
     /// Keeps a connection that finished an exchange cleanly for the next request, on the stack
     /// of the thread that opened it (`home`: from [`Pool::take`], or [`Pool::home`] for a
     /// connection opened by this thread).
-    pub fn put(&self, stream: Conn, addr: SocketAddr, home: usize) {
+    pub fn put(&self, stream: Conn, buf: BytesMut, addr: SocketAddr, home: usize) {
         let now = Instant::now();
         let evicted = {
             let mut idle = lock(&self.shards[home % self.shards.len()]);
@@ -117,6 +120,7 @@ impl Pool {
             }
             idle.push_back(Idle {
                 stream,
+                buf,
                 addr,
                 since: now,
             });
@@ -185,8 +189,8 @@ mod tests {
     fn reuses_the_newest_connection_to_the_same_address() {
         let pool = Pool::new(4, Duration::from_secs(60), 1);
         assert!(pool.take(addr(1)).is_none());
-        pool.put(stream(), addr(1), 0);
-        pool.put(stream(), addr(2), 0);
+        pool.put(stream(), BytesMut::new(), addr(1), 0);
+        pool.put(stream(), BytesMut::new(), addr(2), 0);
         assert_eq!(pool.idle_count(), 2);
         // The newest is to another address: it is closed, the older one reused.
         assert!(pool.take(addr(1)).is_some());
@@ -196,10 +200,10 @@ mod tests {
     #[test]
     fn expired_connections_are_not_reused() {
         let pool = Pool::new(4, Duration::from_millis(1), 1);
-        pool.put(stream(), addr(1), 0);
+        pool.put(stream(), BytesMut::new(), addr(1), 0);
         std::thread::sleep(Duration::from_millis(5));
         assert!(pool.take(addr(1)).is_none());
-        pool.put(stream(), addr(1), 0);
+        pool.put(stream(), BytesMut::new(), addr(1), 0);
         std::thread::sleep(Duration::from_millis(5));
         pool.sweep();
         assert_eq!(pool.idle_count(), 0);
@@ -209,7 +213,7 @@ mod tests {
     fn never_holds_more_than_max() {
         let pool = Pool::new(2, Duration::from_secs(60), 1);
         for _ in 0..5 {
-            pool.put(stream(), addr(1), 0);
+            pool.put(stream(), BytesMut::new(), addr(1), 0);
         }
         assert_eq!(pool.idle_count(), 2);
     }
