@@ -68,6 +68,9 @@ impl Limits {
     }
 }
 
+/// Up to this many chains, a name is looked up by comparing it with each.
+const LINEAR_LOOKUP: usize = 8;
+
 /// One immutable routing table.
 pub struct Snapshot {
     pub limits: Limits,
@@ -102,12 +105,15 @@ impl Snapshot {
 
     /// Finds a chain by the first path segment: its name, or its decimal chain id.
     pub fn chain(&self, segment: &str) -> Option<&Arc<Chain>> {
-        let index = if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
-            self.by_id.get(&segment.parse::<u64>().ok()?)
-        } else {
-            self.by_name.get(segment)
-        };
-        index.map(|&i| &self.chains[i])
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            let id = segment.parse::<u64>().ok()?;
+            return self.by_id.get(&id).map(|&i| &self.chains[i]);
+        }
+        // A few chains are compared faster than a name is hashed (every request does this).
+        if self.chains.len() <= LINEAR_LOOKUP {
+            return self.chains.iter().find(|c| c.name == segment);
+        }
+        self.by_name.get(segment).map(|&i| &self.chains[i])
     }
 
     pub fn chains(&self) -> impl Iterator<Item = &Arc<Chain>> {
@@ -163,5 +169,54 @@ impl Chain {
         select::pick(&self.upstreams, now, |u| {
             u.is_resolved() && accept(u) && u.health.try_acquire(now, &self.policy.health)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{parse_server, parse_upstreams, Config};
+
+    /// A table of `n` chains named `c0`… with ids 100…, one upstream each.
+    fn table(n: usize) -> super::Snapshot {
+        let mut text = String::new();
+        for i in 0..n {
+            text.push_str(&format!(
+                "[chains.c{i}]\nchain_id = {}\n[[chains.c{i}.upstreams]]\nname = \"u\"\n\
+                 http = \"http://127.0.0.1:{}\"\n",
+                100 + i,
+                9000 + i
+            ));
+        }
+        let config = Config {
+            path: "t.toml".into(),
+            server: parse_server("", Path::new("t.toml"), |_| None).unwrap(),
+            upstreams: parse_upstreams(&text, Path::new("u.toml"), |_| None).unwrap(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut mocks = crate::control::MockHost::new(rt.handle().clone());
+        crate::table::build(&config, None, &mut mocks)
+            .unwrap()
+            .snapshot
+    }
+
+    #[test]
+    fn chains_are_found_by_name_and_id_in_small_and_large_tables() {
+        for n in [1, 3, super::LINEAR_LOOKUP, super::LINEAR_LOOKUP + 5] {
+            let t = table(n);
+            for i in 0..n {
+                let name = format!("c{i}");
+                assert_eq!(t.chain(&name).map(|c| c.name.as_str()), Some(name.as_str()));
+                let by_id = t.chain(&(100 + i).to_string()).expect("by id");
+                assert_eq!(by_id.name, name);
+            }
+            assert!(t.chain("nope").is_none(), "{n} chains");
+            assert!(t.chain("c").is_none());
+            assert!(t.chain("99").is_none());
+            assert!(t.chain("").is_none());
+        }
     }
 }
