@@ -239,7 +239,8 @@ fn family(pid: u32) -> Vec<u32> {
 }
 
 /// CPU seconds (user + system) used so far by `pid` and its children.
-fn cpu_secs(pid: u32) -> f64 {
+/// User and system CPU seconds of `pid` and its children.
+fn cpu_secs(pid: u32) -> (f64, f64) {
     family(pid)
         .iter()
         .map(|p| {
@@ -253,10 +254,10 @@ fn cpu_secs(pid: u32) -> f64 {
                 })
                 .unwrap_or_default();
             // utime and stime are fields 14 and 15 of stat; 11 and 12 after the ')'.
-            (fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)) as f64
-                / 100.0
+            let ticks = |i: usize| fields.get(i).copied().unwrap_or(0) as f64 / 100.0;
+            (ticks(11), ticks(12))
         })
-        .sum()
+        .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds))
 }
 
 /// Resident memory of `pid` and its children, in KiB.
@@ -512,7 +513,10 @@ struct Run {
     p999: f64,
     errors: u64,
     connect_errors: u64,
+    /// Percent of one core.
     cpu: Option<f64>,
+    /// The user-space part of `cpu`.
+    cpu_user: Option<f64>,
     rss_mib: Option<f64>,
 }
 
@@ -572,7 +576,10 @@ async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: O
         p999: percentile(&all, 0.999),
         errors,
         connect_errors,
-        cpu: cpu0.zip(cpu1).map(|(a, b)| (b - a) / secs * 100.0),
+        cpu: cpu0
+            .zip(cpu1)
+            .map(|(a, b)| (b.0 + b.1 - a.0 - a.1) / secs * 100.0),
+        cpu_user: cpu0.zip(cpu1).map(|(a, b)| (b.0 - a.0) / secs * 100.0),
         rss_mib: rss,
     }
 }
@@ -581,9 +588,13 @@ fn row(out: &mut String, label: &str, conns: &str, r: &Run) {
     let opt = |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.0}{unit}"));
     // CPU per request is steadier than requests/s on a shared machine: it does not depend on
     // how much of the machine the proxy got.
-    let per_request = r.cpu.filter(|_| r.rps > 0.0).map_or("-".to_owned(), |c| {
-        format!("{:.1} µs", c / 100.0 * 1e6 / r.rps)
-    });
+    let per_request = match (r.cpu, r.cpu_user) {
+        (Some(all), Some(user)) if r.rps > 0.0 => {
+            let us = |pct: f64| pct / 100.0 * 1e6 / r.rps;
+            format!("{:.1} µs ({:.1} user)", us(all), us(user))
+        }
+        _ => "-".to_owned(),
+    };
     out.push_str(&format!(
         "| {label} | {conns} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {per_request} | {} |\n",
         r.rps,
@@ -644,6 +655,7 @@ async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String
         // The node's own CPU is not a proxy's.
         let direct_row = Run {
             cpu: None,
+            cpu_user: None,
             rss_mib: None,
             ..direct
         };
