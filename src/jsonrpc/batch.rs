@@ -38,7 +38,7 @@ pub struct Answer<'a> {
 pub fn split_answers(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
     let scanned = std::str::from_utf8(upstream)
         .ok()
-        .and_then(|text| Some((text, scan::document(text, ["id"])?)));
+        .and_then(|text| Some((text, scan::document(text.as_bytes(), ["id"])?)));
     match scanned {
         Some((text, scan::Document::Array(elements))) => Some(
             elements

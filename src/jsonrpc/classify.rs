@@ -55,7 +55,7 @@ fn block_of(text: &str) -> Option<u64> {
     if text.starts_with('"') {
         hex_quantity(scan::plain_string(text)?)
     } else if text.starts_with('{') {
-        let number = match scan::document(text, ["blockNumber"]) {
+        let number = match scan::document(text.as_bytes(), ["blockNumber"]) {
             Some(scan::Document::Object(o)) => &text[o.fields[0].clone()?],
             _ => {
                 #[derive(Deserialize)]
@@ -77,7 +77,7 @@ fn block_of(text: &str) -> Option<u64> {
 
 /// The highest block a log filter names (`toBlock`, else `fromBlock`).
 fn range_end(params: &str) -> Option<u64> {
-    let (from, to) = match scan::document(params, ["fromBlock", "toBlock"]) {
+    let (from, to) = match scan::document(params.as_bytes(), ["fromBlock", "toBlock"]) {
         // Params of filters only: anything else names no range.
         Some(scan::Document::Array(list)) => match list.first()? {
             scan::Element::Object(f)

@@ -121,20 +121,20 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 impl<'a> RawCall<'a> {
     fn fields(&self) -> Fields<'a> {
         Fields {
-            jsonrpc: self.jsonrpc.map(RawValue::get),
-            id: self.id.map(RawValue::get),
-            method: self.method.map(RawValue::get),
-            params: self.params.map(RawValue::get),
+            jsonrpc: self.jsonrpc.map(|r| r.get().as_bytes()),
+            id: self.id.map(|r| r.get().as_bytes()),
+            method: self.method.map(|r| r.get().as_bytes()),
+            params: self.params.map(|r| r.get().as_bytes()),
         }
     }
 }
 
 /// The raw text of the members of a request object that matter, borrowed from the body.
 struct Fields<'a> {
-    jsonrpc: Option<&'a str>,
-    id: Option<&'a str>,
-    method: Option<&'a str>,
-    params: Option<&'a str>,
+    jsonrpc: Option<&'a [u8]>,
+    id: Option<&'a [u8]>,
+    method: Option<&'a [u8]>,
+    params: Option<&'a [u8]>,
 }
 
 /// Parses `body` into a [`Request`]. `max_batch` bounds the number of calls in a batch.
@@ -151,9 +151,8 @@ const CALL_KEYS: [&str; 4] = ["jsonrpc", "id", "method", "params"];
 /// The one-pass road ([`scan`]): `None` when the scanner gives up or the body is not a
 /// request or batch at all, and serde_json must say what it is.
 fn scanned(body: &[u8], max_batch: usize) -> Option<Result<Request, BodyError>> {
-    let text = std::str::from_utf8(body).ok()?;
     let fields = |o: &scan::Object<4>| {
-        let [jsonrpc, id, method, params] = o.fields.clone().map(|r| r.map(|r| &text[r]));
+        let [jsonrpc, id, method, params] = o.fields.clone().map(|r| r.map(|r| &body[r]));
         Fields {
             jsonrpc,
             id,
@@ -161,7 +160,7 @@ fn scanned(body: &[u8], max_batch: usize) -> Option<Result<Request, BodyError>> 
             params,
         }
     };
-    match scan::document(text, CALL_KEYS)? {
+    match scan::document(body, CALL_KEYS)? {
         scan::Document::Object(o) => Some(
             check_call(body, fields(&o), o.span.clone())
                 .map(Request::Single)
@@ -238,7 +237,7 @@ fn parse_batch(body: &[u8], max_batch: usize) -> Result<Request, BodyError> {
     let items = elements
         .into_iter()
         .map(|el| {
-            let span = offset_of(body, el.get());
+            let span = offset_of(body, el.get().as_bytes());
             let item = match serde_json::from_str::<RawCall>(el.get()) {
                 Ok(raw) => check_call(body, raw.fields(), span),
                 Err(e) => Err(Invalid {
@@ -275,7 +274,7 @@ fn not_a_request(el: &RawValue, e: &serde_json::Error) -> String {
 fn check_call(body: &[u8], raw: Fields<'_>, span: Range<usize>) -> Result<Call, Invalid> {
     let id = match raw.id {
         None => None,
-        Some(id) => match id.as_bytes().first() {
+        Some(id) => match id.first() {
             Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(offset_of(body, id)),
             _ => {
                 return Err(Invalid {
@@ -289,7 +288,7 @@ fn check_call(body: &[u8], raw: Fields<'_>, span: Range<usize>) -> Result<Call, 
         id: id.clone(),
         error: RpcError::invalid_request(msg),
     };
-    if raw.jsonrpc != Some("\"2.0\"") {
+    if raw.jsonrpc != Some(b"\"2.0\"") {
         return Err(invalid(r#"jsonrpc must be "2.0""#));
     }
     let method = match raw.method {
@@ -303,7 +302,7 @@ fn check_call(body: &[u8], raw: Fields<'_>, span: Range<usize>) -> Result<Call, 
     }
     let params = match raw.params {
         None => None,
-        Some(p) => match p.as_bytes().first() {
+        Some(p) => match p.first() {
             Some(b'[' | b'{') => Some(offset_of(body, p)),
             _ => return Err(invalid("params must be an array or an object")),
         },
@@ -316,20 +315,20 @@ fn check_call(body: &[u8], raw: Fields<'_>, span: Range<usize>) -> Result<Call, 
     })
 }
 
-fn method_of(body: &[u8], text: &str) -> Option<Method> {
-    if !text.starts_with('"') {
+fn method_of(body: &[u8], text: &[u8]) -> Option<Method> {
+    if text.first() != Some(&b'"') {
         return None;
     }
-    if !text.contains('\\') {
+    if !text.contains(&b'\\') {
         let r = offset_of(body, text);
         return Some(Method::Span(r.start + 1..r.end - 1));
     }
-    let decoded: Cow<'_, str> = serde_json::from_str(text).ok()?;
+    let decoded: Cow<'_, str> = serde_json::from_slice(text).ok()?;
     Some(Method::Decoded(decoded.into()))
 }
 
 /// Where `part`, a slice borrowed from `body`, sits in it.
-fn offset_of(body: &[u8], part: &str) -> Range<usize> {
+fn offset_of(body: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - body.as_ptr() as usize;
     start..start + part.len()
 }

@@ -42,11 +42,12 @@ pub struct Object<const N: usize> {
     pub fields: [Option<Range<usize>>; N],
 }
 
-/// Scans `text` as a JSON document, recording for each object at the top level (the value
+/// Scans `text` as a JSON document (UTF-8 checked along the way: a document it accepts is valid
+/// UTF-8 throughout), recording for each object at the top level (the value
 /// itself, or the elements of a top-level array) the values of the `keys` it has. `None` when
 /// the text is not JSON, or when the scanner gives up (see the module notes).
-pub fn document<const N: usize>(text: &str, keys: [&str; N]) -> Option<Document<N>> {
-    let mut c = Cursor::new(text.as_bytes());
+pub fn document<const N: usize>(text: &[u8], keys: [&str; N]) -> Option<Document<N>> {
+    let mut c = Cursor::new(text);
     c.ws();
     let doc = match c.peek()? {
         b'{' => Document::Object(c.wanted(1, &keys)?),
@@ -119,15 +120,15 @@ struct Cursor<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// The bytes of `w` (8 bytes, little-endian) that end or escape a string, or may not appear
-/// in one, as high bits. Exact up to the first such byte, which is all a scan needs: the
+/// The bytes of `w` (8 bytes, little-endian) that end or escape a string, may not appear in
+/// one, or start a multi-byte character (checked on its own), as high bits. Exact up to the first such byte, which is all a scan needs: the
 /// borrows of the subtractions can only mark bytes above a byte that is really special.
 fn special(w: u64) -> u64 {
     let quote = w ^ (ONES * u64::from(b'"'));
     let backslash = w ^ (ONES * u64::from(b'\\'));
     let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w;
-    (zero_in(quote) | zero_in(backslash) | below_space) & HIGHS
+    (zero_in(quote) | zero_in(backslash) | below_space | w) & HIGHS
 }
 
 impl<'a> Cursor<'a> {
@@ -281,6 +282,7 @@ impl<'a> Cursor<'a> {
                     self.i += 1;
                     self.escape()?;
                 }
+                0x80.. => self.multibyte()?,
                 // A control character.
                 _ => return None,
             }
@@ -301,10 +303,24 @@ impl<'a> Cursor<'a> {
         }
         while self
             .peek()
-            .is_some_and(|c| c != b'"' && c != b'\\' && c >= 0x20)
+            .is_some_and(|c| c != b'"' && c != b'\\' && (0x20..0x80).contains(&c))
         {
             self.i += 1;
         }
+    }
+
+    /// One UTF-8 encoded character of two to four bytes, at its first byte.
+    fn multibyte(&mut self) -> Option<()> {
+        let len = match self.peek()? {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => return None,
+        };
+        // The standard check: no overlong forms, surrogates or code points past U+10FFFF.
+        std::str::from_utf8(self.b.get(self.i..self.i + len)?).ok()?;
+        self.i += len;
+        Some(())
     }
 
     /// The rest of an escape, after its backslash.
@@ -363,7 +379,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     fn valid(text: &str) -> bool {
-        document(text, []).is_some()
+        document(text.as_bytes(), []).is_some()
     }
 
     #[test]
@@ -411,9 +427,37 @@ mod tests {
     }
 
     #[test]
+    fn utf_8_is_checked_in_strings_and_nothing_else_may_be_non_ascii() {
+        for ok in [
+            "\"é\"",
+            "\"😀 and 中文\"",
+            "[\"\u{10FFFF}\", \"\u{7ff}\u{800}\"]",
+        ] {
+            assert!(valid(ok), "{ok}");
+        }
+        let bad: [&[u8]; 8] = [
+            b"\"\x80\"",
+            b"\"\xc0\xaf\"",
+            b"\"\xed\xa0\x80\"",
+            b"\"\xf4\x90\x80\x80\"",
+            b"\"\xe2\x82\"",
+            b"\"ab\xe2\x82",
+            b"[1,\xc3\xa9]",
+            b"{\"a\":1}\xc2\xa0",
+        ];
+        for b in bad {
+            assert!(document(b, []).is_none(), "{b:?}");
+            assert!(
+                std::str::from_utf8(b).is_err() || serde_json::from_slice::<&RawValue>(b).is_err()
+            );
+        }
+    }
+
+    #[test]
     fn wanted_members_are_found_at_the_top_level_only() {
         let text = r#"{"id":7, "method" :"m","params":[{"id":1}],"x":{"method":2}}"#;
-        let Some(Document::Object(o)) = document(text, ["id", "method", "params", "jsonrpc"])
+        let Some(Document::Object(o)) =
+            document(text.as_bytes(), ["id", "method", "params", "jsonrpc"])
         else {
             panic!("object");
         };
@@ -428,11 +472,11 @@ mod tests {
 
     #[test]
     fn gives_up_on_escaped_keys_repeated_keys_and_deep_nesting() {
-        assert!(document(r#"{"\u0069d":1}"#, ["id"]).is_none());
-        assert!(document(r#"{"id":1,"id":2}"#, ["id"]).is_none());
-        assert!(document(r#"{"x":1,"x":2}"#, ["id"]).is_some());
+        assert!(document(br#"{"\u0069d":1}"#, ["id"]).is_none());
+        assert!(document(br#"{"id":1,"id":2}"#, ["id"]).is_none());
+        assert!(document(br#"{"x":1,"x":2}"#, ["id"]).is_some());
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(document(&deep, []).is_none());
+        assert!(document(deep.as_bytes(), []).is_none());
         assert!(serde_json::from_str::<&RawValue>(&deep).is_ok());
     }
 
@@ -449,7 +493,7 @@ mod tests {
 
     #[test]
     fn the_eight_byte_check_finds_every_special_byte_at_every_position() {
-        for special_byte in [b'"', b'\\', 0x00, 0x1f] {
+        for special_byte in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xc3, 0xff] {
             for pos in 0..8 {
                 let mut w = [b'a'; 8];
                 w[pos] = special_byte;
@@ -464,7 +508,7 @@ mod tests {
         for plain in [
             b"abcdefgh",
             b"0x12 !#~",
-            &[0x20, 0x7f, 0x80, 0xff, b'[', b']', b'{', b'}'],
+            &[0x20, 0x7f, b'\'', b'/', b'[', b']', b'{', b'}'],
         ] {
             assert_eq!(special(u64::from_le_bytes(*plain)), 0, "{plain:?}");
         }
