@@ -4,6 +4,7 @@
 //!
 //! `single` and `batch` build their retry loops on [`Forwarder::attempt`].
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +122,18 @@ pub struct Attempts {
     /// The upstream of the last answer, for the access log.
     pub last_upstream: Option<Arc<Upstream>>,
     all_rate_limited: bool,
+    /// A timer lent by the client connection for the attempts' time limits, so that an attempt
+    /// only moves its deadline instead of making (and dropping) a timer of its own. Without one
+    /// (batch groups run side by side), each attempt has its own.
+    pub timer: Option<AttemptTimer>,
+}
+
+/// A client connection's timer for attempt time limits (see [`Attempts::timer`]).
+pub type AttemptTimer = Pin<Box<tokio::time::Sleep>>;
+
+/// A timer for [`Attempts::timer`], to be kept by a connection.
+pub fn attempt_timer() -> AttemptTimer {
+    Box::pin(tokio::time::sleep(Duration::from_secs(3600)))
 }
 
 impl Attempts {
@@ -162,9 +175,22 @@ impl Forwarder<'_> {
         let until = (started + self.chain.policy.retry.per_try_timeout).min(self.deadline);
         let result = {
             let _in_flight = up.health.begin();
-            tokio::time::timeout_at(until, up.exchange(self.connector, body, self.max_response))
-                .await
-                .unwrap_or(Err(ExchangeError::Timeout))
+            // A timer of its own is only made (registered) if it gets polled, that is when
+            // there is no connection timer to use.
+            let own = std::pin::pin!(tokio::time::sleep_until(until));
+            let timer = match state.timer.as_mut() {
+                Some(timer) => {
+                    // Deadlines of a connection's attempts mostly only move later.
+                    timer.as_mut().reset(until);
+                    timer.as_mut()
+                }
+                None => own,
+            };
+            tokio::select! {
+                biased;
+                r = up.exchange(self.connector, body, self.max_response) => r,
+                () = timer => Err(ExchangeError::Timeout),
+            }
         };
         let latency = started.elapsed();
         let policy = &self.chain.policy.health;

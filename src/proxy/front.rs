@@ -31,6 +31,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
+use super::forward::{attempt_timer, AttemptTimer};
 use super::read::accepted_media_type;
 use super::respond::{self, Answer};
 use super::{chain_segment, Livechain, RequestCtx};
@@ -109,12 +110,13 @@ impl ServerApp for Front {
         });
         let mut wait = Wait { idle, stop };
         let mut head = Vec::with_capacity(256);
+        let mut timer = None;
         loop {
             match next_request(&self.app, &mut stream, &mut buf, shutdown, &mut wait).await {
                 Next::Gone => return None,
                 Next::Fast(req) => {
                     if !self
-                        .serve(&mut stream, &mut buf, &mut head, req, shutdown)
+                        .serve(&mut stream, &mut buf, &mut head, &mut timer, req, shutdown)
                         .await
                     {
                         return None;
@@ -175,10 +177,12 @@ impl Front {
         stream: &mut Conn,
         buf: &mut BytesMut,
         head: &mut Vec<u8>,
+        timer: &mut Option<AttemptTimer>,
         req: Fast,
         shutdown: &ShutdownWatch,
     ) -> bool {
         let mut ctx = RequestCtx::new();
+        ctx.timer = Some(timer.take().unwrap_or_else(attempt_timer));
         ctx.chain = Some(req.chain.clone());
         let limits = req.limits;
         let need = req.head_len + req.body_len;
@@ -197,6 +201,7 @@ impl Front {
             )
             .closing(),
         };
+        *timer = ctx.timer.take();
         if req.close || *shutdown.borrow() {
             answer.close = true;
         }

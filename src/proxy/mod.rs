@@ -95,6 +95,8 @@ pub struct RequestCtx {
     status: u16,
     /// The `method` label when this was a JSON-RPC request (`batch` for batches).
     metric_method: Option<MethodLabel>,
+    /// The client connection's attempt timer, lent for this request (see `Attempts::timer`).
+    timer: Option<forward::AttemptTimer>,
 }
 
 impl RequestCtx {
@@ -108,6 +110,7 @@ impl RequestCtx {
             retries: 0,
             status: 0,
             metric_method: None,
+            timer: None,
         }
     }
 }
@@ -285,7 +288,9 @@ impl Livechain {
                 ctx.method = Some(method_text(label, call.method(&body)));
                 ctx.calls = 1;
                 let mut state = Attempts::default();
+                state.timer = ctx.timer.take();
                 let answer = single::forward(&forwarder, &body, call, &mut state).await;
+                ctx.timer = state.timer.take();
                 (answer, state)
             }
             Request::Batch(items) => {
