@@ -116,13 +116,28 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Parts up to this size in all are copied into one buffer for a stream that cannot write
+/// vectors (TLS: one buffer makes one record); larger ones are written one by one.
+const COALESCE: usize = 64 * 1024;
+
 /// Writes all of `parts`, in as few system calls as the stream allows: one `writev(2)` for a
 /// head and a body instead of copying the body behind the head first.
-pub async fn write_all_parts(
-    stream: &mut Conn,
-    mut parts: &mut [io::IoSlice<'_>],
-) -> io::Result<()> {
+pub async fn write_parts(stream: &mut Conn, mut parts: &mut [io::IoSlice<'_>]) -> io::Result<()> {
     use tokio::io::AsyncWriteExt;
+    if !AsyncWrite::is_write_vectored(&*stream) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total <= COALESCE {
+            let mut wire = Vec::with_capacity(total);
+            for p in parts.iter() {
+                wire.extend_from_slice(p);
+            }
+            return stream.write_all(&wire).await;
+        }
+        for p in parts.iter() {
+            stream.write_all(p).await?;
+        }
+        return Ok(());
+    }
     io::IoSlice::advance_slices(&mut parts, 0);
     while !parts.is_empty() {
         let n = stream.write_vectored(parts).await?;

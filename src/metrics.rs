@@ -414,7 +414,6 @@ impl MethodLabel {
 /// the label values and takes the vector's lock: more than the rest of the bookkeeping of a
 /// request).
 pub struct RequestSeries {
-    chain: String,
     by_method: Box<[OnceLock<MethodSeries>]>,
 }
 
@@ -423,31 +422,32 @@ struct MethodSeries {
     ok: prometheus::IntCounter,
 }
 
-impl RequestSeries {
-    pub fn new(chain: &str) -> RequestSeries {
+impl Default for RequestSeries {
+    fn default() -> RequestSeries {
         RequestSeries {
-            chain: chain.to_owned(),
             by_method: (0..MethodLabel::COUNT).map(|_| OnceLock::new()).collect(),
         }
     }
+}
 
-    /// Counts one answered request and its duration.
-    pub fn observe(&self, method: MethodLabel, status: u16, seconds: f64) {
+impl RequestSeries {
+    /// Counts one answered request of `chain` (whose series these are) and its duration.
+    pub fn observe(&self, chain: &str, method: MethodLabel, status: u16, seconds: f64) {
         let m = metrics();
         let series = self.by_method[method.0].get_or_init(|| MethodSeries {
             duration: m
                 .request_duration
-                .with_label_values(&[&self.chain, method.as_str()]),
+                .with_label_values(&[chain, method.as_str()]),
             ok: m
                 .requests
-                .with_label_values(&[&self.chain, method.as_str(), "200"]),
+                .with_label_values(&[chain, method.as_str(), "200"]),
         });
         series.duration.observe(seconds);
         if status == 200 {
             series.ok.inc();
         } else {
             m.requests
-                .with_label_values(&[&self.chain, method.as_str(), status_label(status)])
+                .with_label_values(&[chain, method.as_str(), status_label(status)])
                 .inc();
         }
     }

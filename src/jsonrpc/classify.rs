@@ -234,6 +234,15 @@ pub fn answer_error(answer: &str) -> Option<(i64, String)> {
         #[serde(borrow)]
         error: Option<&'a RawValue>,
     }
+    if !may_hold_error(answer.as_bytes()) {
+        return None;
+    }
+    let raw = serde_json::from_str::<Answer>(answer).ok()?.error?;
+    error_members(raw)
+}
+
+/// The code and message of an `error` member's raw value.
+pub fn error_members(raw: &RawValue) -> Option<(i64, String)> {
     #[derive(Deserialize)]
     struct Error {
         #[serde(default)]
@@ -241,10 +250,6 @@ pub fn answer_error(answer: &str) -> Option<(i64, String)> {
         #[serde(default)]
         message: String,
     }
-    if !may_hold_error(answer.as_bytes()) {
-        return None;
-    }
-    let raw = serde_json::from_str::<Answer>(answer).ok()?.error?;
     let e: Error = serde_json::from_str(raw.get()).ok()?;
     Some((e.code, e.message))
 }

@@ -220,17 +220,8 @@ impl<'a> Cursor<'a> {
             let value_start = self.i;
             self.value(depth)?;
             member(key, escaped, value_start..self.i)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b'}')? {
+                return Some(());
             }
         }
     }
@@ -251,18 +242,22 @@ impl<'a> Cursor<'a> {
         }
         loop {
             element(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b']')? {
+                return Some(());
             }
+        }
+    }
+
+    /// After a member or element: `true` past a `,` (another follows), `false` past `close`.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.i += 1;
+        if c == b',' {
+            self.ws();
+            Some(true)
+        } else {
+            (c == close).then_some(false)
         }
     }
 

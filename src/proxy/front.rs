@@ -334,10 +334,6 @@ fn classify(app: &Livechain, buf: &[u8]) -> Option<Next> {
     }))
 }
 
-/// Answers up to this size go out in the same write as their head where writes cannot be
-/// vectored.
-const COALESCE_BODY: usize = 64 * 1024;
-
 /// Writes an answer: head and body in one `writev(2)`. `head` is the connection's buffer for
 /// heads, kept from answer to answer.
 async fn write_answer(
@@ -347,16 +343,8 @@ async fn write_answer(
 ) -> std::io::Result<()> {
     head.clear();
     respond::encode_head(answer, head);
-    if tokio::io::AsyncWrite::is_write_vectored(&*stream) {
-        let mut parts = [IoSlice::new(head), IoSlice::new(&answer.body)];
-        crate::conn::write_all_parts(stream, &mut parts).await?;
-    } else if answer.body.len() <= COALESCE_BODY {
-        head.extend_from_slice(&answer.body);
-        stream.write_all(head).await?;
-    } else {
-        stream.write_all(head).await?;
-        stream.write_all(&answer.body).await?;
-    }
+    let mut parts = [IoSlice::new(head), IoSlice::new(&answer.body)];
+    crate::conn::write_parts(stream, &mut parts).await?;
     stream.flush().await
 }
 

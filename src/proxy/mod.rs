@@ -68,7 +68,7 @@ impl Livechain {
         if let (Some(method), Some(chain)) = (ctx.metric_method, &ctx.chain) {
             chain
                 .requests
-                .observe(method, status, elapsed.as_secs_f64());
+                .observe(&chain.name, method, status, elapsed.as_secs_f64());
         }
         crate::telemetry::access::write(&crate::telemetry::access::Line {
             chain: ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::health::Outcome;
-use crate::jsonrpc::classify::{answer_error, classify_error, may_hold_error, ErrorClass};
+use crate::jsonrpc::classify::{
+    answer_error, classify_error, error_members, may_hold_error, ErrorClass,
+};
 use crate::upstream::{ExchangeError, Response};
 
 /// The health outcome of an exchange that produced no answer.
@@ -73,10 +75,11 @@ pub fn single_verdict(body: &[u8], expects_answer: bool) -> (Verdict, Option<i64
     match serde_json::from_slice::<Answer>(body) {
         Err(_) => (Verdict::Malformed, None),
         Ok(Answer { error: None }) => (Verdict::Good, None),
-        Ok(Answer { error: Some(_) }) => match std::str::from_utf8(body) {
-            Ok(text) => answer_verdict(text),
-            Err(_) => (Verdict::Malformed, None),
-        },
+        // Its error member, already found: read, not looked for again.
+        Ok(Answer { error: Some(raw) }) if std::str::from_utf8(body).is_ok() => {
+            verdict_of(error_members(raw))
+        }
+        Ok(Answer { error: Some(_) }) => (Verdict::Malformed, None),
     }
 }
 
@@ -88,7 +91,12 @@ fn looks_like_object(body: &[u8]) -> bool {
 
 /// The verdict for one answer object already known to be JSON, and its error code if any.
 pub fn answer_verdict(answer: &str) -> (Verdict, Option<i64>) {
-    match answer_error(answer) {
+    verdict_of(answer_error(answer))
+}
+
+/// The verdict for an answer's error members, if it has any.
+fn verdict_of(error: Option<(i64, String)>) -> (Verdict, Option<i64>) {
+    match error {
         None => (Verdict::Good, None),
         Some((code, message)) => match classify_error(code, &message) {
             ErrorClass::Caller => (Verdict::Good, Some(code)),

@@ -147,7 +147,7 @@ impl Chain {
         upstreams: Vec<Arc<Upstream>>,
     ) -> Chain {
         Chain {
-            requests: crate::metrics::RequestSeries::new(&name),
+            requests: crate::metrics::RequestSeries::default(),
             name,
             chain_id: live.chain_id,
             max_block_lag: live.max_block_lag,

@@ -139,38 +139,17 @@ impl Upstream {
         let mut length = itoa::Buffer::new();
         let length = length.format(body.len()).as_bytes();
         const LENGTH: &[u8] = b"content-length: ";
-        if tokio::io::AsyncWrite::is_write_vectored(&*stream) {
-            let mut parts = [
-                IoSlice::new(head),
-                IoSlice::new(LENGTH),
-                IoSlice::new(length),
-                IoSlice::new(b"\r\n\r\n"),
-                IoSlice::new(body),
-            ];
-            crate::conn::write_all_parts(stream, &mut parts).await?;
-        } else if body.len() <= COALESCE_BODY {
-            // TLS: one buffer makes one record.
-            let size = head.len() + LENGTH.len() + length.len() + 4 + body.len();
-            let mut wire = Vec::with_capacity(size);
-            wire.extend_from_slice(head);
-            wire.extend_from_slice(LENGTH);
-            wire.extend_from_slice(length);
-            wire.extend_from_slice(b"\r\n\r\n");
-            wire.extend_from_slice(body);
-            stream.write_all(&wire).await?;
-        } else {
-            stream.write_all(head).await?;
-            stream.write_all(LENGTH).await?;
-            stream.write_all(length).await?;
-            stream.write_all(b"\r\n\r\n").await?;
-            stream.write_all(body).await?;
-        }
+        let mut parts = [
+            IoSlice::new(head),
+            IoSlice::new(LENGTH),
+            IoSlice::new(length),
+            IoSlice::new(b"\r\n\r\n"),
+            IoSlice::new(body),
+        ];
+        crate::conn::write_parts(stream, &mut parts).await?;
         stream.flush().await
     }
 }
-
-/// Bodies up to this size are copied behind the header and sent in the same write.
-const COALESCE_BODY: usize = 64 * 1024;
 
 /// `POST {path} HTTP/1.1` and the fixed headers, as bytes on the wire.
 pub(super) fn request_head(path: &str, headers: &[(http::HeaderName, http::HeaderValue)]) -> Bytes {
