@@ -642,3 +642,84 @@ async fn an_upstream_serving_another_chain_gets_no_traffic() {
         "logged clearly"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_null_receipt_is_asked_of_the_other_node_at_once_and_passed_on_without_waiting() {
+    let knows = mock(1).await;
+    let behind = mock(1).await;
+    // A backoff far above the answer times asserted below: a null answer must not wait for it.
+    let settings =
+        "[probe]\ninterval_ms = 600000\n[retry]\nbackoff_base_ms = 2000\nbackoff_max_ms = 2000\n";
+    let ups = config(
+        settings,
+        "",
+        &[("knows", knows.url(), ""), ("behind", behind.url(), "")],
+    );
+    let p = Proxy::start(&ups, "").await;
+
+    // A transaction only one node has seen, and mined there.
+    let raw = "0x02f86b01078084b2d05e00825208940000000000000000000000000000000000000001880de0b6b3a764000080c0";
+    let mut direct = Client::new(knows.addr());
+    let r = direct
+        .post("/", &call(1, "eth_sendRawTransaction", json!([raw])))
+        .await;
+    let hash = r.json()["result"].as_str().expect("hash").to_owned();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = direct
+            .post("/", &call(2, "eth_getTransactionReceipt", json!([hash])))
+            .await;
+        if !r.json()["result"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the node never mined the transaction"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut client = p.client();
+    // 24 calls: the node that has not seen it is picked first in some (all but 2^-24 of runs).
+    for i in 0..24u64 {
+        let started = Instant::now();
+        let r = client
+            .post(
+                "/ethereum",
+                &call(i, "eth_getTransactionReceipt", json!([hash])),
+            )
+            .await;
+        let took = started.elapsed();
+        let v = r.json();
+        assert_eq!(v["result"]["transactionHash"], hash.as_str(), "{v}");
+        assert!(took < Duration::from_millis(500), "answer took {took:?}");
+    }
+    assert!(
+        served(&behind, "eth_getTransactionReceipt").await > 0,
+        "the node that has not seen it was picked first sometimes"
+    );
+
+    // Nobody knows this one: both asked, null passed on, and no backoff in between.
+    let unknown = format!("0x{}", "ab".repeat(32));
+    let (a0, b0) = (
+        served(&knows, "eth_getTransactionReceipt").await,
+        served(&behind, "eth_getTransactionReceipt").await,
+    );
+    let started = Instant::now();
+    let r = client
+        .post(
+            "/ethereum",
+            &call(40, "eth_getTransactionReceipt", json!([unknown])),
+        )
+        .await;
+    let took = started.elapsed();
+    let v = r.json();
+    assert!(v["result"].is_null() && v.get("error").is_none(), "{v}");
+    assert_eq!(v["id"], 40);
+    assert!(
+        took < Duration::from_millis(500),
+        "null answer took {took:?}"
+    );
+    assert_eq!(served(&knows, "eth_getTransactionReceipt").await, a0 + 1);
+    assert_eq!(served(&behind, "eth_getTransactionReceipt").await, b0 + 1);
+}

@@ -122,6 +122,9 @@ pub struct Attempts {
     /// The upstream of the last answer, for the access log.
     pub last_upstream: Option<Arc<Upstream>>,
     all_rate_limited: bool,
+    /// The last answer was good but not the one wanted (a `null` another node may not give):
+    /// the next upstream is asked without a backoff, which is for nodes that failed.
+    pub ask_at_once: bool,
     /// A timer lent by the client connection for the attempts' time limits, so that an attempt
     /// only moves its deadline instead of making (and dropping) a timer of its own. Without one
     /// (batch groups run side by side), each attempt has its own.
@@ -157,13 +160,22 @@ impl Forwarder<'_> {
 
     /// Sends `body` to one more upstream that fits `need`.
     pub async fn attempt(&self, need: &Need<'_>, state: &mut Attempts, body: Bytes) -> Attempt {
-        if !state.tried.is_empty() && !self.backoff(state.tried.len()).await {
-            state.failure = Some(Failure::Timeout);
-            return Attempt::Deadline;
-        }
-        let Some(up) = self.select(need, &state.tried) else {
+        // Looked for before any backoff: waiting only to find nobody left to ask would delay
+        // the answer (the last node's, or our error) for nothing.
+        let Some(mut up) = self.select(need, &state.tried) else {
             return Attempt::NoUpstream;
         };
+        if !state.tried.is_empty() && !std::mem::take(&mut state.ask_at_once) {
+            if !self.backoff(state.tried.len()).await {
+                state.failure = Some(Failure::Timeout);
+                return Attempt::Deadline;
+            }
+            // Health may have changed while waiting.
+            match self.select(need, &state.tried) {
+                Some(u) => up = u,
+                None => return Attempt::NoUpstream,
+            }
+        }
         if !state.tried.is_empty() {
             metrics()
                 .retries

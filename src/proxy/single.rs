@@ -97,6 +97,7 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
                     // is mined at each node's own pace): ask another before passing null on.
                     Verdict::Good if may_be_behind(method) && null_result(&response.body) => {
                         fallback = Some((response, 0));
+                        state.ask_at_once = true;
                     }
                     Verdict::Good => return pass(response),
                     Verdict::Error(ErrorClass::Duplicate) if is_tx && state.delivered => {
