@@ -65,7 +65,10 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer
     let mut any_answer = finals.iter().any(Option::is_some);
     let mut failure = None;
     let mut state = Attempts::default();
+    // Groups run side by side: the batch waited on upstreams as long as its longest group.
+    let mut upstream_time = std::time::Duration::ZERO;
     for r in results {
+        upstream_time = upstream_time.max(r.state.upstream_time);
         if let Some(v) = r.verbatim {
             return (Answer::json(200, v), r.state);
         }
@@ -80,6 +83,7 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer
             state = r.state;
         }
     }
+    state.upstream_time = upstream_time;
     // Calls left without an answer get the error their group ran into.
     let status = match (&failure, any_answer) {
         (Some(fail), false) => fail.to_error(&f.chain.name).0,

@@ -125,6 +125,8 @@ pub struct Attempts {
     /// The last answer was good but not the one wanted (a `null` another node may not give):
     /// the next upstream is asked without a backoff, which is for nodes that failed.
     pub ask_at_once: bool,
+    /// Time spent in exchanges with upstreams, for the access log.
+    pub upstream_time: Duration,
     /// A timer lent by the client connection for the attempts' time limits, so that an attempt
     /// only moves its deadline instead of making (and dropping) a timer of its own. Without one
     /// (batch groups run side by side), each attempt has its own.
@@ -205,6 +207,7 @@ impl Forwarder<'_> {
             }
         };
         let latency = started.elapsed();
+        state.upstream_time += latency;
         let policy = &self.chain.policy.health;
         match result {
             Ok(response) if (200..300).contains(&response.status) || response.status == 400 => {

@@ -78,6 +78,7 @@ impl Livechain {
             status,
             retries: ctx.retries,
             duration_us: elapsed.as_micros() as u64,
+            upstream_us: ctx.upstream_time.as_micros() as u64,
             error: e.map(|e| e.etype().as_str()),
         });
     }
@@ -92,6 +93,7 @@ pub struct RequestCtx {
     calls: usize,
     upstream: Option<Arc<Upstream>>,
     retries: u32,
+    upstream_time: std::time::Duration,
     status: u16,
     /// The `method` label when this was a JSON-RPC request (`batch` for batches).
     metric_method: Option<MethodLabel>,
@@ -108,6 +110,7 @@ impl RequestCtx {
             calls: 0,
             upstream: None,
             retries: 0,
+            upstream_time: std::time::Duration::ZERO,
             status: 0,
             metric_method: None,
             timer: None,
@@ -303,6 +306,7 @@ impl Livechain {
         };
         ctx.upstream = state.last_upstream.clone();
         ctx.retries = state.retries();
+        ctx.upstream_time = state.upstream_time;
         answer
     }
 
