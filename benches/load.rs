@@ -2,7 +2,9 @@
 //! through nginx (a plain keep-alive reverse proxy) and through livechain, all in one run on one
 //! machine, then a WebSocket scale run. Run it with `benches/load.sh` (installs nginx, raises the
 //! descriptor limit) or `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000]
-//! [--ws-idle N] [--ws-active N] [--no-ws] [--no-http]`.
+//! [--ws-idle N] [--ws-active N] [--no-ws] [--no-http] [--open-rate R]` (`--levels ""` skips the
+//! closed-loop runs; `--open-rate` sets the open-loop rate instead of half of livechain's best;
+//! `LOAD_KEEP=1` keeps the processes' logs).
 //!
 //! Everything listens on 127.0.0.1 ephemeral ports; every phase is bounded in time; every process
 //! started here is stopped by its PID when the run ends, also on panic.
@@ -29,6 +31,8 @@ struct Opts {
     levels: Vec<usize>,
     ws_idle: usize,
     ws_active: usize,
+    /// Open-loop rate instead of half of livechain's best closed-loop throughput.
+    open_rate: Option<f64>,
     http: bool,
     ws: bool,
 }
@@ -41,6 +45,7 @@ fn opts() -> Opts {
         levels: vec![64, 1000, 10_000],
         ws_idle: 10_000,
         ws_active: 1000,
+        open_rate: None,
         http: true,
         ws: true,
     };
@@ -54,11 +59,13 @@ fn opts() -> Opts {
             "--levels" => {
                 o.levels = value
                     .split(',')
+                    .filter(|v| !v.is_empty())
                     .map(|v| v.parse().expect("--levels"))
                     .collect()
             }
             "--ws-idle" => o.ws_idle = value.parse().expect("--ws-idle"),
             "--ws-active" => o.ws_active = value.parse().expect("--ws-active"),
+            "--open-rate" => o.open_rate = Some(value.parse().expect("--open-rate")),
             "--no-ws" | "--no-http" => {
                 if args[i] == "--no-ws" {
                     o.ws = false;
@@ -134,9 +141,19 @@ async fn wait_http(addr: SocketAddr, what: &str) {
     panic!("{what} at {addr} did not come up");
 }
 
-fn start_mock(bin: &str, dir: &Path, block_time_ms: u64) -> (Proc, SocketAddr) {
+/// The mock node; `threads` runtime threads (all cores when `None`).
+fn start_mock(
+    bin: &str,
+    dir: &Path,
+    block_time_ms: u64,
+    threads: Option<usize>,
+) -> (Proc, SocketAddr) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if let Some(n) = threads {
+        cmd.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    let child = cmd
         .args(["mock", "--listen", &addr.to_string(), "--chain-id", "1"])
         .args(["--block-time-ms", &block_time_ms.to_string()])
         .env("RUST_LOG", "warn")
@@ -147,13 +164,13 @@ fn start_mock(bin: &str, dir: &Path, block_time_ms: u64) -> (Proc, SocketAddr) {
     (Proc { child }, addr)
 }
 
-fn start_livechain(bin: &str, dir: &Path, mock: SocketAddr) -> (Proc, SocketAddr) {
+fn start_livechain(bin: &str, dir: &Path, mock: SocketAddr, threads: usize) -> (Proc, SocketAddr) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let main = dir.join("livechain.toml");
     std::fs::write(
         &main,
         format!(
-            "[server]\nlisten = \"{addr}\"\nthreads = 2\nws_max_connections = 50000\n\
+            "[server]\nlisten = \"{addr}\"\nthreads = {threads}\nws_max_connections = 50000\n\
              upstreams = \"upstreams.toml\"\n"
         ),
     )
@@ -187,11 +204,11 @@ fn nginx_binary() -> String {
     panic!("nginx is not installed: run benches/load.sh, which installs it");
 }
 
-fn start_nginx(dir: &Path, mock: SocketAddr) -> (Proc, SocketAddr) {
+fn start_nginx(dir: &Path, mock: SocketAddr, workers: usize) -> (Proc, SocketAddr) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let d = dir.display();
     let conf = format!(
-        "daemon off;\nmaster_process on;\nworker_processes 2;\nworker_rlimit_nofile 20000;\n\
+        "daemon off;\nmaster_process on;\nworker_processes {workers};\nworker_rlimit_nofile 20000;\n\
          pid {d}/nginx.pid;\nerror_log {d}/nginx-error.log warn;\n\
          events {{ worker_connections 16000; multi_accept on; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n\
@@ -286,6 +303,18 @@ fn pin(pid: u32, cpus: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Puts every thread of `pid` under real-time round-robin scheduling (`rt`) or back under the
+/// normal policy; false when that cannot be done (no `chrt`, no permission).
+fn realtime(pid: u32, rt: bool) -> bool {
+    let (policy, prio) = if rt { ("-r", "10") } else { ("-o", "0") };
+    Command::new("chrt")
+        .args(["-a", policy, "-p", prio, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP load
 
@@ -360,6 +389,9 @@ fn bodies() -> Vec<Vec<u8>> {
 #[derive(Default)]
 struct ConnStats {
     latencies_us: Vec<u32>,
+    /// Open loop: how late each request was sent (the generator's own delay, counted in the
+    /// latency too).
+    late_us: Vec<u32>,
     ok: u64,
     errors: u64,
     connect_errors: u64,
@@ -470,6 +502,10 @@ async fn conn_loop(
         }
         let req = &reqs[i % reqs.len()];
         i += 1;
+        if period.is_some() && due >= measure_from {
+            st.late_us
+                .push(due.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
         let answer = match tokio::time::timeout_at(end.into(), async {
             s.write_all(req).await.ok()?;
             read_answer(&mut s, &mut buf).await
@@ -511,6 +547,8 @@ struct Run {
     p50: f64,
     p99: f64,
     p999: f64,
+    /// Open loop: p50 and p99 of how late requests were sent, in ms.
+    late: (f64, f64),
     errors: u64,
     connect_errors: u64,
     /// Percent of one core.
@@ -528,15 +566,54 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// Large connection counts need longer to ramp up before measuring.
+fn warmup(o: &Opts, conns: usize) -> Duration {
+    o.warmup + Duration::from_millis(conns as u64 / 2)
+}
+
+/// livechain's own time per request (`duration_us - upstream_us` of its access log lines) from
+/// byte `from` of its log on: p50, p99, p99.9 in ms, and the number of lines.
+fn own_times(log: &Path, from: u64) -> (f64, f64, f64, usize) {
+    let text = std::fs::read(log).unwrap_or_default();
+    let start = (from as usize).min(text.len());
+    // `from` may fall inside a line.
+    let start = match start {
+        0 => 0,
+        s => text[s - 1..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| s + i),
+    };
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let at = line.find(key)? + key.len();
+        let digits = line[at..].split(|c: char| !c.is_ascii_digit()).next()?;
+        digits.parse().ok()
+    };
+    let mut own: Vec<u32> = String::from_utf8_lossy(&text[start..])
+        .lines()
+        .filter(|l| l.contains("livechain::access"))
+        .filter_map(|l| {
+            let total = field(l, "duration_us=")?;
+            let upstream = field(l, "upstream_us=")?;
+            Some(total.saturating_sub(upstream).min(u64::from(u32::MAX)) as u32)
+        })
+        .collect();
+    own.sort_unstable();
+    (
+        percentile(&own, 0.5),
+        percentile(&own, 0.99),
+        percentile(&own, 0.999),
+        own.len(),
+    )
+}
+
 /// `conns` connections against `addr` for warm-up + `o.duration`; `rate` (requests/s in total)
 /// for open-loop runs. CPU and RSS are those of `pid` (and its children) during the measurement.
 async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: Option<u32>) -> Run {
     let reqs = Arc::new(bodies());
     let gate = Arc::new(Semaphore::new(256));
     let start = Instant::now();
-    // Large connection counts need longer to ramp up before measuring.
-    let warmup = o.warmup + Duration::from_millis(conns as u64 / 2);
-    let measure_from = start + warmup;
+    let measure_from = start + warmup(o, conns);
     let end = measure_from + o.duration;
     let period = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
     let tasks: Vec<_> = (0..conns)
@@ -558,22 +635,27 @@ async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: O
     let cpu1 = pid.map(cpu_secs);
     let rss = pid.map(|p| rss_kib(p) as f64 / 1024.0);
     let mut all = Vec::new();
+    let mut late = Vec::new();
     let (mut ok, mut errors, mut connect_errors) = (0, 0, 0);
     for t in tasks {
         if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(30), t).await {
             all.extend_from_slice(&st.latencies_us);
+            late.extend_from_slice(&st.late_us);
             ok += st.ok;
             errors += st.errors;
             connect_errors += st.connect_errors;
         }
     }
     all.sort_unstable();
+    late.sort_unstable();
+
     let secs = o.duration.as_secs_f64();
     Run {
         rps: (ok + errors) as f64 / secs,
         p50: percentile(&all, 0.50),
         p99: percentile(&all, 0.99),
         p999: percentile(&all, 0.999),
+        late: (percentile(&late, 0.5), percentile(&late, 0.99)),
         errors,
         connect_errors,
         cpu: cpu0
@@ -624,12 +706,14 @@ async fn rounds(targets: &[(SocketAddr, Option<u32>)], conns: usize, o: &Opts) -
         .collect()
 }
 
-async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String {
-    let (mock, mock_addr) = start_mock(bin, dir, 1000);
+/// Closed-loop runs at each level: the table (with its header), the ratio lines, and
+/// livechain's best requests/s.
+async fn closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
+    let (mock, mock_addr) = start_mock(bin, dir, 1000, None);
     wait_http(mock_addr, "mock").await;
-    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr);
+    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, 2);
     wait_http(lc_addr, "livechain").await;
-    let (ngx, ngx_addr) = start_nginx(dir, mock_addr);
+    let (ngx, ngx_addr) = start_nginx(dir, mock_addr, 2);
     wait_http(ngx_addr, "nginx").await;
     let (lc_pid, ngx_pid, mock_pid) = (lc.child.id(), ngx.child.id(), mock.child.id());
 
@@ -673,11 +757,29 @@ async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String
         ));
     }
 
-    // Added latency at half of livechain's best throughput, open loop, 64 connections. With the
-    // load generator, the node and the proxy sharing two cores, the tail is the scheduler's
-    // (a thread waiting for a core), not the proxy's: for this phase the proxy gets core 1 and
-    // the generator and the node core 0, for nginx and livechain alike.
-    let rate = (lc_best / 2.0).max(100.0);
+    drop((lc, ngx, mock));
+    (out, ratios, lc_best)
+}
+
+/// Added latency at `rate` requests/s (half of livechain's best closed-loop throughput), open
+/// loop, 64 connections, latency counted from when each request was due.
+///
+/// A tail measured with generator, node and proxy sharing two cores is the scheduler's, not the
+/// proxy's: a runnable thread waits for a core for milliseconds. So this phase has processes of
+/// its own, each with one thread per core it gets: the proxy (one thread, one nginx worker) on
+/// core 1, the generator (this process, a current-thread runtime) and the node (one thread) on
+/// core 0, under real-time round-robin scheduling where the machine allows, so that a thread
+/// woken by a packet runs at once. (With two runtime threads on one core, a thread parked on the
+/// I/O driver waited for the other to yield: sends went out up to 40 ms late.) How late the
+/// generator sent is printed alongside, to show it is not the generator's tail being measured.
+async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> (String, String) {
+    let (mock, mock_addr) = start_mock(bin, dir, 1000, Some(1));
+    wait_http(mock_addr, "mock").await;
+    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, 1);
+    wait_http(lc_addr, "livechain").await;
+    let (ngx, ngx_addr) = start_nginx(dir, mock_addr, 1);
+    wait_http(ngx_addr, "nginx").await;
+    let (lc_pid, ngx_pid, mock_pid) = (lc.child.id(), ngx.child.id(), mock.child.id());
     let me = std::process::id();
     // nginx's workers are processes of their own: each is pinned, not just the master.
     let pinned = cores >= 2
@@ -685,32 +787,69 @@ async fn http_benchmark(o: &Opts, bin: &str, dir: &Path, cores: usize) -> String
         && pin(mock_pid, "0")
         && family(ngx_pid).into_iter().all(|p| pin(p, "1"))
         && pin(lc_pid, "1");
-    eprintln!("load: open loop at {rate:.0} requests/s (pinned: {pinned})");
+    let procs: Vec<u32> = [me, mock_pid, lc_pid]
+        .into_iter()
+        .chain(family(ngx_pid))
+        .collect();
+    let rt = procs.iter().all(|&p| realtime(p, true));
+    eprintln!("load: open loop at {rate:.0} requests/s (pinned: {pinned}, real-time: {rt})");
     let direct = run(mock_addr, 64, o, Some(rate), None).await;
     let nginx = run(ngx_addr, 64, o, Some(rate), Some(ngx_pid)).await;
+    // Where livechain's log stands when the measured part of its run begins.
+    let log = dir.join("livechain.log");
+    let mark = {
+        let (log, wait) = (log.clone(), warmup(o, 64));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            std::fs::metadata(&log).map_or(0, |m| m.len())
+        })
+    };
     let live = run(lc_addr, 64, o, Some(rate), Some(lc_pid)).await;
+    let from = mark.await.unwrap_or(0);
+    // The log is written in batches (every 20 ms).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let own = own_times(&log, from);
+    if rt {
+        for &p in &procs {
+            realtime(p, false);
+        }
+    }
     if pinned {
         pin(me, "0-1");
     }
+    drop((lc, ngx, mock));
+    let mut out = String::new();
     let label = format!("64 @ {rate:.0}/s");
     row(&mut out, "direct (open loop)", &label, &direct);
     row(&mut out, "nginx (open loop)", &label, &nginx);
     row(&mut out, "livechain (open loop)", &label, &live);
-    ratios.push_str(&format!(
-        "- at half of livechain's max ({rate:.0} requests/s{}): added p99 over direct {:.3} ms \
-         (nginx {:.3} ms), added p50 {:.3} ms (nginx {:.3} ms)\n",
-        if pinned {
-            "; proxy on core 1, generator and node on core 0"
-        } else {
-            ""
-        },
+    let setup = match (pinned, rt) {
+        (true, true) => "; proxy on core 1, generator and node on core 0, real-time scheduling",
+        (true, false) => "; proxy on core 1, generator and node on core 0",
+        _ => "",
+    };
+    let ratio = format!(
+        "- at half of livechain's max ({rate:.0} requests/s, one proxy thread{setup}): added p99 \
+         over direct {:.3} ms (nginx {:.3} ms), added p50 {:.3} ms (nginx {:.3} ms); the \
+         generator sent late by p50 {:.3} / p99 {:.3} ms (direct), {:.3} / {:.3} (nginx), \
+         {:.3} / {:.3} (livechain)\n",
         live.p99 - direct.p99,
         nginx.p99 - direct.p99,
         live.p50 - direct.p50,
         nginx.p50 - direct.p50,
-    ));
-    drop((lc, ngx, mock));
-    format!("{out}\n{ratios}")
+        direct.late.0,
+        direct.late.1,
+        nginx.late.0,
+        nginx.late.1,
+        live.late.0,
+        live.late.1,
+    );
+    let ratio = format!(
+        "{ratio}- livechain's own time per request in that run (its access log: duration minus the \
+         time waiting on the node, {} requests): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms\n",
+        own.3, own.0, own.1, own.2
+    );
+    (out, ratio)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -833,9 +972,9 @@ async fn head_latencies(
 
 async fn ws_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     // One block every 500 ms: heads arrive often enough to sample in a few seconds.
-    let (mock, mock_addr) = start_mock(bin, dir, 500);
+    let (mock, mock_addr) = start_mock(bin, dir, 500, None);
     wait_http(mock_addr, "mock").await;
-    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr);
+    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, 2);
     wait_http(lc_addr, "livechain").await;
     let lc_pid = lc.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -920,8 +1059,18 @@ fn main() {
         o.rounds
     );
     if o.http {
-        report.push_str(&rt.block_on(http_benchmark(&o, bin, &dir, cores)));
-        report.push('\n');
+        let (mut table, mut ratios, lc_best) = rt.block_on(closed_loop(&o, bin, &dir));
+        let rate = o.open_rate.unwrap_or((lc_best / 2.0).max(100.0));
+        // One thread for the generator on its core (see `open_loop`).
+        let single = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (rows, ratio) = single.block_on(open_loop(&o, bin, &dir, cores, rate));
+        single.shutdown_timeout(Duration::from_secs(1));
+        table.push_str(&rows);
+        ratios.push_str(&ratio);
+        report.push_str(&format!("{table}\n{ratios}\n"));
     }
     if o.ws {
         report.push_str(&rt.block_on(ws_benchmark(&o, bin, &dir)));
@@ -932,7 +1081,12 @@ fn main() {
         let _ = f.write_all(report.as_bytes());
         eprintln!("report written to {}", path.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    // LOAD_KEEP=1 keeps the processes' logs (livechain's access log among them) for a look.
+    if std::env::var_os("LOAD_KEEP").is_some() {
+        eprintln!("logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     // Tasks left by a timed-out phase must not keep the process alive.
     rt.shutdown_timeout(Duration::from_secs(1));
 }
