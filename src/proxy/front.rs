@@ -98,6 +98,7 @@ impl ServerApp for Front {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        crate::upstream::serve_here();
         let mut stream = Conn::adopt(stream);
         let mut buf = BytesMut::with_capacity(READ_ROOM);
         // One idle timer and one shutdown wait per connection, armed once and pushed back per

@@ -63,9 +63,11 @@ impl Upstream {
         body: Bytes,
         max_response: usize,
     ) -> Result<Response, ExchangeError> {
-        let peer = self.peer.load_full().ok_or(ExchangeError::Unresolved)?;
-        let PeerAddr::Inet(addr) = peer._address else {
-            return Err(ExchangeError::Unresolved);
+        // Only the address is needed to reuse a connection: the peer itself (an `Arc` whose
+        // count both threads would bump per request) is loaded when one has to be made.
+        let addr = match self.peer.load().as_deref().map(|p| &p._address) {
+            Some(PeerAddr::Inet(addr)) => *addr,
+            _ => return Err(ExchangeError::Unresolved),
         };
         let pool = &self.pool;
         let _slot = pool.slot().await;
@@ -74,7 +76,10 @@ impl Upstream {
             let (mut stream, mut buf, home, reused) = match pool.take(addr) {
                 Some((s, buf, home)) => (s, buf, home, true),
                 None => (
-                    self.connect(connector, &peer, addr).await?,
+                    {
+                        let peer = self.peer.load_full().ok_or(ExchangeError::Unresolved)?;
+                        self.connect(connector, &peer, addr).await?
+                    },
                     BytesMut::new(),
                     pool.home(),
                     false,

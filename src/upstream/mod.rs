@@ -27,7 +27,7 @@ use crate::health::{Millis, ScoreContext, UpstreamHealth};
 use crate::route::ChainLive;
 
 pub use exchange::{Connector, ExchangeError, Response};
-pub use pool::Pool;
+pub use pool::{serve_here, Pool};
 pub use resolve::DnsRefresh;
 
 /// Errors building an upstream from an already validated config.

@@ -11,10 +11,12 @@
 //! threads (an eventfd write and a wake-up). A thread takes another thread's idle connection
 //! only when it has none of its own, which keeps the cap below exact.
 //!
-//! The cap is a semaphore: a request takes a slot before it takes or opens a connection, so at
-//! most `max` connections exist per upstream however many clients are waiting (10,000 clients
-//! must not mean 10,000 sockets to one node), and every connection ever opened fits back on the
-//! stack.
+//! The cap is a semaphore per thread (`max` shared out among the threads, rounded up): a request
+//! takes a slot before it takes or opens a connection, so at most about `max` connections exist
+//! per upstream however many clients are waiting (10,000 clients must not mean 10,000 sockets to
+//! one node), and every connection ever opened fits back on the stack. One semaphore for all
+//! threads made a freed slot wake a waiter on the other thread (a cross-thread wake-up per
+//! request once more clients wait than there are slots) and put both threads on its lock.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,7 +33,8 @@ use crate::conn::Conn;
 pub struct Pool {
     /// Idle connections, one stack per runtime thread.
     shards: Box<[Mutex<VecDeque<Idle>>]>,
-    slots: Semaphore,
+    /// Connection slots, one semaphore per thread (same index as `shards`).
+    slots: Box<[Semaphore]>,
     max: usize,
     idle_timeout: Duration,
 }
@@ -49,11 +52,12 @@ impl Pool {
     /// `threads`: the proxy's runtime threads, one idle stack each.
     pub fn new(max: usize, idle_timeout: Duration, threads: usize) -> Pool {
         let threads = threads.max(1);
+        let per_thread = max.div_ceil(threads).max(1);
         Pool {
             shards: (0..threads)
                 .map(|_| Mutex::new(VecDeque::with_capacity((max / threads).min(1024))))
                 .collect(),
-            slots: Semaphore::new(max),
+            slots: (0..threads).map(|_| Semaphore::new(per_thread)).collect(),
             max,
             idle_timeout,
         }
@@ -62,7 +66,7 @@ impl Pool {
     /// Waits for a connection slot; the caller bounds the wait with its deadline.
     pub async fn slot(&self) -> SemaphorePermit<'_> {
         // The semaphore is never closed.
-        self.slots
+        self.slots[self.home()]
             .acquire()
             .await
             .expect("connection slots are never closed")
@@ -135,18 +139,21 @@ impl Pool {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// This thread's stack.
+    /// This thread's stack and slots: its own for a thread that serves clients (see
+    /// [`serve_here`]), the first for any other (health probes, the control runtime).
     pub fn home(&self) -> usize {
-        thread_local! {
-            static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
-        }
-        THREAD.with(|t| *t) % self.shards.len()
+        SERVING.with(|t| t.get()).map_or(0, |t| t % self.shards.len())
     }
 
     /// Connection slots in use right now (requests holding or opening a connection).
     #[cfg(test)]
     pub fn busy(&self) -> usize {
-        self.max - self.slots.available_permits()
+        self.shards.len() * self.max.div_ceil(self.shards.len()).max(1)
+            - self
+                .slots
+                .iter()
+                .map(Semaphore::available_permits)
+                .sum::<usize>()
     }
 
     /// Closes idle connections past their idle time (called now and then, so that a quiet
@@ -168,6 +175,21 @@ impl Pool {
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SERVING: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks this thread as one that serves client connections, numbered in the order they start:
+/// serving threads get stacks of their own, which other threads (numbered among them, they
+/// could have pushed two serving threads onto one stack) do not.
+pub fn serve_here() {
+    SERVING.with(|t| {
+        if t.get().is_none() {
+            t.set(Some(NEXT_THREAD.fetch_add(1, Ordering::Relaxed)));
+        }
+    });
+}
 
 fn lock(shard: &Mutex<VecDeque<Idle>>) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
     shard.lock().unwrap_or_else(|e| e.into_inner())
@@ -229,5 +251,18 @@ mod tests {
         drop(a);
         let c = tokio::time::timeout(Duration::from_millis(200), pool.slot()).await;
         assert!(c.is_ok(), "a slot freed is taken");
+    }
+
+    #[tokio::test]
+    async fn slots_are_shared_out_among_threads_rounded_up() {
+        // 5 slots over 2 threads: 3 each. This test's thread serves no clients: the first share.
+        let pool = Pool::new(5, Duration::from_secs(60), 2);
+        assert_eq!(pool.home(), 0);
+        let held = [pool.slot().await, pool.slot().await, pool.slot().await];
+        assert_eq!(pool.busy(), 3);
+        let waiting = tokio::time::timeout(Duration::from_millis(20), pool.slot()).await;
+        assert!(waiting.is_err(), "this thread's share is taken");
+        drop(held);
+        assert_eq!(pool.busy(), 0);
     }
 }
