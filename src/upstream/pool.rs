@@ -142,7 +142,9 @@ impl Pool {
     /// This thread's stack and slots: its own for a thread that serves clients (see
     /// [`serve_here`]), the first for any other (health probes, the control runtime).
     pub fn home(&self) -> usize {
-        SERVING.with(|t| t.get()).map_or(0, |t| t % self.shards.len())
+        SERVING
+            .with(|t| t.get())
+            .map_or(0, |t| t % self.shards.len())
     }
 
     /// Connection slots in use right now (requests holding or opening a connection).
