@@ -89,7 +89,8 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut A
                 };
                 match verdict {
                     Verdict::Good if is_tx => {
-                        broadcast(f, body, &upstream).await;
+                        // Boxed: only transactions carry its state.
+                        Box::pin(broadcast(f, body, &upstream)).await;
                         return pass(response);
                     }
                     // A node that has not seen a transaction or block yet answers null where

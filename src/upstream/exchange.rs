@@ -78,7 +78,9 @@ impl Upstream {
                 None => (
                     {
                         let peer = self.peer.load_full().ok_or(ExchangeError::Unresolved)?;
-                        self.connect(connector, &peer, addr).await?
+                        // Boxed: Pingora's TLS connect is kilobytes of future state that every
+                        // exchange (reusing a connection, nearly all of them) would carry.
+                        Box::pin(self.connect(connector, &peer, addr)).await?
                     },
                     BytesMut::new(),
                     pool.home(),
