@@ -133,13 +133,16 @@ impl ServerApp for Front {
                         version: up.version.as_deref(),
                         protocols: up.protocols.as_deref(),
                     };
-                    let accepted = ws::prepare(req, &up.chain, &limits, &self.app.ws_counts).await;
+                    // Boxed, like the relay's start below: an upgrade's connect and handshake
+                    // state would otherwise be part of every keep-alive connection's future.
+                    let accepted =
+                        Box::pin(ws::prepare(req, &up.chain, &limits, &self.app.ws_counts)).await;
                     buf.advance(up.head_len);
                     match accepted {
                         Ok(accepted) => {
                             self.app.log(&ctx, 101, None);
                             // The socket now lives in a task of its own; this one ends here.
-                            accepted.run(stream, buf.to_vec()).await;
+                            Box::pin(accepted.run(stream, buf.to_vec())).await;
                             return None;
                         }
                         Err(answer) => {
