@@ -123,10 +123,23 @@ impl std::fmt::Debug for MockNode {
     }
 }
 
+/// Pending connections the node's listener queues (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 8192;
+
 impl MockNode {
     /// Binds `listen` and serves on the current tokio runtime until shut down or dropped.
     pub async fn start(listen: SocketAddr, spec: MockSpec) -> std::io::Result<MockNode> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let socket = if listen.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        // A node takes bursts of thousands of connections (a proxy opening WebSockets for its
+        // clients): with tokio's backlog of 1,024 SYNs were dropped, which a client sees as a
+        // connect stalled for the 1 s of a SYN retransmission, or timed out.
+        let listener = socket.listen(LISTEN_BACKLOG)?;
         Self::serve(listener, spec)
     }
 
