@@ -192,6 +192,17 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// Steps into the object or array at the cursor (within the nesting limit); whether it is
+    /// empty (its `close` byte consumed too).
+    fn open(&mut self, depth: usize, close: u8) -> Option<bool> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.i += 1;
+        self.ws();
+        Some(self.eat(close).is_some())
+    }
+
     /// An object at `{`; `member` sees each key (raw, between its quotes), whether the key
     /// has escapes, and the span of its value.
     fn object(
@@ -199,12 +210,7 @@ impl<'a> Cursor<'a> {
         depth: usize,
         mut member: impl FnMut(&[u8], bool, Range<usize>) -> Option<()>,
     ) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.i += 1;
-        self.ws();
-        if self.eat(b'}').is_some() {
+        if self.open(depth, b'}')? {
             return Some(());
         }
         loop {
@@ -232,12 +238,7 @@ impl<'a> Cursor<'a> {
         depth: usize,
         mut element: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.i += 1;
-        self.ws();
-        if self.eat(b']').is_some() {
+        if self.open(depth, b']')? {
             return Some(());
         }
         loop {
