@@ -49,6 +49,21 @@ impl Conn {
         }
     }
 
+    /// Moves a plain TCP connection opened on another runtime thread to this one's reactor (two
+    /// `epoll_ctl` calls, once), so that its readiness events stop waking the other thread.
+    /// `None` when the socket could not be registered here (it is closed); a Pingora stream is
+    /// returned as it is.
+    pub fn rehome(self) -> Option<Conn> {
+        match self {
+            Conn::Tcp(tcp) => {
+                tokio::runtime::Handle::try_current().ok()?;
+                let std = tcp.into_std().ok()?;
+                TcpStream::from_std(std).ok().map(Conn::Tcp)
+            }
+            other => Some(other),
+        }
+    }
+
     /// The connection as a Pingora stream, for Pingora's HTTP session.
     pub fn into_pingora(self) -> Stream {
         match self {

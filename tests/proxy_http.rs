@@ -183,7 +183,7 @@ async fn bad_input_is_answered_with_jsonrpc_errors_and_never_forwarded() {
             call(1, "eth_chainId", json!([])),
             404,
             -32600,
-            json!(null),
+            json!(1),
         ),
         (
             "POST",
@@ -192,7 +192,7 @@ async fn bad_input_is_answered_with_jsonrpc_errors_and_never_forwarded() {
             call(1, "eth_chainId", json!([])),
             404,
             -32600,
-            json!(null),
+            json!(1),
         ),
         (
             "POST",
@@ -201,7 +201,7 @@ async fn bad_input_is_answered_with_jsonrpc_errors_and_never_forwarded() {
             call(1, "eth_chainId", json!([])),
             404,
             -32600,
-            json!(null),
+            json!(1),
         ),
         (
             "PUT",
@@ -228,7 +228,7 @@ async fn bad_input_is_answered_with_jsonrpc_errors_and_never_forwarded() {
             call(1, "eth_chainId", json!([])),
             415,
             -32600,
-            json!(null),
+            json!(1),
         ),
     ];
     for (method, path, headers, body, status, code, id) in cases {
@@ -246,6 +246,39 @@ async fn bad_input_is_answered_with_jsonrpc_errors_and_never_forwarded() {
             assert_eq!(r.header("allow"), Some("POST, OPTIONS"));
         }
     }
+    // A batch to an unknown chain: an error for each call, with its id, none for a
+    // notification; an invalid element keeps its own error.
+    let batch = br#"[{"jsonrpc":"2.0","id":"a","method":"eth_chainId"},
+        {"jsonrpc":"2.0","method":"eth_chainId"},{"jsonrpc":"2.0","id":9},
+        {"jsonrpc":"2.0","id":[1],"method":"eth_chainId"}]"#;
+    let r = c.request("POST", "/solana", &json_ct, batch).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let answers = r.json();
+    let answers = answers.as_array().expect("an array for a batch");
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers[0]["id"], "a");
+    assert!(answers[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown chain"));
+    assert_eq!(answers[1]["id"], 9);
+    assert!(!answers[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown chain"));
+    assert_eq!(answers[2]["id"], json!(null), "an array id is not echoed");
+    // Only notifications: one error, id null (over HTTP an answer is still owed).
+    let r = c
+        .request(
+            "POST",
+            "/solana",
+            &json_ct,
+            br#"{"jsonrpc":"2.0","method":"eth_chainId"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["id"], json!(null));
+
     // Too large: refused without reading it, and the connection is closed.
     let big = vec![b' '; 5000];
     let r = c.request("POST", "/ethereum", &json_ct, &big).await;

@@ -222,14 +222,11 @@ impl Livechain {
                 jsonrpc::error::quote(segment.unwrap_or("")),
                 known.join(", ")
             );
-            return self
-                .early(
-                    session,
-                    404,
-                    RpcError::new(code::INVALID_REQUEST, msg),
-                    &limits,
-                )
-                .await;
+            let err = RpcError::new(code::INVALID_REQUEST, msg);
+            if session.req_header().method != Method::POST {
+                return self.early(session, 404, err, &limits).await;
+            }
+            return self.refuse(session, 404, err, &limits).await;
         };
         ctx.chain = Some(chain.clone());
         let method = session.req_header().method.clone();
@@ -249,8 +246,8 @@ impl Livechain {
                 .await
                 .with_header(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
         }
-        if let Err(answer) = read::check_content_type(session) {
-            return self.finish_early(session, answer, &limits).await;
+        if let Err(err) = read::check_content_type(session) {
+            return self.refuse(session, 415, err, &limits).await;
         }
         let body = match read::body(session, limits.max_body_bytes, limits.request_timeout).await {
             Ok(body) => body,
@@ -322,6 +319,22 @@ impl Livechain {
             .await
     }
 
+    /// Refuses a POST none of whose calls can be served: the body is read anyway (to keep the
+    /// connection), and its ids go into the answer, so that a client matching answers to
+    /// requests by id gets one for each call.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        status: u16,
+        err: RpcError,
+        limits: &Limits,
+    ) -> Answer {
+        match read::body(session, limits.max_body_bytes, limits.request_timeout).await {
+            Ok(body) => refuse_each(&body, limits.max_batch, status, &err),
+            Err(_) => Answer::rpc_error(status, &err).closing(),
+        }
+    }
+
     async fn finish_early(&self, session: &mut Session, answer: Answer, limits: &Limits) -> Answer {
         if read::drain(session, limits.max_body_bytes, limits.request_timeout).await {
             answer
@@ -329,6 +342,36 @@ impl Livechain {
             answer.closing()
         }
     }
+}
+
+/// `err` for every call of `body` (each with its id; an invalid element keeps its own error, a
+/// notification gets none); a body that is not JSON-RPC at all, or only notifications, gets
+/// one error with a null id.
+fn refuse_each(body: &[u8], max_batch: usize, status: u16, err: &RpcError) -> Answer {
+    let raw = |id: &Option<std::ops::Range<usize>>| id.clone().map(|r| &body[r]);
+    let mut out = Vec::new();
+    match jsonrpc::parse(body, max_batch) {
+        Ok(Request::Single(call)) => jsonrpc::error::write_error(&mut out, raw(&call.id), err),
+        Ok(Request::Batch(items)) => {
+            for item in &items {
+                let (id, e) = match item {
+                    jsonrpc::Item::Call(c) if c.is_notification() => continue,
+                    jsonrpc::Item::Call(c) => (raw(&c.id), err),
+                    jsonrpc::Item::Invalid(inv) => (raw(&inv.id), &inv.error),
+                };
+                out.push(if out.is_empty() { b'[' } else { b',' });
+                jsonrpc::error::write_error(&mut out, id, e);
+            }
+            if !out.is_empty() {
+                out.push(b']');
+            }
+        }
+        Err(_) => {}
+    }
+    if out.is_empty() {
+        return Answer::rpc_error(status, err);
+    }
+    Answer::json(status, out)
 }
 
 /// The answer to a body that is not a JSON-RPC request at all.

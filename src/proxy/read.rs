@@ -31,20 +31,17 @@ pub fn accepted_media_type(value: &[u8]) -> bool {
         .any(|t| media.eq_ignore_ascii_case(t.as_bytes()))
 }
 
-/// Checks the `Content-Type`; the answer when it is not one we accept.
-pub fn check_content_type(session: &Session) -> Result<(), Answer> {
+/// Checks the `Content-Type`; the error (HTTP 415) when it is not one we accept.
+pub fn check_content_type(session: &Session) -> Result<(), RpcError> {
     let Some(value) = session.get_header(header::CONTENT_TYPE) else {
         return Ok(());
     };
     if accepted_media_type(value.as_bytes()) {
         return Ok(());
     }
-    Err(Answer::rpc_error(
-        415,
-        &RpcError::new(
-            code::INVALID_REQUEST,
-            "invalid content type, only application/json is supported",
-        ),
+    Err(RpcError::new(
+        code::INVALID_REQUEST,
+        "invalid content type, only application/json is supported",
     ))
 }
 
