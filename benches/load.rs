@@ -2,9 +2,10 @@
 //! through nginx (a plain keep-alive reverse proxy) and through livechain, all in one run on one
 //! machine, then a WebSocket scale run. Run it with `benches/load.sh` (installs nginx, raises the
 //! descriptor limit) or `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000]
-//! [--ws-idle N] [--ws-active N] [--no-ws] [--no-http] [--open-rate R]` (`--levels ""` skips the
-//! closed-loop runs; `--open-rate` sets the open-loop rate instead of half of livechain's best;
-//! `LOAD_KEEP=1` keeps the processes' logs).
+//! [--ws-idle N] [--ws-active N] [--no-ws] [--no-http] [--open-rate R] [--open-rounds N]`
+//! (`--levels ""` skips the closed-loop runs; `--open-rate` sets the open-loop rate instead of
+//! half of livechain's best; `--open-rounds` the open-loop runs per target, pooled, 6 by
+//! default; `LOAD_KEEP=1` keeps the processes' logs).
 //!
 //! Everything listens on 127.0.0.1 ephemeral ports; every phase is bounded in time; every process
 //! started here is stopped by its PID when the run ends, also on panic.
@@ -33,6 +34,9 @@ struct Opts {
     ws_active: usize,
     /// Open-loop rate instead of half of livechain's best closed-loop throughput.
     open_rate: Option<f64>,
+    /// Open-loop runs per target, taken in turns and pooled: the machine's stalls (see
+    /// `open_loop`) then fall on every target alike instead of deciding one run's tail.
+    open_rounds: usize,
     http: bool,
     ws: bool,
 }
@@ -46,6 +50,7 @@ fn opts() -> Opts {
         ws_idle: 10_000,
         ws_active: 1000,
         open_rate: None,
+        open_rounds: 6,
         http: true,
         ws: true,
     };
@@ -66,6 +71,9 @@ fn opts() -> Opts {
             "--ws-idle" => o.ws_idle = value.parse().expect("--ws-idle"),
             "--ws-active" => o.ws_active = value.parse().expect("--ws-active"),
             "--open-rate" => o.open_rate = Some(value.parse().expect("--open-rate")),
+            "--open-rounds" => {
+                o.open_rounds = value.parse::<usize>().expect("--open-rounds").max(1)
+            }
             "--no-ws" | "--no-http" => {
                 if args[i] == "--no-ws" {
                     o.ws = false;
@@ -571,25 +579,26 @@ fn warmup(o: &Opts, conns: usize) -> Duration {
     o.warmup + Duration::from_millis(conns as u64 / 2)
 }
 
-/// livechain's own time per request (`duration_us - upstream_us` of its access log lines) from
-/// byte `from` of its log on: p50, p99, p99.9 in ms, and the number of lines.
-fn own_times(log: &Path, from: u64) -> (f64, f64, f64, usize) {
+/// livechain's own time per request in µs (`duration_us - upstream_us` of its access log lines)
+/// from the lines that start within bytes `from..to` of its log.
+fn own_times(log: &Path, from: u64, to: u64) -> Vec<u32> {
     let text = std::fs::read(log).unwrap_or_default();
-    let start = (from as usize).min(text.len());
+    let end = (to as usize).min(text.len());
+    let start = (from as usize).min(end);
     // `from` may fall inside a line.
     let start = match start {
         0 => 0,
-        s => text[s - 1..]
+        s => text[s - 1..end]
             .iter()
             .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| s + i),
+            .map_or(end, |i| s + i),
     };
     let field = |line: &str, key: &str| -> Option<u64> {
         let at = line.find(key)? + key.len();
         let digits = line[at..].split(|c: char| !c.is_ascii_digit()).next()?;
         digits.parse().ok()
     };
-    let mut own: Vec<u32> = String::from_utf8_lossy(&text[start..])
+    String::from_utf8_lossy(&text[start..end])
         .lines()
         .filter(|l| l.contains("livechain::access"))
         .filter_map(|l| {
@@ -597,19 +606,77 @@ fn own_times(log: &Path, from: u64) -> (f64, f64, f64, usize) {
             let upstream = field(l, "upstream_us=")?;
             Some(total.saturating_sub(upstream).min(u64::from(u32::MAX)) as u32)
         })
-        .collect();
-    own.sort_unstable();
-    (
-        percentile(&own, 0.5),
-        percentile(&own, 0.99),
-        percentile(&own, 0.999),
-        own.len(),
-    )
+        .collect()
+}
+
+/// What one or more runs against a target saw: every measured latency, counts, and the
+/// proxy's CPU seconds over the measured time.
+#[derive(Default)]
+struct Samples {
+    latencies_us: Vec<u32>,
+    late_us: Vec<u32>,
+    ok: u64,
+    errors: u64,
+    connect_errors: u64,
+    /// Measured seconds, summed over runs.
+    secs: f64,
+    /// (user, user + system) CPU seconds of the proxy, summed over runs.
+    cpu: Option<(f64, f64)>,
+    rss_mib: Option<f64>,
+}
+
+impl Samples {
+    /// Adds another run's samples (open-loop rounds are pooled).
+    fn merge(&mut self, other: Samples) {
+        self.latencies_us.extend_from_slice(&other.latencies_us);
+        self.late_us.extend_from_slice(&other.late_us);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.connect_errors += other.connect_errors;
+        self.secs += other.secs;
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1)),
+            (a, b) => a.or(b),
+        };
+        self.rss_mib = other.rss_mib.or(self.rss_mib);
+    }
+
+    fn summary(mut self) -> Run {
+        self.latencies_us.sort_unstable();
+        self.late_us.sort_unstable();
+        let all = &self.latencies_us;
+        let secs = self.secs.max(f64::EPSILON);
+        Run {
+            rps: (self.ok + self.errors) as f64 / secs,
+            p50: percentile(all, 0.50),
+            p99: percentile(all, 0.99),
+            p999: percentile(all, 0.999),
+            late: (
+                percentile(&self.late_us, 0.5),
+                percentile(&self.late_us, 0.99),
+            ),
+            errors: self.errors,
+            connect_errors: self.connect_errors,
+            cpu: self.cpu.map(|(_, total)| total / secs * 100.0),
+            cpu_user: self.cpu.map(|(user, _)| user / secs * 100.0),
+            rss_mib: self.rss_mib,
+        }
+    }
 }
 
 /// `conns` connections against `addr` for warm-up + `o.duration`; `rate` (requests/s in total)
 /// for open-loop runs. CPU and RSS are those of `pid` (and its children) during the measurement.
 async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: Option<u32>) -> Run {
+    measure(addr, conns, o, rate, pid).await.summary()
+}
+
+async fn measure(
+    addr: SocketAddr,
+    conns: usize,
+    o: &Opts,
+    rate: Option<f64>,
+    pid: Option<u32>,
+) -> Samples {
     let reqs = Arc::new(bodies());
     let gate = Arc::new(Semaphore::new(256));
     let start = Instant::now();
@@ -633,37 +700,24 @@ async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: O
     let cpu0 = pid.map(cpu_secs);
     tokio::time::sleep_until(end.into()).await;
     let cpu1 = pid.map(cpu_secs);
-    let rss = pid.map(|p| rss_kib(p) as f64 / 1024.0);
-    let mut all = Vec::new();
-    let mut late = Vec::new();
-    let (mut ok, mut errors, mut connect_errors) = (0, 0, 0);
-    for t in tasks {
-        if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(30), t).await {
-            all.extend_from_slice(&st.latencies_us);
-            late.extend_from_slice(&st.late_us);
-            ok += st.ok;
-            errors += st.errors;
-            connect_errors += st.connect_errors;
-        }
-    }
-    all.sort_unstable();
-    late.sort_unstable();
-
-    let secs = o.duration.as_secs_f64();
-    Run {
-        rps: (ok + errors) as f64 / secs,
-        p50: percentile(&all, 0.50),
-        p99: percentile(&all, 0.99),
-        p999: percentile(&all, 0.999),
-        late: (percentile(&late, 0.5), percentile(&late, 0.99)),
-        errors,
-        connect_errors,
+    let mut out = Samples {
+        secs: o.duration.as_secs_f64(),
         cpu: cpu0
             .zip(cpu1)
-            .map(|(a, b)| (b.0 + b.1 - a.0 - a.1) / secs * 100.0),
-        cpu_user: cpu0.zip(cpu1).map(|(a, b)| (b.0 - a.0) / secs * 100.0),
-        rss_mib: rss,
+            .map(|(a, b)| (b.0 - a.0, b.0 + b.1 - a.0 - a.1)),
+        rss_mib: pid.map(|p| rss_kib(p) as f64 / 1024.0),
+        ..Default::default()
+    };
+    for t in tasks {
+        if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(30), t).await {
+            out.latencies_us.extend_from_slice(&st.latencies_us);
+            out.late_us.extend_from_slice(&st.late_us);
+            out.ok += st.ok;
+            out.errors += st.errors;
+            out.connect_errors += st.connect_errors;
+        }
     }
+    out
 }
 
 fn row(out: &mut String, label: &str, conns: &str, r: &Run) {
@@ -815,10 +869,12 @@ async fn closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
 /// its own, each with one thread per core it gets: the proxy (one thread, one nginx worker) on
 /// core 1, the generator (this process, a current-thread runtime) and the node (one thread) on
 /// core 0, under real-time round-robin scheduling where the machine allows, so that a thread
-/// woken by a packet runs at once. How late the generator sent is printed alongside: on a machine
-/// that stalls now and then (this VM does, for 50–120 ms at a time, whatever the target), the
-/// end-to-end tail is the machine's, and livechain's own time per request, read from its access
-/// log, is the figure that tells what the proxy adds.
+/// woken by a packet runs at once. Each target runs `open_rounds` times, in turns, and its
+/// rounds are pooled: one run's tail is decided by whether one of the machine's stalls fell in
+/// it, and pooled, the stalls fall on every target alike. How late the generator sent is
+/// printed alongside, and livechain's own time per request, read from its access log: on a
+/// machine that stalls now and then (this VM does, for 50–120 ms at a time, whatever the
+/// target), that is the figure that tells what the proxy adds.
 async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> (String, String) {
     let targets = Targets::start(bin, dir, Some(1), 1).await;
     let Targets {
@@ -840,23 +896,54 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         .chain(family(ngx_pid))
         .collect();
     let rt = procs.iter().all(|&p| realtime(p, true));
-    eprintln!("load: open loop at {rate:.0} requests/s (pinned: {pinned}, real-time: {rt})");
-    let direct = run(mock_addr, 64, o, Some(rate), None).await;
-    let nginx = run(ngx_addr, 64, o, Some(rate), Some(ngx_pid)).await;
-    // Where livechain's log stands when the measured part of its run begins.
+    eprintln!(
+        "load: open loop at {rate:.0} requests/s, {} rounds (pinned: {pinned}, real-time: {rt})",
+        o.open_rounds
+    );
     let log = dir.join("livechain.log");
-    let mark = {
-        let (log, wait) = (log.clone(), warmup(o, 64));
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            std::fs::metadata(&log).map_or(0, |m| m.len())
-        })
+    let log_len = || std::fs::metadata(&log).map_or(0, |m| m.len());
+    let (mut direct, mut nginx, mut live) =
+        (Samples::default(), Samples::default(), Samples::default());
+    let mut own = Vec::new();
+    // Each round's p99 per target (direct, nginx, livechain): how much one run's tail swings.
+    let mut round_p99s: [Vec<String>; 3] = Default::default();
+    let p99_of = |s: &Samples| {
+        let mut l = s.latencies_us.clone();
+        l.sort_unstable();
+        format!("{:.1}", percentile(&l, 0.99))
     };
-    let live = run(lc_addr, 64, o, Some(rate), Some(lc_pid)).await;
-    let from = mark.await.unwrap_or(0);
-    // The log is written in batches (every 20 ms).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let own = own_times(&log, from);
+    for round in 0..o.open_rounds {
+        eprintln!("load: open loop round {}", round + 1);
+        let d = measure(mock_addr, 64, o, Some(rate), None).await;
+        round_p99s[0].push(p99_of(&d));
+        direct.merge(d);
+        let n = measure(ngx_addr, 64, o, Some(rate), Some(ngx_pid)).await;
+        round_p99s[1].push(p99_of(&n));
+        nginx.merge(n);
+        // Where livechain's log stands when the measured part of its run begins.
+        let mark = {
+            let (log, wait) = (log.clone(), warmup(o, 64));
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                std::fs::metadata(&log).map_or(0, |m| m.len())
+            })
+        };
+        let l = measure(lc_addr, 64, o, Some(rate), Some(lc_pid)).await;
+        round_p99s[2].push(p99_of(&l));
+        live.merge(l);
+        let from = mark.await.unwrap_or(0);
+        // The log is written in batches (every 20 ms).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        own.extend(own_times(&log, from, log_len()));
+    }
+    own.sort_unstable();
+    let own = (
+        percentile(&own, 0.5),
+        percentile(&own, 0.99),
+        percentile(&own, 0.999),
+        own.len(),
+    );
+    let (direct, nginx, live) = (direct.summary(), nginx.summary(), live.summary());
     if rt {
         for &p in &procs {
             realtime(p, false);
@@ -867,7 +954,11 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
     }
     drop(targets);
     let mut out = String::new();
-    let label = format!("64 @ {rate:.0}/s");
+    let label = format!(
+        "64 @ {rate:.0}/s, {} × {} s",
+        o.open_rounds,
+        o.duration.as_secs()
+    );
     row(&mut out, "direct (open loop)", &label, &direct);
     row(&mut out, "nginx (open loop)", &label, &nginx);
     row(&mut out, "livechain (open loop)", &label, &live);
@@ -891,6 +982,12 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         nginx.late.1,
         live.late.0,
         live.late.1,
+    );
+    let ratio = format!(
+        "{ratio}- p99 of each round in turn (ms): direct {}, nginx {}, livechain {}\n",
+        round_p99s[0].join(" / "),
+        round_p99s[1].join(" / "),
+        round_p99s[2].join(" / "),
     );
     let ratio = format!(
         "{ratio}- livechain's own time per request in that run (its access log: duration minus the \
