@@ -172,7 +172,15 @@ fn start_mock(
     (Proc { child }, addr)
 }
 
-fn start_livechain(bin: &str, dir: &Path, mock: SocketAddr, threads: usize) -> (Proc, SocketAddr) {
+/// livechain in `dir` (its config and log files there); `log` is its `RUST_LOG`.
+fn start_livechain(
+    bin: &str,
+    dir: &Path,
+    mock: SocketAddr,
+    threads: usize,
+    log: &str,
+) -> (Proc, SocketAddr) {
+    std::fs::create_dir_all(dir).expect("livechain dir");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let main = dir.join("livechain.toml");
     std::fs::write(
@@ -194,8 +202,7 @@ fn start_livechain(bin: &str, dir: &Path, mock: SocketAddr, threads: usize) -> (
     let child = Command::new(bin)
         .arg("--config")
         .arg(&main)
-        // The access log stays on, as in production; it goes to a file.
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("livechain.log")).expect("log"))
         .spawn()
@@ -781,7 +788,8 @@ impl Targets {
     ) -> Targets {
         let (mock, mock_addr) = start_mock(bin, dir, 1000, node_threads);
         wait_http(mock_addr, "mock").await;
-        let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, proxy_threads);
+        // The access log stays on, as in production; it goes to a file.
+        let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, proxy_threads, "info");
         wait_http(lc_addr, "livechain").await;
         let (ngx, ngx_addr) = start_nginx(dir, mock_addr, proxy_threads);
         wait_http(ngx_addr, "nginx").await;
@@ -884,14 +892,19 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         ..
     } = targets;
     let (mock_pid, lc_pid, ngx_pid) = targets.pids();
+    // livechain once more, without its access log (`RUST_LOG=warn`): what the log costs.
+    let (quiet, quiet_addr) = start_livechain(bin, &dir.join("quiet"), mock_addr, 1, "warn");
+    wait_http(quiet_addr, "livechain (no access log)").await;
+    let quiet_pid = quiet.child.id();
     let me = std::process::id();
     // nginx's workers are processes of their own: each is pinned, not just the master.
     let pinned = cores >= 2
         && pin(me, "0")
         && pin(mock_pid, "0")
         && family(ngx_pid).into_iter().all(|p| pin(p, "1"))
-        && pin(lc_pid, "1");
-    let procs: Vec<u32> = [me, mock_pid, lc_pid]
+        && pin(lc_pid, "1")
+        && pin(quiet_pid, "1");
+    let procs: Vec<u32> = [me, mock_pid, lc_pid, quiet_pid]
         .into_iter()
         .chain(family(ngx_pid))
         .collect();
@@ -902,11 +915,10 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
     );
     let log = dir.join("livechain.log");
     let log_len = || std::fs::metadata(&log).map_or(0, |m| m.len());
-    let (mut direct, mut nginx, mut live) =
-        (Samples::default(), Samples::default(), Samples::default());
+    let (mut direct, mut nginx, mut live, mut silent) = Default::default();
     let mut own = Vec::new();
     // Each round's p99 per target (direct, nginx, livechain): how much one run's tail swings.
-    let mut round_p99s: [Vec<String>; 3] = Default::default();
+    let mut round_p99s: [Vec<String>; 4] = Default::default();
     let p99_of = |s: &Samples| {
         let mut l = s.latencies_us.clone();
         l.sort_unstable();
@@ -916,10 +928,10 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         eprintln!("load: open loop round {}", round + 1);
         let d = measure(mock_addr, 64, o, Some(rate), None).await;
         round_p99s[0].push(p99_of(&d));
-        direct.merge(d);
+        Samples::merge(&mut direct, d);
         let n = measure(ngx_addr, 64, o, Some(rate), Some(ngx_pid)).await;
         round_p99s[1].push(p99_of(&n));
-        nginx.merge(n);
+        Samples::merge(&mut nginx, n);
         // Where livechain's log stands when the measured part of its run begins.
         let mark = {
             let (log, wait) = (log.clone(), warmup(o, 64));
@@ -930,7 +942,10 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         };
         let l = measure(lc_addr, 64, o, Some(rate), Some(lc_pid)).await;
         round_p99s[2].push(p99_of(&l));
-        live.merge(l);
+        Samples::merge(&mut live, l);
+        let q = measure(quiet_addr, 64, o, Some(rate), Some(quiet_pid)).await;
+        round_p99s[3].push(p99_of(&q));
+        Samples::merge(&mut silent, q);
         let from = mark.await.unwrap_or(0);
         // The log is written in batches (every 20 ms).
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -943,7 +958,12 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         percentile(&own, 0.999),
         own.len(),
     );
-    let (direct, nginx, live) = (direct.summary(), nginx.summary(), live.summary());
+    let (direct, nginx, live, silent) = (
+        direct.summary(),
+        nginx.summary(),
+        live.summary(),
+        silent.summary(),
+    );
     if rt {
         for &p in &procs {
             realtime(p, false);
@@ -953,6 +973,7 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         pin(me, "0-1");
     }
     drop(targets);
+    drop(quiet);
     let mut out = String::new();
     let label = format!(
         "64 @ {rate:.0}/s, {} × {} s",
@@ -962,6 +983,12 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
     row(&mut out, "direct (open loop)", &label, &direct);
     row(&mut out, "nginx (open loop)", &label, &nginx);
     row(&mut out, "livechain (open loop)", &label, &live);
+    row(
+        &mut out,
+        "livechain, no access log (open loop)",
+        &label,
+        &silent,
+    );
     let setup = match (pinned, rt) {
         (true, true) => "; proxy on core 1, generator and node on core 0, real-time scheduling",
         (true, false) => "; proxy on core 1, generator and node on core 0",
@@ -969,12 +996,15 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
     };
     let ratio = format!(
         "- at half of livechain's max ({rate:.0} requests/s, one proxy thread{setup}): added p99 \
-         over direct {:.3} ms (nginx {:.3} ms), added p50 {:.3} ms (nginx {:.3} ms); the \
+         over direct {:.3} ms (without its access log {:.3} ms; nginx {:.3} ms), added p50 {:.3} \
+         ms ({:.3} ms; nginx {:.3} ms); the \
          generator sent late by p50 {:.3} / p99 {:.3} ms (direct), {:.3} / {:.3} (nginx), \
          {:.3} / {:.3} (livechain)\n",
         live.p99 - direct.p99,
+        silent.p99 - direct.p99,
         nginx.p99 - direct.p99,
         live.p50 - direct.p50,
+        silent.p50 - direct.p50,
         nginx.p50 - direct.p50,
         direct.late.0,
         direct.late.1,
@@ -984,10 +1014,12 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         live.late.1,
     );
     let ratio = format!(
-        "{ratio}- p99 of each round in turn (ms): direct {}, nginx {}, livechain {}\n",
+        "{ratio}- p99 of each round in turn (ms): direct {}, nginx {}, livechain {}, livechain \
+         without its access log {}\n",
         round_p99s[0].join(" / "),
         round_p99s[1].join(" / "),
         round_p99s[2].join(" / "),
+        round_p99s[3].join(" / "),
     );
     let ratio = format!(
         "{ratio}- livechain's own time per request in that run (its access log: duration minus the \
@@ -1119,7 +1151,7 @@ async fn ws_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     // One block every 500 ms: heads arrive often enough to sample in a few seconds.
     let (mock, mock_addr) = start_mock(bin, dir, 500, None);
     wait_http(mock_addr, "mock").await;
-    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, 2);
+    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, 2, "info");
     wait_http(lc_addr, "livechain").await;
     let lc_pid = lc.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
