@@ -7,8 +7,9 @@
 //!
 //! Changes to `server.listen`, `server.threads`, `server.grace_period_ms` and
 //! `server.dns_refresh_ms` need a restart and are reported as such; the request limits
-//! (`max_body_bytes`, `max_response_bytes`, `max_batch`, `request_timeout_ms`), the connect and idle
-//! timeouts of new upstreams, and the whole upstreams file apply at once.
+//! (`max_body_bytes`, `max_response_bytes`, `max_batch`, `request_timeout_ms`), the access-log
+//! sampling, the connect and idle timeouts of new upstreams, and the whole upstreams file apply
+//! at once.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -632,6 +632,47 @@ async fn access_log_is_one_json_line_per_request_without_bodies() {
     assert!(!p.log().contains(marker), "request body in the log");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_access_log_still_has_every_failed_request() {
+    let node = mock(1).await;
+    let ups = upstreams_toml("ethereum", 1, &[("node-a", node.url())]);
+    let p =
+        Proxy::start_with_args(&ups, "access_log_sample = 0.0", &["--log-format", "json"]).await;
+    let mut c = p.client();
+    for i in 0..20 {
+        let r = c
+            .post("/ethereum", &call(i, "eth_chainId", json!([])))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // Last, so that once its line is written every earlier one would have been (lines go out
+    // in order).
+    let r = c
+        .post("/nowhere", &call(99, "eth_chainId", json!([])))
+        .await;
+    assert_eq!(r.status, 404);
+    let access = || {
+        p.log()
+            .lines()
+            .filter(|l| l.contains("livechain::access"))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON log line"))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            access().iter().any(|l| l["status"] == 404)
+        })
+        .await,
+        "{}",
+        p.log()
+    );
+    let ordinary: Vec<_> = access()
+        .into_iter()
+        .filter(|l| l["status"] == 200)
+        .collect();
+    assert!(ordinary.is_empty(), "sampled out, yet logged: {ordinary:?}");
+}
+
 fn tool(name: &str) -> String {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])

@@ -50,6 +50,10 @@ pub(crate) struct ServerFile {
     pub ws_idle_timeout_ms: u64,
     #[serde(default = "default_ws_max_message_bytes")]
     pub ws_max_message_bytes: u64,
+    #[serde(default = "default_access_log_sample")]
+    pub access_log_sample: f64,
+    #[serde(default = "default_access_log_slow_ms")]
+    pub access_log_slow_ms: u64,
     /// Relative to the directory of `livechain.toml`.
     #[serde(default = "default_upstreams")]
     pub upstreams: String,
@@ -73,6 +77,8 @@ impl Default for ServerFile {
             ws_max_connections: default_ws_max_connections(),
             ws_idle_timeout_ms: default_ws_idle_timeout_ms(),
             ws_max_message_bytes: default_ws_max_message_bytes(),
+            access_log_sample: default_access_log_sample(),
+            access_log_slow_ms: default_access_log_slow_ms(),
             upstreams: default_upstreams(),
         }
     }
@@ -137,6 +143,15 @@ fn default_ws_idle_timeout_ms() -> u64 {
 
 fn default_ws_max_message_bytes() -> u64 {
     16 * 1024 * 1024
+}
+
+/// Every request gets an access-log line unless the operator samples.
+fn default_access_log_sample() -> f64 {
+    1.0
+}
+
+fn default_access_log_slow_ms() -> u64 {
+    1_000
 }
 
 fn default_upstreams() -> String {

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub ws_idle_timeout: Duration,
     /// Largest WebSocket message accepted from a client or an upstream (1009 above it).
     pub ws_max_message_bytes: usize,
+    /// Which requests get an access-log line.
+    pub access_log: crate::telemetry::access::Sampling,
     /// The upstreams file, resolved relative to the main config file.
     pub upstreams_path: PathBuf,
 }

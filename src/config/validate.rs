@@ -105,6 +105,16 @@ pub(crate) fn server(
         "server.ws_max_message_bytes",
         file.ws_max_message_bytes,
     );
+    if !(0.0..=1.0).contains(&file.access_log_sample) {
+        p.push(
+            "server.access_log_sample",
+            format!(
+                "must be between 0.0 and 1.0 (the share of ordinary requests logged), got {}",
+                file.access_log_sample
+            ),
+        );
+    }
+    let access_log_slow = millis(&mut p, "server.access_log_slow_ms", file.access_log_slow_ms);
     if !(1..=100_000).contains(&file.max_batch) {
         p.push(
             "server.max_batch",
@@ -135,6 +145,10 @@ pub(crate) fn server(
         ws_max_connections: usize::try_from(file.ws_max_connections).unwrap_or(usize::MAX),
         ws_idle_timeout,
         ws_max_message_bytes,
+        access_log: crate::telemetry::access::Sampling {
+            sample: file.access_log_sample.clamp(0.0, 1.0),
+            slow: access_log_slow,
+        },
         upstreams_path: upstreams_path.unwrap_or_default(),
     })
 }

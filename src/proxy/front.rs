@@ -128,6 +128,7 @@ impl ServerApp for Front {
                     ctx.chain = Some(up.chain.clone());
                     ctx.method = Some(std::borrow::Cow::Borrowed("websocket"));
                     let limits = up.limits;
+                    ctx.access_log = limits.access_log;
                     let req = ws::Request {
                         key: up.key.as_deref(),
                         version: up.version.as_deref(),
@@ -189,6 +190,7 @@ impl Front {
         ctx.timer = Some(timer.take().unwrap_or_else(attempt_timer));
         ctx.chain = Some(req.chain.clone());
         let limits = req.limits;
+        ctx.access_log = limits.access_log;
         let need = req.head_len + req.body_len;
         let mut answer = match read_to(stream, buf, need, limits.request_timeout).await {
             Ok(()) => {

@@ -70,7 +70,7 @@ impl Livechain {
                 .requests
                 .observe(&chain.name, method, status, elapsed.as_secs_f64());
         }
-        crate::telemetry::access::write(&crate::telemetry::access::Line {
+        let line = crate::telemetry::access::Line {
             chain: ctx.chain.as_ref().map_or("-", |c| c.name.as_str()),
             method: ctx.method.as_deref().unwrap_or("-"),
             calls: ctx.calls,
@@ -80,7 +80,10 @@ impl Livechain {
             duration_us: elapsed.as_micros() as u64,
             upstream_us: ctx.upstream_time.as_micros() as u64,
             error: e.map(|e| e.etype().as_str()),
-        });
+        };
+        if ctx.access_log.keeps(&line) {
+            crate::telemetry::access::write(&line);
+        }
     }
 }
 
@@ -99,6 +102,8 @@ pub struct RequestCtx {
     metric_method: Option<MethodLabel>,
     /// The client connection's attempt timer, lent for this request (see `Attempts::timer`).
     timer: Option<forward::AttemptTimer>,
+    /// The sampling of the snapshot that served it (every line before one was loaded).
+    access_log: crate::telemetry::access::Sampling,
 }
 
 impl RequestCtx {
@@ -114,6 +119,7 @@ impl RequestCtx {
             status: 0,
             metric_method: None,
             timer: None,
+            access_log: Default::default(),
         }
     }
 }
@@ -191,6 +197,7 @@ impl Livechain {
         // not change the chain, the upstreams or the limits this request is served with.
         let snapshot = self.router.load();
         let limits = snapshot.limits;
+        ctx.access_log = limits.access_log;
         let path = session.req_header().uri.path();
         if let Some(answer) = self.api.answer(session, &snapshot, path) {
             return self.finish_early(session, answer, &limits).await;

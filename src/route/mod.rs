@@ -51,6 +51,8 @@ pub struct Limits {
     pub ws_max_message_bytes: usize,
     /// Connect timeout for upstream WebSockets (TCP + TLS + handshake).
     pub connect_timeout: std::time::Duration,
+    /// Which requests get an access-log line.
+    pub access_log: crate::telemetry::access::Sampling,
 }
 
 impl Limits {
@@ -64,6 +66,7 @@ impl Limits {
             ws_idle_timeout: server.ws_idle_timeout,
             ws_max_message_bytes: server.ws_max_message_bytes,
             connect_timeout: server.connect_timeout,
+            access_log: server.access_log,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `[probe]`, `[circuit]`, `[retry]`, `deny`, `routes`, `tags`, `server.max_batch`.
+//! `[probe]`, `[circuit]`, `[retry]`, `deny`, `routes`, `tags`, `server.max_batch`, access-log
+//! sampling.
 
 use std::time::Duration;
 
@@ -107,4 +108,27 @@ fn max_batch_is_checked() {
     );
     let ok = parse_server("[server]\nmax_batch = 50\n", Path::new(MAIN), env).unwrap();
     assert_eq!(ok.max_batch, 50);
+}
+
+#[test]
+fn access_log_sampling_is_checked() {
+    for bad in ["1.5", "-0.1"] {
+        let err = server_err(&format!("[server]\naccess_log_sample = {bad}\n"));
+        assert!(err.contains(MAIN), "{err}");
+        assert!(
+            err.contains("server.access_log_sample: must be between 0.0 and 1.0"),
+            "{err}"
+        );
+    }
+    let default = parse_server("", Path::new(MAIN), env).unwrap();
+    assert_eq!(default.access_log.sample, 1.0);
+    assert_eq!(default.access_log.slow, std::time::Duration::from_secs(1));
+    let ok = parse_server(
+        "[server]\naccess_log_sample = 0.01\naccess_log_slow_ms = 250\n",
+        Path::new(MAIN),
+        env,
+    )
+    .unwrap();
+    assert_eq!(ok.access_log.sample, 0.01);
+    assert_eq!(ok.access_log.slow, std::time::Duration::from_millis(250));
 }
