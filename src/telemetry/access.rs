@@ -30,8 +30,8 @@ pub struct Line<'a> {
 
 /// Which requests get a line (`server.access_log_sample`, `server.access_log_slow_ms`). At 25,000
 /// requests/s the log is 4 MiB/s of file writes, and on a small machine its writeback can cost
-/// every process there milliseconds at the tail (some load-benchmark runs: p99 10.5 ms with the
-/// log, 3.8 ms without, and 3.8 again with it sent to /dev/null). Sampling the ordinary requests
+/// every process there milliseconds at the tail (in one load-benchmark run p99 10.5 ms with the
+/// log, 3.8 ms without; not in every run). Sampling the ordinary requests
 /// keeps the lines that matter, the failed, retried and slow ones, at a fraction of the bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampling {
