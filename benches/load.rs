@@ -412,6 +412,17 @@ struct ConnStats {
     connect_errors: u64,
 }
 
+impl ConnStats {
+    /// Adds another connection's (or run's) counts and samples.
+    fn absorb(&mut self, other: &ConnStats) {
+        self.latencies_us.extend_from_slice(&other.latencies_us);
+        self.late_us.extend_from_slice(&other.late_us);
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.connect_errors += other.connect_errors;
+    }
+}
+
 enum Answer {
     Ok,
     Bad,
@@ -620,11 +631,7 @@ fn own_times(log: &Path, from: u64, to: u64) -> Vec<u32> {
 /// proxy's CPU seconds over the measured time.
 #[derive(Default)]
 struct Samples {
-    latencies_us: Vec<u32>,
-    late_us: Vec<u32>,
-    ok: u64,
-    errors: u64,
-    connect_errors: u64,
+    stats: ConnStats,
     /// Measured seconds, summed over runs.
     secs: f64,
     /// (user, user + system) CPU seconds of the proxy, summed over runs.
@@ -635,11 +642,7 @@ struct Samples {
 impl Samples {
     /// Adds another run's samples (open-loop rounds are pooled).
     fn merge(&mut self, other: Samples) {
-        self.latencies_us.extend_from_slice(&other.latencies_us);
-        self.late_us.extend_from_slice(&other.late_us);
-        self.ok += other.ok;
-        self.errors += other.errors;
-        self.connect_errors += other.connect_errors;
+        self.stats.absorb(&other.stats);
         self.secs += other.secs;
         self.cpu = match (self.cpu, other.cpu) {
             (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1)),
@@ -649,21 +652,19 @@ impl Samples {
     }
 
     fn summary(mut self) -> Run {
-        self.latencies_us.sort_unstable();
-        self.late_us.sort_unstable();
-        let all = &self.latencies_us;
+        let st = &mut self.stats;
+        st.latencies_us.sort_unstable();
+        st.late_us.sort_unstable();
+        let all = &st.latencies_us;
         let secs = self.secs.max(f64::EPSILON);
         Run {
-            rps: (self.ok + self.errors) as f64 / secs,
+            rps: (st.ok + st.errors) as f64 / secs,
             p50: percentile(all, 0.50),
             p99: percentile(all, 0.99),
             p999: percentile(all, 0.999),
-            late: (
-                percentile(&self.late_us, 0.5),
-                percentile(&self.late_us, 0.99),
-            ),
-            errors: self.errors,
-            connect_errors: self.connect_errors,
+            late: (percentile(&st.late_us, 0.5), percentile(&st.late_us, 0.99)),
+            errors: st.errors,
+            connect_errors: st.connect_errors,
             cpu: self.cpu.map(|(_, total)| total / secs * 100.0),
             cpu_user: self.cpu.map(|(user, _)| user / secs * 100.0),
             rss_mib: self.rss_mib,
@@ -717,11 +718,7 @@ async fn measure(
     };
     for t in tasks {
         if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(30), t).await {
-            out.latencies_us.extend_from_slice(&st.latencies_us);
-            out.late_us.extend_from_slice(&st.late_us);
-            out.ok += st.ok;
-            out.errors += st.errors;
-            out.connect_errors += st.connect_errors;
+            out.stats.absorb(&st);
         }
     }
     out
@@ -920,7 +917,7 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
     // Each round's p99 per target (direct, nginx, livechain): how much one run's tail swings.
     let mut round_p99s: [Vec<String>; 4] = Default::default();
     let p99_of = |s: &Samples| {
-        let mut l = s.latencies_us.clone();
+        let mut l = s.stats.latencies_us.clone();
         l.sort_unstable();
         format!("{:.1}", percentile(&l, 0.99))
     };

@@ -356,25 +356,22 @@ impl Livechain {
 /// one error with a null id.
 fn refuse_each(body: &[u8], max_batch: usize, status: u16, err: &RpcError) -> Answer {
     let raw = |id: &Option<std::ops::Range<usize>>| id.clone().map(|r| &body[r]);
-    let mut out = Vec::new();
-    match jsonrpc::parse(body, max_batch) {
-        Ok(Request::Single(call)) => jsonrpc::error::write_error(&mut out, raw(&call.id), err),
+    let out = match jsonrpc::parse(body, max_batch) {
+        Ok(Request::Single(call)) => jsonrpc::error::error_body(raw(&call.id), err),
         Ok(Request::Batch(items)) => {
-            for item in &items {
-                let (id, e) = match item {
-                    jsonrpc::Item::Call(c) if c.is_notification() => continue,
-                    jsonrpc::Item::Call(c) => (raw(&c.id), err),
-                    jsonrpc::Item::Invalid(inv) => (raw(&inv.id), &inv.error),
-                };
-                out.push(if out.is_empty() { b'[' } else { b',' });
-                jsonrpc::error::write_error(&mut out, id, e);
-            }
-            if !out.is_empty() {
-                out.push(b']');
-            }
+            let finals: Vec<Option<Bytes>> = items
+                .iter()
+                .map(|item| match item {
+                    jsonrpc::Item::Call(c) if !c.is_notification() => {
+                        Some(jsonrpc::error::error_body(raw(&c.id), err).into())
+                    }
+                    _ => None,
+                })
+                .collect();
+            jsonrpc::batch::assemble(body, &items, &finals)
         }
-        Err(_) => {}
-    }
+        Err(_) => Vec::new(),
+    };
     if out.is_empty() {
         return Answer::rpc_error(status, err);
     }

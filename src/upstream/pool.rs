@@ -89,7 +89,7 @@ impl Pool {
     pub fn take(&self, addr: SocketAddr) -> Option<(Conn, BytesMut, usize)> {
         let own = self.home();
         let n = self.slots.len();
-        if own == n {
+        if own == self.others() {
             return self.take_from(own, addr).map(|(c, b)| (c, b, own));
         }
         (0..n).find_map(|k| {
@@ -99,11 +99,14 @@ impl Pool {
                 return Some((conn, buf, own));
             }
             // Borrowed for every request from now on, it would wake its thread for each answer
-            // (at low load one connection serves all): it becomes this thread's.
-            match conn {
-                Conn::Tcp(_) => conn.rehome().map(|c| (c, buf, own)),
-                Conn::Pingora(_) => Some((conn, buf, shard)),
-            }
+            // (at low load one connection serves all): it becomes this thread's. A Pingora
+            // stream cannot move and stays the other thread's.
+            let home = if matches!(conn, Conn::Pingora(_)) {
+                shard
+            } else {
+                own
+            };
+            conn.rehome().map(|c| (c, buf, home))
         })
     }
 
@@ -166,7 +169,14 @@ impl Pool {
     /// [`serve_here`]), the last (with the first stack's slots) for any other.
     pub fn home(&self) -> usize {
         let serving = self.slots.len();
-        SERVING.with(|t| t.get()).map_or(serving, |t| t % serving)
+        SERVING
+            .with(|t| t.get())
+            .map_or(self.others(), |t| t % serving)
+    }
+
+    /// The stack of the threads that serve no clients: the one after the serving threads'.
+    fn others(&self) -> usize {
+        self.slots.len()
     }
 
     /// Connection slots in use right now (requests holding or opening a connection).
