@@ -64,6 +64,35 @@ impl Conn {
         }
     }
 
+    /// Whether nothing has arrived on an idle connection and the peer has not closed it: the
+    /// only state in which it may carry another request. HTTP/1.1 has no way to tell which
+    /// request a response belongs to but its order, so bytes that arrived while the connection
+    /// sat idle (a second response, the rest of a body longer than its `Content-Length`, the
+    /// 408 some servers send before closing an idle connection) would be read as the answer to
+    /// the next request, another client's. Such a connection is never reused.
+    ///
+    /// A plain socket is asked with a non-blocking `MSG_PEEK` (tokio's readiness flags could
+    /// still be stale for bytes that arrived a moment ago). A TLS stream is polled once without
+    /// a waker: it reads what the socket holds, and only application data or the end of the
+    /// stream count (a TLS record that carries neither, such as a session ticket, does not).
+    pub fn is_clean(&mut self) -> bool {
+        match self {
+            Conn::Tcp(tcp) => {
+                let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+                matches!(
+                    socket2::SockRef::from(&*tcp).peek(&mut probe),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock
+                )
+            }
+            Conn::Pingora(s) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                Pin::new(s).poll_read(&mut cx, &mut buf).is_pending()
+            }
+        }
+    }
+
     /// The connection as a Pingora stream, for Pingora's HTTP session.
     pub fn into_pingora(self) -> Stream {
         match self {

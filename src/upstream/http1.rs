@@ -206,7 +206,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(
             }
             (body, clean)
         }
-        Framing::Chunked => (read_chunked(s, buf, max).await?, true),
+        Framing::Chunked => read_chunked(s, buf, max).await?,
         Framing::Close => {
             while fill(s, &mut buf).await? != 0 {
                 if buf.len() > max {
@@ -283,11 +283,13 @@ fn next_chunk(raw: &mut BytesMut, pending: &mut usize) -> Result<Chunk, ReadErro
     Ok(Chunk::Data(size))
 }
 
+/// Decodes a chunked body; the `bool` says whether nothing followed its end (bytes after the
+/// last chunk were not asked for: the answer stands, the connection is not used again).
 async fn read_chunked<S: AsyncRead + Unpin>(
     s: &mut S,
     mut raw: BytesMut,
     max: usize,
-) -> Result<Bytes, ReadError> {
+) -> Result<(Bytes, bool), ReadError> {
     let mut out = BytesMut::new();
     // Data bytes of the current chunk not yet copied, then its CRLF.
     let mut pending = 0usize;
@@ -307,12 +309,7 @@ async fn read_chunked<S: AsyncRead + Unpin>(
             need_crlf = false;
         }
         match next_chunk(&mut raw, &mut pending)? {
-            Chunk::End => {
-                if !raw.is_empty() {
-                    return Err(ReadError::Malformed("data after the last chunk"));
-                }
-                return Ok(out.freeze());
-            }
+            Chunk::End => return Ok((out.freeze(), raw.is_empty())),
             Chunk::Data(size) => {
                 if out.len() + size > max {
                     return Err(ReadError::TooLarge(max));
@@ -487,5 +484,12 @@ mod tests {
         let extra = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}junk";
         let (resp, reuse) = read(extra, extra.len(), 10).unwrap();
         assert_eq!((&resp.body[..], reuse), (&b"{}"[..], false));
+        let chunked_extra =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\njunk";
+        let (resp, reuse) = read(chunked_extra, chunked_extra.len(), 10).unwrap();
+        assert_eq!((&resp.body[..], reuse), (&b"{}"[..], false));
+        let no_content_with_body = b"HTTP/1.1 204 No Content\r\n\r\n{}";
+        let (resp, reuse) = read(no_content_with_body, 64, 10).unwrap();
+        assert_eq!((resp.body.len(), reuse), (0, false));
     }
 }

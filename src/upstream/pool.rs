@@ -110,26 +110,38 @@ impl Pool {
         })
     }
 
+    /// The newest fresh, clean idle connection to `addr` on `shard`. A connection that has
+    /// received anything while idle, or was closed by the server, is closed here: see
+    /// [`Conn::is_clean`] for why it can never carry another request.
     fn take_from(&self, shard: usize, addr: SocketAddr) -> Option<(Conn, BytesMut)> {
-        let now = Instant::now();
-        let mut stale = Vec::new();
-        let found = {
-            let mut idle = lock(&self.shards[shard]);
-            loop {
-                match idle.pop_back() {
-                    None => break None,
-                    Some(c)
-                        if c.addr == addr && now.duration_since(c.since) < self.idle_timeout =>
-                    {
-                        break Some((c.stream, c.buf))
+        loop {
+            let now = Instant::now();
+            let mut stale = Vec::new();
+            let found = {
+                let mut idle = lock(&self.shards[shard]);
+                loop {
+                    match idle.pop_back() {
+                        None => break None,
+                        Some(c)
+                            if c.addr == addr
+                                && now.duration_since(c.since) < self.idle_timeout =>
+                        {
+                            break Some((c.stream, c.buf))
+                        }
+                        Some(c) => stale.push(c),
                     }
-                    Some(c) => stale.push(c),
                 }
+            };
+            // Closing sockets (and the check's system call) not while holding the lock.
+            drop(stale);
+            let (mut stream, buf) = found?;
+            if stream.is_clean() {
+                return Some((stream, buf));
             }
-        };
-        // Closing sockets is a system call each: not while holding the lock.
-        drop(stale);
-        found
+            tracing::debug!(
+                "pooled upstream connection received bytes while idle or was closed; closing it"
+            );
+        }
     }
 
     /// Keeps a connection that finished an exchange cleanly for the next request, on the stack
@@ -233,8 +245,34 @@ fn lock(shard: &Mutex<VecDeque<Idle>>) -> std::sync::MutexGuard<'_, VecDeque<Idl
 mod tests {
     use super::*;
 
+    /// An open connection on which nothing has arrived.
     fn stream() -> Conn {
-        Conn::Pingora(Box::new(tokio_test::io::Builder::new().build()))
+        let (quiet, handle) = tokio_test::io::Builder::new().build_with_handle();
+        // While the handle lives, reading waits for more: the peer is connected and silent.
+        std::mem::forget(handle);
+        Conn::Pingora(Box::new(quiet))
+    }
+
+    #[test]
+    fn a_connection_that_received_bytes_or_was_closed_while_idle_is_never_lent() {
+        let pool = Pool::new(4, Duration::from_secs(60), 1);
+        // Oldest first: a clean one, one closed by the server, one with a late response.
+        pool.put(stream(), BytesMut::new(), addr(1), pool.home());
+        let closed = Conn::Pingora(Box::new(tokio_test::io::Builder::new().build()));
+        pool.put(closed, BytesMut::new(), addr(1), pool.home());
+        let (late, handle) = tokio_test::io::Builder::new()
+            .read(b"H")
+            .build_with_handle();
+        std::mem::forget(handle);
+        pool.put(
+            Conn::Pingora(Box::new(late)),
+            BytesMut::new(),
+            addr(1),
+            pool.home(),
+        );
+        assert!(pool.take(addr(1)).is_some(), "the clean one is lent");
+        assert_eq!(pool.idle_count(), 0, "the other two were closed");
+        assert!(pool.take(addr(1)).is_none());
     }
 
     fn addr(port: u16) -> SocketAddr {

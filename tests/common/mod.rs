@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod load;
+pub mod rawnode;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
