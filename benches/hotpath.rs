@@ -44,7 +44,7 @@ fn parse_and_classify(body: &[u8]) -> usize {
             blocks += 1;
         }
     };
-    match jsonrpc::parse(body, 1000).expect("valid body") {
+    match jsonrpc::parse(body, jsonrpc::Bounds::new(1000)).expect("valid body") {
         Request::Single(c) => visit(&c),
         Request::Batch(items) => {
             for item in &items {

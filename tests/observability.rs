@@ -707,7 +707,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     let dir = TempDir::new();
     let path = dir.write(
         "livechain.service",
-        &unit.replace("/usr/local/bin/livechain", bin()),
+        &unit.replace("/usr/local/bin/livechain", &bin()),
     );
     let out = Command::new(tool("systemd-analyze"))
         .arg("verify")

@@ -44,6 +44,8 @@ pub(crate) struct ServerFile {
     pub dns_refresh_ms: u64,
     #[serde(default = "default_max_batch")]
     pub max_batch: u64,
+    #[serde(default = "default_max_json_depth")]
+    pub max_json_depth: u64,
     #[serde(default = "default_ws_max_connections")]
     pub ws_max_connections: u64,
     #[serde(default = "default_ws_idle_timeout_ms")]
@@ -74,6 +76,7 @@ impl Default for ServerFile {
             grace_period_ms: default_grace_period_ms(),
             dns_refresh_ms: default_dns_refresh_ms(),
             max_batch: default_max_batch(),
+            max_json_depth: default_max_json_depth(),
             ws_max_connections: default_ws_max_connections(),
             ws_idle_timeout_ms: default_ws_idle_timeout_ms(),
             ws_max_message_bytes: default_ws_max_message_bytes(),
@@ -130,6 +133,12 @@ fn default_dns_refresh_ms() -> u64 {
 
 fn default_max_batch() -> u64 {
     1000
+}
+
+/// Deeper than any real request (a call's params are two or three levels deep); bounded so
+/// that a body of brackets costs nothing.
+fn default_max_json_depth() -> u64 {
+    128
 }
 
 fn default_ws_max_connections() -> u64 {

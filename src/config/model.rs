@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub dns_refresh: Duration,
     /// Most calls accepted in one batch.
     pub max_batch: usize,
+    /// Deepest nesting of arrays and objects accepted in a request body.
+    pub max_json_depth: usize,
     /// Most proxied WebSocket connections at once, all chains together.
     pub ws_max_connections: usize,
     /// A WebSocket with no message either way for this long is closed (1001).

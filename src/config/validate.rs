@@ -122,6 +122,16 @@ pub(crate) fn server(
         );
     }
 
+    if !(2..=1024).contains(&file.max_json_depth) {
+        p.push(
+            "server.max_json_depth",
+            format!(
+                "must be between 2 and 1024 (a call with params is 2 deep), got {}",
+                file.max_json_depth
+            ),
+        );
+    }
+
     let upstreams_path = upstreams_path(path, &file.upstreams);
     if upstreams_path.is_none() {
         p.push("server.upstreams", "must not be empty");
@@ -142,6 +152,7 @@ pub(crate) fn server(
         grace_period,
         dns_refresh,
         max_batch: usize::try_from(file.max_batch).unwrap_or(1000),
+        max_json_depth: usize::try_from(file.max_json_depth).unwrap_or(128),
         ws_max_connections: usize::try_from(file.ws_max_connections).unwrap_or(usize::MAX),
         ws_idle_timeout,
         ws_max_message_bytes,

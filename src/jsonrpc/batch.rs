@@ -36,17 +36,22 @@ pub struct Answer<'a> {
 /// The answer objects of a batch answer; `None` when it is not a JSON array (the upstream
 /// rejected the batch as a whole, or sent something broken).
 pub fn split_answers(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
-    let scanned = std::str::from_utf8(upstream)
-        .ok()
-        .and_then(|text| Some((text, scan::document(text.as_bytes(), ["id"])?)));
+    let scanned = std::str::from_utf8(upstream).ok().and_then(|text| {
+        let doc = scan::document(text.as_bytes(), ["id"], scan::DEFAULT_DEPTH).ok()?;
+        Some((text, doc))
+    });
     match scanned {
         Some((text, scan::Document::Array(elements))) => Some(
             elements
                 .into_iter()
                 .map(|el| match el {
+                    // An answer with two ids matches no call.
                     scan::Element::Object(o) => Answer {
+                        id: o.fields[0]
+                            .clone()
+                            .filter(|_| !o.repeated[0])
+                            .map(|r| &text[r]),
                         text: &text[o.span],
-                        id: o.fields[0].clone().map(|r| &text[r]),
                     },
                     scan::Element::Other(span) => Answer {
                         text: &text[span],
@@ -146,7 +151,7 @@ mod tests {
     use crate::jsonrpc::{parse, Request};
 
     fn items(body: &str) -> Vec<Item> {
-        match parse(body.as_bytes(), 100).unwrap() {
+        match parse(body.as_bytes(), crate::jsonrpc::Bounds::new(100)).unwrap() {
             Request::Batch(items) => items,
             Request::Single(_) => panic!("not a batch"),
         }

@@ -51,45 +51,57 @@ pub fn required_block(method: &str, params: Option<&str>) -> Option<u64> {
 }
 
 /// A block parameter: a hex quantity, a tag, or an EIP-1898 object.
+///
+/// Object members are read as every node reads them: a node decoding with Go's
+/// `encoding/json` (geth, Erigon) takes `BLOCKNUMBER` for `blockNumber`, a case-sensitive one
+/// does not. When the spellings name different blocks the higher one is what an upstream must
+/// have reached, whichever reading its node makes.
 fn block_of(text: &str) -> Option<u64> {
     if text.starts_with('"') {
         hex_quantity(scan::plain_string(text)?)
     } else if text.starts_with('{') {
-        let number = match scan::document(text.as_bytes(), ["blockNumber"]) {
-            Some(scan::Document::Object(o)) => &text[o.fields[0].clone()?],
+        match scan::document(text.as_bytes(), ["blockNumber"], scan::DEFAULT_DEPTH) {
+            Ok(scan::Document::Object(o)) => highest(text, &o, 0),
             _ => {
                 #[derive(Deserialize)]
                 struct Eip1898<'a> {
                     #[serde(rename = "blockNumber", borrow)]
                     block_number: Option<&'a RawValue>,
                 }
-                serde_json::from_str::<Eip1898>(text)
-                    .ok()?
-                    .block_number?
-                    .get()
+                let number = serde_json::from_str::<Eip1898>(text).ok()?.block_number?;
+                hex_quantity(scan::plain_string(number.get())?)
             }
-        };
-        hex_quantity(scan::plain_string(number)?)
+        }
     } else {
         None
     }
 }
 
+/// The highest block named under wanted name `k` of `o`, in any spelling.
+fn highest<const N: usize>(text: &str, o: &scan::Object<N>, k: usize) -> Option<u64> {
+    let exact = o.fields[k].clone().and_then(|r| block_of(&text[r]));
+    let variant = o.variants[k].clone().and_then(|v| block_of(&text[v.value]));
+    exact.max(variant)
+}
+
 /// The highest block a log filter names (`toBlock`, else `fromBlock`).
 fn range_end(params: &str) -> Option<u64> {
-    let (from, to) = match scan::document(params.as_bytes(), ["fromBlock", "toBlock"]) {
+    let (from, to) = match scan::document(
+        params.as_bytes(),
+        ["fromBlock", "toBlock"],
+        scan::DEFAULT_DEPTH,
+    ) {
         // Params of filters only: anything else names no range.
-        Some(scan::Document::Array(list)) => match list.first()? {
+        Ok(scan::Document::Array(list)) => match list.first()? {
             scan::Element::Object(f)
                 if list.iter().all(|e| matches!(e, scan::Element::Object(_))) =>
             {
-                let [from, to] = f.fields.clone().map(|r| r.map(|r| &params[r]));
-                (from, to)
+                (highest(params, f, 0), highest(params, f, 1))
             }
             _ => return None,
         },
-        Some(_) => return None,
-        None => {
+        Ok(_) => return None,
+        Err(_) => {
             #[derive(Deserialize)]
             struct Filter<'a> {
                 #[serde(rename = "fromBlock", borrow)]
@@ -99,11 +111,10 @@ fn range_end(params: &str) -> Option<u64> {
             }
             let list: Vec<Filter> = serde_json::from_str(params).ok()?;
             let f = list.first()?;
-            (f.from.map(RawValue::get), f.to.map(RawValue::get))
+            let block = |r: Option<&RawValue>| r.and_then(|r| block_of(r.get()));
+            (block(f.from), block(f.to))
         }
     };
-    let from = from.and_then(block_of);
-    let to = to.and_then(block_of);
     match (from, to) {
         // `toBlock: latest` (or absent) with a numeric start: the start is what must exist.
         (Some(a), None) => Some(a),

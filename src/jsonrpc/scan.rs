@@ -7,16 +7,28 @@
 //! raw value) and was the largest cost of a proxied request in the profile.
 //!
 //! The scanner accepts exactly the JSON that serde_json accepts (RFC 8259: no trailing commas,
-//! no leading zeros, no control characters in strings, `\u` escapes as four hex digits, any
-//! nesting). It gives up (`None`) where it would have to decode rather than scan: an escaped
-//! object key (`"\u0069d"` is `"id"`), a wanted key given twice, nesting deeper than
-//! [`MAX_DEPTH`]. Callers then take serde_json's slower road, which has the final word, so
-//! giving up is never wrong, only slower; a differential test holds the two to the same answers.
+//! no leading zeros, no control characters in strings, `\u` escapes as four hex digits), up to
+//! a nesting depth the caller sets; a differential test and a fuzz target hold the two to the
+//! same answers.
+//!
+//! Member names are read as the nodes behind livechain read them: escapes decoded (`"\u0069d"`
+//! is `"id"`), and every wanted name also looked for in each spelling Go's `encoding/json`
+//! takes for it ([`go_name_eq`]). Geth and Erigon decode requests with that package, which
+//! matches object keys to struct fields without regard to case and lets the last matching key
+//! win: `{"method":"eth_blockNumber","METHOD":"admin_addPeer"}` is `admin_addPeer` to geth. Such
+//! spellings ([`Object::variants`]) and names given twice ([`Object::repeated`]) are reported
+//! to the caller, who decides; nothing is silently picked from them.
 
 use std::ops::Range;
 
-/// Nesting beyond this is left to serde_json.
-const MAX_DEPTH: usize = 128;
+/// Why a text was not scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not JSON (serde_json then says what is wrong with it).
+    NotJson,
+    /// Nested deeper than the caller's limit.
+    TooDeep,
+}
 
 /// A whole JSON text: one value and whitespace around it.
 #[derive(Debug, PartialEq)]
@@ -35,50 +47,86 @@ pub enum Element<const N: usize> {
     Other(Range<usize>),
 }
 
-/// An object: its span, and the span of the value of each wanted key it has.
+/// An object, and for each wanted name what it holds under that name.
 #[derive(Debug, PartialEq)]
 pub struct Object<const N: usize> {
     pub span: Range<usize>,
+    /// The value of the member spelled exactly as wanted (escapes decoded); the last one when
+    /// there are several.
     pub fields: [Option<Range<usize>>; N],
+    /// The name was given exactly more than once.
+    pub repeated: [bool; N],
+    /// The last member whose name is another spelling of the wanted one, to Go's decoder.
+    pub variants: [Option<Variant>; N],
+    /// A member name does not decode to Unicode (a lone surrogate escape such as `"\ud800"`):
+    /// Go reads it as U+FFFD, serde_json refuses the whole text.
+    pub bad_name: bool,
+}
+
+/// A member whose name is another spelling of a wanted name (`METHOD` for `method`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// The name as written, between its quotes.
+    pub key: Range<usize>,
+    pub value: Range<usize>,
+}
+
+impl<const N: usize> Object<N> {
+    /// Whether every wanted name appears at most once, in one spelling.
+    pub fn is_plain(&self) -> bool {
+        !self.bad_name
+            && !self.repeated.iter().any(|&r| r)
+            && self.variants.iter().all(Option::is_none)
+    }
+}
+
+/// Whether Go's `encoding/json` binds a member named `key` to a struct field named `name`
+/// (ASCII, lower case): the names are equal under Unicode simple case folding. Only two
+/// characters outside ASCII fold onto ASCII letters: `ſ` (U+017F) onto `s` and the Kelvin sign
+/// (U+212A) onto `k`.
+pub fn go_name_eq(key: &str, name: &str) -> bool {
+    let mut wanted = name.bytes();
+    for c in key.chars() {
+        let folded = match c {
+            'ſ' => b's',
+            '\u{212A}' => b'k',
+            c if c.is_ascii() => (c as u8).to_ascii_lowercase(),
+            _ => return false,
+        };
+        if wanted.next() != Some(folded) {
+            return false;
+        }
+    }
+    wanted.next().is_none()
 }
 
 /// Scans `text` as a JSON document (UTF-8 checked along the way: a document it accepts is valid
-/// UTF-8 throughout), recording for each object at the top level (the value
-/// itself, or the elements of a top-level array) the values of the `keys` it has. `None` when
-/// the text is not JSON, or when the scanner gives up (see the module notes).
-pub fn document<const N: usize>(text: &[u8], keys: [&str; N]) -> Option<Document<N>> {
-    let mut c = Cursor::new(text);
+/// UTF-8 throughout), nested at most `max_depth` deep, recording for each object at the top
+/// level (the value itself, or the elements of a top-level array) what it has under `keys`.
+pub fn document<const N: usize>(
+    text: &[u8],
+    keys: [&str; N],
+    max_depth: usize,
+) -> Result<Document<N>, Refused> {
+    let mut c = Cursor::new(text, max_depth);
     c.ws();
-    let doc = match c.peek()? {
-        b'{' => Document::Object(c.wanted(1, &keys)?),
-        b'[' => {
-            let mut elements = Vec::new();
-            c.array(1, |c| {
-                let el = if c.peek() == Some(b'{') {
-                    Element::Object(c.wanted(2, &keys)?)
-                } else {
-                    let start = c.i;
-                    c.value(2)?;
-                    Element::Other(start..c.i)
-                };
-                elements.push(el);
-                Some(())
-            })?;
-            Document::Array(elements)
-        }
-        _ => {
-            c.value(1)?;
-            Document::Scalar
-        }
-    };
+    let doc = c.top(&keys);
     c.ws();
-    (c.i == c.b.len()).then_some(doc)
+    match doc {
+        Some(doc) if c.i == c.b.len() => Ok(doc),
+        _ if c.too_deep => Err(Refused::TooDeep),
+        _ => Err(Refused::NotJson),
+    }
 }
+
+/// Nesting allowed in texts other than request bodies (params, upstream answers); deeper ones
+/// go to serde_json.
+pub const DEFAULT_DEPTH: usize = 128;
 
 /// The `n`th element of the JSON array `text` (`Ok(None)` when it has fewer, or is not an
 /// array); `Err` when `text` is not JSON or too deep.
 pub fn array_element(text: &str, n: usize) -> Result<Option<&str>, GaveUp> {
-    let mut c = Cursor::new(text.as_bytes());
+    let mut c = Cursor::new(text.as_bytes(), DEFAULT_DEPTH);
     c.ws();
     if c.peek() != Some(b'[') {
         return c.whole(1).map(|()| None);
@@ -87,7 +135,7 @@ pub fn array_element(text: &str, n: usize) -> Result<Option<&str>, GaveUp> {
     let mut k = 0;
     c.array(1, |c| {
         let start = c.i;
-        c.value(2)?;
+        c.value(1)?;
         if k == n {
             found = Some(start..c.i);
         }
@@ -115,6 +163,9 @@ pub struct GaveUp;
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
+    max_depth: usize,
+    /// Set when the scan stopped at the nesting limit.
+    too_deep: bool,
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -132,8 +183,40 @@ fn special(w: u64) -> u64 {
 }
 
 impl<'a> Cursor<'a> {
-    fn new(b: &'a [u8]) -> Cursor<'a> {
-        Cursor { b, i: 0 }
+    fn new(b: &'a [u8], max_depth: usize) -> Cursor<'a> {
+        Cursor {
+            b,
+            i: 0,
+            max_depth,
+            too_deep: false,
+        }
+    }
+
+    /// The document's one value, recording wanted members of top-level objects.
+    fn top<const N: usize>(&mut self, keys: &[&str; N]) -> Option<Document<N>> {
+        Some(match self.peek()? {
+            b'{' => Document::Object(self.wanted(1, keys)?),
+            b'[' => {
+                let mut elements = Vec::new();
+                self.array(1, |c| {
+                    let el = if c.peek() == Some(b'{') {
+                        Element::Object(c.wanted(2, keys)?)
+                    } else {
+                        let start = c.i;
+                        // An element of the top-level array: what it opens is 2 deep.
+                        c.value(1)?;
+                        Element::Other(start..c.i)
+                    };
+                    elements.push(el);
+                    Some(())
+                })?;
+                Document::Array(elements)
+            }
+            _ => {
+                self.value(1)?;
+                Document::Scalar
+            }
+        })
     }
 
     fn peek(&self) -> Option<u8> {
@@ -157,7 +240,8 @@ impl<'a> Cursor<'a> {
         (self.i == self.b.len()).then_some(()).ok_or(GaveUp)
     }
 
-    /// One value of any kind, at its first byte.
+    /// One value of any kind, at its first byte; `depth` is that of the array or object it is
+    /// in (an array or object it opens is one deeper).
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
@@ -171,17 +255,47 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// An object, recording the values of `keys`; a key met twice gives up.
+    /// An object, recording what it holds under `keys` (see [`Object`]).
     fn wanted<const N: usize>(&mut self, depth: usize, keys: &[&str; N]) -> Option<Object<N>> {
         let start = self.i;
         let mut fields: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
+        let mut repeated = [false; N];
+        let mut variants: [Option<Variant>; N] = std::array::from_fn(|_| None);
+        let mut bad_name = false;
+        let text = self.b;
         self.object(depth, |key, escaped, value| {
-            if escaped {
-                return None;
+            let raw = &text[key.clone()];
+            // Nearly every key is one of the wanted names, written plainly.
+            if !escaped {
+                if let Some(k) = keys.iter().position(|k| k.as_bytes() == raw) {
+                    repeated[k] |= fields[k].replace(value).is_some();
+                    return Some(());
+                }
             }
-            if let Some(k) = keys.iter().position(|k| k.as_bytes() == key) {
-                if fields[k].replace(value).is_some() {
-                    return None;
+            let decoded;
+            let name: &str = if escaped {
+                // The raw key with its quotes is a JSON string the scan checked; only a lone
+                // surrogate escape fails to decode.
+                match serde_json::from_slice::<String>(&text[key.start - 1..key.end + 1]) {
+                    Ok(d) => decoded = d,
+                    Err(_) => {
+                        bad_name = true;
+                        return Some(());
+                    }
+                }
+                &decoded
+            } else {
+                // The scan checked the UTF-8 of strings.
+                std::str::from_utf8(raw).unwrap_or_default()
+            };
+            for (k, want) in keys.iter().enumerate() {
+                if name == *want {
+                    repeated[k] |= fields[k].replace(value.clone()).is_some();
+                } else if go_name_eq(name, want) {
+                    variants[k] = Some(Variant {
+                        key: key.clone(),
+                        value: value.clone(),
+                    });
                 }
             }
             Some(())
@@ -189,13 +303,17 @@ impl<'a> Cursor<'a> {
         Some(Object {
             span: start..self.i,
             fields,
+            repeated,
+            variants,
+            bad_name,
         })
     }
 
     /// Steps into the object or array at the cursor (within the nesting limit); whether it is
     /// empty (its `close` byte consumed too).
     fn open(&mut self, depth: usize, close: u8) -> Option<bool> {
-        if depth > MAX_DEPTH {
+        if depth > self.max_depth {
+            self.too_deep = true;
             return None;
         }
         self.i += 1;
@@ -203,12 +321,12 @@ impl<'a> Cursor<'a> {
         Some(self.eat(close).is_some())
     }
 
-    /// An object at `{`; `member` sees each key (raw, between its quotes), whether the key
+    /// An object at `{`; `member` sees each key (its span between the quotes), whether the key
     /// has escapes, and the span of its value.
     fn object(
         &mut self,
         depth: usize,
-        mut member: impl FnMut(&[u8], bool, Range<usize>) -> Option<()>,
+        mut member: impl FnMut(Range<usize>, bool, Range<usize>) -> Option<()>,
     ) -> Option<()> {
         if self.open(depth, b'}')? {
             return Some(());
@@ -219,7 +337,7 @@ impl<'a> Cursor<'a> {
             }
             let key_start = self.i + 1;
             let escaped = self.string()?;
-            let key = &self.b[key_start..self.i - 1];
+            let key = key_start..self.i - 1;
             self.ws();
             self.eat(b':')?;
             self.ws();
@@ -231,7 +349,6 @@ impl<'a> Cursor<'a> {
             }
         }
     }
-
     /// An array at `[`; `element` consumes each element, starting at its first byte.
     fn array(
         &mut self,
@@ -375,7 +492,7 @@ mod tests {
     use serde_json::value::RawValue;
 
     fn valid(text: &str) -> bool {
-        document(text.as_bytes(), []).is_some()
+        document(text.as_bytes(), [], DEFAULT_DEPTH).is_ok()
     }
 
     #[test]
@@ -442,7 +559,7 @@ mod tests {
             b"{\"a\":1}\xc2\xa0",
         ];
         for b in bad {
-            assert!(document(b, []).is_none(), "{b:?}");
+            assert!(document(b, [], DEFAULT_DEPTH).is_err(), "{b:?}");
             assert!(
                 std::str::from_utf8(b).is_err() || serde_json::from_slice::<&RawValue>(b).is_err()
             );
@@ -452,9 +569,11 @@ mod tests {
     #[test]
     fn wanted_members_are_found_at_the_top_level_only() {
         let text = r#"{"id":7, "method" :"m","params":[{"id":1}],"x":{"method":2}}"#;
-        let Some(Document::Object(o)) =
-            document(text.as_bytes(), ["id", "method", "params", "jsonrpc"])
-        else {
+        let Ok(Document::Object(o)) = document(
+            text.as_bytes(),
+            ["id", "method", "params", "jsonrpc"],
+            DEFAULT_DEPTH,
+        ) else {
             panic!("object");
         };
         let got: Vec<Option<&str>> = o
@@ -466,14 +585,59 @@ mod tests {
         assert_eq!(o.span, 0..text.len());
     }
 
+    fn object(text: &str, keys: [&str; 2]) -> Object<2> {
+        match document(text.as_bytes(), keys, DEFAULT_DEPTH) {
+            Ok(Document::Object(o)) => o,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
     #[test]
-    fn gives_up_on_escaped_keys_repeated_keys_and_deep_nesting() {
-        assert!(document(br#"{"\u0069d":1}"#, ["id"]).is_none());
-        assert!(document(br#"{"id":1,"id":2}"#, ["id"]).is_none());
-        assert!(document(br#"{"x":1,"x":2}"#, ["id"]).is_some());
-        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert!(document(deep.as_bytes(), []).is_none());
-        assert!(serde_json::from_str::<&RawValue>(&deep).is_ok());
+    fn escaped_names_are_decoded_and_repeated_names_reported() {
+        let text = r#"{"\u0069d":1,"method":"m"}"#;
+        let o = object(text, ["id", "method"]);
+        assert_eq!(o.fields[0].clone().map(|r| &text[r]), Some("1"));
+        assert!(o.is_plain());
+        let text = r#"{"id":1,"id":2,"m\u0065thod":"a","method":"b"}"#;
+        let o = object(text, ["id", "method"]);
+        assert_eq!(o.repeated, [true, true]);
+        // The last one, as every decoder that does not refuse them reads it.
+        assert_eq!(o.fields[0].clone().map(|r| &text[r]), Some("2"));
+        assert_eq!(o.fields[1].clone().map(|r| &text[r]), Some("\"b\""));
+        assert!(!o.is_plain());
+    }
+
+    #[test]
+    fn other_spellings_of_a_name_are_reported_as_go_reads_them() {
+        for key in ["METHOD", "Method", "mEtHoD", "m\\u0045thod"] {
+            let text = format!(r#"{{"method":"a","{key}":"b","params":[]}}"#);
+            let o = object(&text, ["method", "params"]);
+            let v = o.variants[0].clone().unwrap_or_else(|| panic!("{key}"));
+            assert_eq!(&text[v.value], "\"b\"", "{key}");
+            assert_eq!(o.fields[0].clone().map(|r| &text[r]), Some("\"a\""));
+            assert!(o.variants[1].is_none());
+        }
+        // `ſ` folds onto `s` and the Kelvin sign onto `k` for Go; other look-alikes do not.
+        let text = "{\"param\u{17f}\":1,\"\u{212a}ey\":2,\"paramş\":3}";
+        let o = object(text, ["params", "key"]);
+        assert!(o.variants[0].is_some() && o.variants[1].is_some());
+        assert!(!go_name_eq("paramş", "params"));
+        assert!(!go_name_eq("method ", "method"));
+        assert!(!go_name_eq("metho", "method"));
+        assert!(go_name_eq("ID", "id"));
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_refused_as_such() {
+        let at = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(document(at(10).as_bytes(), [], 10).is_ok());
+        assert_eq!(document(at(11).as_bytes(), [], 10), Err(Refused::TooDeep));
+        let deep = format!(r#"{{"a":{}}}"#, at(10));
+        assert_eq!(document(deep.as_bytes(), [], 10), Err(Refused::TooDeep));
+        assert_eq!(document(b"[1,", [], 10), Err(Refused::NotJson));
+        // Nothing ever recurses past the limit: a megabyte of brackets is refused, not a crash.
+        let huge = "[".repeat(1 << 20);
+        assert_eq!(document(huge.as_bytes(), [], 128), Err(Refused::TooDeep));
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl Livechain {
         body: Bytes,
         ctx: &mut RequestCtx,
     ) -> Answer {
-        let request = match jsonrpc::parse(&body, limits.max_batch) {
+        let request = match jsonrpc::parse(&body, limits.bounds()) {
             Ok(r) => r,
             Err(e) => {
                 ctx.metric_method = Some(MethodLabel::INVALID);
@@ -337,7 +337,7 @@ impl Livechain {
         limits: &Limits,
     ) -> Answer {
         match read::body(session, limits.max_body_bytes, limits.request_timeout).await {
-            Ok(body) => refuse_each(&body, limits.max_batch, status, &err),
+            Ok(body) => refuse_each(&body, limits.bounds(), status, &err),
             Err(_) => Answer::rpc_error(status, &err).closing(),
         }
     }
@@ -354,9 +354,9 @@ impl Livechain {
 /// `err` for every call of `body` (each with its id; an invalid element keeps its own error, a
 /// notification gets none); a body that is not JSON-RPC at all, or only notifications, gets
 /// one error with a null id.
-fn refuse_each(body: &[u8], max_batch: usize, status: u16, err: &RpcError) -> Answer {
+fn refuse_each(body: &[u8], bounds: jsonrpc::Bounds, status: u16, err: &RpcError) -> Answer {
     let raw = |id: &Option<std::ops::Range<usize>>| id.clone().map(|r| &body[r]);
-    let out = match jsonrpc::parse(body, max_batch) {
+    let out = match jsonrpc::parse(body, bounds) {
         Ok(Request::Single(call)) => jsonrpc::error::error_body(raw(&call.id), err),
         Ok(Request::Batch(items)) => {
             let finals: Vec<Option<Bytes>> = items
@@ -385,6 +385,13 @@ fn body_error(body: &[u8], e: BodyError) -> Answer {
         BodyError::Invalid(inv) => Answer::json(
             400,
             jsonrpc::error::error_body(inv.id.map(|r| &body[r]), &inv.error),
+        ),
+        BodyError::TooDeep { max } => Answer::rpc_error(
+            400,
+            &RpcError::new(
+                code::INVALID_REQUEST,
+                format!("invalid request: JSON nested deeper than {max} levels"),
+            ),
         ),
         BodyError::BatchTooLarge { len, max } => Answer::rpc_error(
             400,

@@ -85,7 +85,7 @@ async fn block(f: &Forwarder<'_>, tag: &str) -> Answer {
     let body = Bytes::from(format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["{tag}",false]}}"#
     ));
-    let Ok(Request::Single(call)) = jsonrpc::parse(&body, 1) else {
+    let Ok(Request::Single(call)) = jsonrpc::parse(&body, jsonrpc::Bounds::new(1)) else {
         return error(500, "internal error building the request");
     };
     let mut state = Attempts::default();

@@ -45,6 +45,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_response_bytes: usize,
     pub max_batch: usize,
+    pub max_json_depth: usize,
     pub request_timeout: std::time::Duration,
     pub ws_max_connections: usize,
     pub ws_idle_timeout: std::time::Duration,
@@ -56,11 +57,20 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// What a request body may be.
+    pub fn bounds(&self) -> crate::jsonrpc::Bounds {
+        crate::jsonrpc::Bounds {
+            max_batch: self.max_batch,
+            max_depth: self.max_json_depth,
+        }
+    }
+
     pub fn from_config(server: &crate::config::ServerConfig) -> Limits {
         Limits {
             max_body_bytes: server.max_body_bytes,
             max_response_bytes: server.max_response_bytes,
             max_batch: server.max_batch,
+            max_json_depth: server.max_json_depth,
             request_timeout: server.request_timeout,
             ws_max_connections: server.ws_max_connections,
             ws_idle_timeout: server.ws_idle_timeout,

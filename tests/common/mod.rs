@@ -52,8 +52,10 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_livechain")
+/// The livechain binary under test: this build's, or the one `LIVECHAIN_BIN` names (to run a
+/// test against another build, e.g. to see it fail on the tree before a fix).
+pub fn bin() -> String {
+    std::env::var("LIVECHAIN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_livechain").to_owned())
 }
 
 /// A running livechain process; killed (by its PID) when dropped.
