@@ -43,6 +43,7 @@ pub struct Metrics {
     upstream_score: GaugeVec,
     upstream_block_height: IntGaugeVec,
     upstream_block_lag: IntGaugeVec,
+    upstream_ahead: IntGaugeVec,
     upstream_in_flight: IntGaugeVec,
     circuit_state: IntGaugeVec,
     chain_head: IntGaugeVec,
@@ -142,6 +143,11 @@ impl Metrics {
                 "Blocks the upstream is behind the chain head.",
                 &["chain", "upstream"],
             ),
+            upstream_ahead: gauge(
+                "livechain_upstream_ahead",
+                "1 when the upstream reports a head no other upstream, block time or timestamp supports (it gets no traffic).",
+                &["chain", "upstream"],
+            ),
             upstream_in_flight: gauge(
                 "livechain_upstream_in_flight",
                 "Requests in flight to the upstream.",
@@ -204,6 +210,7 @@ impl Metrics {
             Box::new(m.upstream_score.clone()),
             Box::new(m.upstream_block_height.clone()),
             Box::new(m.upstream_block_lag.clone()),
+            Box::new(m.upstream_ahead.clone()),
             Box::new(m.upstream_in_flight.clone()),
             Box::new(m.circuit_state.clone()),
             Box::new(m.chain_head.clone()),
@@ -241,6 +248,7 @@ impl Metrics {
             &self.upstream_up,
             &self.upstream_block_height,
             &self.upstream_block_lag,
+            &self.upstream_ahead,
             &self.upstream_in_flight,
             &self.circuit_state,
             &self.chain_head,
@@ -252,9 +260,11 @@ impl Metrics {
             let head = chain.live.head();
             // Series that exist from the start, so rate() and alerts see zeros, not gaps.
             self.retries.with_label_values(&[&chain.name]);
-            self.chain_head
-                .with_label_values(&[&chain.name])
-                .set(head as i64);
+            if let Some(head) = head {
+                self.chain_head
+                    .with_label_values(&[&chain.name])
+                    .set(head as i64);
+            }
             for u in chain.upstreams() {
                 let labels = [chain.name.as_str(), u.name.as_str()];
                 self.ws_connections.with_label_values(&labels);
@@ -263,17 +273,20 @@ impl Metrics {
                 self.upstream_up
                     .with_label_values(&labels)
                     .set(i64::from(score > 0.0 && u.is_resolved()));
-                let h = u.health.head();
-                self.upstream_block_height
+                // No series for a head not known yet: 0 would read as a real block (genesis).
+                if let Some(h) = u.health.head() {
+                    self.upstream_block_height
+                        .with_label_values(&labels)
+                        .set(h as i64);
+                    if let Some(head) = head {
+                        self.upstream_block_lag
+                            .with_label_values(&labels)
+                            .set(head.saturating_sub(h) as i64);
+                    }
+                }
+                self.upstream_ahead
                     .with_label_values(&labels)
-                    .set(h as i64);
-                self.upstream_block_lag
-                    .with_label_values(&labels)
-                    .set(if h == 0 {
-                        0
-                    } else {
-                        head.saturating_sub(h) as i64
-                    });
+                    .set(i64::from(u.health.is_ahead()));
                 self.upstream_in_flight
                     .with_label_values(&labels)
                     .set(i64::from(u.health.in_flight()));

@@ -1,5 +1,7 @@
 //! Active health probes: every `probe.interval_ms` each upstream is asked `eth_blockNumber`
-//! (and once `eth_chainId`), and the chain's head and best latency are updated from the answers.
+//! (`eth_chainId` until it is verified, and its head block's timestamp whenever the head is
+//! new), then the chain's head is judged from every upstream's report (`health::head`) and its
+//! best latency updated.
 //!
 //! Runs as a Pingora background service over the current routing snapshot, so upstreams added by
 //! a reload are probed from the next round on.
@@ -54,7 +56,7 @@ impl BackgroundService for Prober {
     }
 }
 
-/// Probes every upstream of `chain` at once, then recomputes the chain's head and best latency.
+/// Probes every upstream of `chain` at once, then judges the chain's head and best latency.
 pub async fn probe_chain(chain: Arc<Chain>, connector: &Connector) {
     let probes = chain
         .upstreams()
@@ -67,35 +69,61 @@ pub async fn probe_chain(chain: Arc<Chain>, connector: &Connector) {
     }
 }
 
-/// The chain head is the best head among upstreams that may take traffic, so one broken node
-/// cannot drag the head down, and a dead one is not waited for.
+/// Probes every chain of the table once: at start-up, so that the first requests find
+/// upstreams whose chain id and head are known.
+pub async fn probe_all(router: &Router, connector: &Connector) {
+    let snapshot = router.load();
+    let rounds = snapshot
+        .chains()
+        .map(|chain| probe_chain(chain.clone(), connector));
+    futures::future::join_all(rounds).await;
+}
+
+/// Judges the chain head from every upstream's report (see `health::head`: a head no second
+/// upstream, block time or timestamp supports is *ahead* and takes no traffic), and finds the
+/// best latency among the upstreams that may serve.
 pub fn refresh_chain(chain: &Chain) {
     let now = now_ms();
-    let usable = chain.upstreams().iter().filter(|u| {
-        u.health.chain_id_status() != ChainIdStatus::Wrong
-            && !matches!(u.health.circuit(now), CircuitState::Open { .. })
-    });
-    let mut head = 0;
-    let mut best: Option<Duration> = None;
-    for u in usable {
-        head = head.max(u.health.head());
-        if let Some(l) = u.health.latency_ewma() {
-            best = Some(best.map_or(l, |b| b.min(l)));
+    let reports: Vec<_> = chain
+        .upstreams()
+        .iter()
+        .map(|u| u.health.report(now))
+        .collect();
+    let verdict = chain.live.judge(&reports, now, unix_secs());
+    for ((u, report), ahead) in chain.upstreams().iter().zip(&reports).zip(&verdict.ahead) {
+        // Upstreams that could not be judged keep their last verdict.
+        if report.is_some() {
+            u.health.set_ahead(*ahead);
         }
     }
-    if head > 0 {
-        chain.live.set_head(head);
-    }
+    let best = chain
+        .upstreams()
+        .iter()
+        .filter(|u| {
+            u.health.is_verified() && !matches!(u.health.circuit(now), CircuitState::Open { .. })
+        })
+        .filter_map(|u| u.health.latency_ewma())
+        .min();
     chain.live.set_best_latency(best);
 }
 
-/// Probes one upstream: its chain id until known, then its head.
+/// Probes one upstream: its chain id until verified, then its head, and the head block's
+/// timestamp whenever the head is new.
 pub async fn probe(chain: &Chain, up: &Upstream, connector: &Connector) {
     let timeout = chain.policy.probe.timeout;
     if up.health.chain_id_status() == ChainIdStatus::Unknown {
-        match ask(chain, up, connector, CHAIN_ID, timeout).await {
-            Some(id) if id == chain.chain_id => up.health.set_chain_id_ok(true),
-            Some(id) => {
+        match ask(
+            chain,
+            up,
+            connector,
+            Bytes::from_static(CHAIN_ID),
+            timeout,
+            hex_result,
+        )
+        .await
+        {
+            Some(Some(id)) if id == chain.chain_id => up.health.set_chain_id_ok(true),
+            Some(Some(id)) => {
                 up.health.set_chain_id_ok(false);
                 tracing::error!(
                     chain = %chain.name, upstream = %up.name, expected = chain.chain_id, reported = id,
@@ -103,33 +131,93 @@ pub async fn probe(chain: &Chain, up: &Upstream, connector: &Connector) {
                 );
                 return;
             }
-            None => return,
+            _ => return,
         }
     }
     if up.health.chain_id_status() == ChainIdStatus::Wrong {
         return;
     }
-    if let Some(head) = ask(chain, up, connector, BLOCK_NUMBER, timeout).await {
-        up.health.set_head(head, now_ms());
+    let Some(Some(head)) = ask(
+        chain,
+        up,
+        connector,
+        Bytes::from_static(BLOCK_NUMBER),
+        timeout,
+        hex_result,
+    )
+    .await
+    else {
+        return;
+    };
+    let block_secs = match up.health.block_secs() {
+        Some(secs) if up.health.head() == Some(head) => Some(secs),
+        // A node that does not give the block it calls its head has no timestamp to judge
+        // by: its head is weighed against the others' alone.
+        _ => ask(
+            chain,
+            up,
+            connector,
+            head_block(head),
+            timeout,
+            block_timestamp,
+        )
+        .await
+        .flatten(),
+    };
+    up.health.set_head(head, block_secs, now_ms());
+    if let (None, Some(secs)) = (up.health.pace_ms(), block_secs) {
+        // Once: how fast its chain goes, from the timestamps of the blocks before its head.
+        let back = head.min(PACE_BLOCKS);
+        if back >= 2 {
+            let older = ask(
+                chain,
+                up,
+                connector,
+                head_block(head - back),
+                timeout,
+                block_timestamp,
+            );
+            if let Some(Some(then)) = older.await {
+                let ms = secs.saturating_sub(then).saturating_mul(1000) / back;
+                // Blocks stamped in the same second (a dev chain mining on demand) tell nothing.
+                if ms > 0 {
+                    up.health.set_pace_ms(ms);
+                }
+            }
+        }
     }
 }
 
-/// Sends one probe call and reads its hex result, recording the outcome in the upstream's health.
+/// How many blocks back the pace of a node's chain is measured over: enough that timestamps
+/// in whole seconds give the block time of a 100 ms chain within a tenth.
+const PACE_BLOCKS: u64 = 128;
+
+/// `eth_getBlockByNumber(n, false)`.
+fn head_block(head: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["{head:#x}",false]}}"#
+    ))
+}
+
+/// What a probe answer's result holds (`Ok(None)`: a `null` result), or the error it carried
+/// (`Err(None)`: not a JSON-RPC answer).
+type Parsed = Result<Option<u64>, Option<(i64, String)>>;
+
+/// Sends one probe call and reads its result with `parse`, recording the outcome in the
+/// upstream's health. `None` when the call failed; `Some(None)` for a `null` result.
 async fn ask(
     chain: &Chain,
     up: &Upstream,
     connector: &Connector,
-    body: &'static [u8],
+    body: Bytes,
     timeout: Duration,
-) -> Option<u64> {
+    parse: fn(&str) -> Parsed,
+) -> Option<Option<u64>> {
     let policy = &chain.policy.health;
     let started = Instant::now();
-    let result = tokio::time::timeout(
-        timeout,
-        up.exchange(connector, Bytes::from_static(body), MAX_PROBE_ANSWER),
-    )
-    .await
-    .unwrap_or(Err(ExchangeError::Timeout));
+    let result = tokio::time::timeout(timeout, up.exchange(connector, body, MAX_PROBE_ANSWER))
+        .await
+        .unwrap_or(Err(ExchangeError::Timeout));
     let latency = started.elapsed();
     let (outcome, value) = match result {
         Err(e) => (crate::proxy::outcome_of_error(&e), None),
@@ -140,7 +228,10 @@ async fn ask(
             None,
         ),
         Ok(r) if !(200..300).contains(&r.status) => (Outcome::ServerError, None),
-        Ok(r) => match parse_result(&r.body) {
+        Ok(r) => match std::str::from_utf8(&r.body)
+            .map_err(|_| None)
+            .and_then(parse)
+        {
             Ok(v) => (Outcome::Success, Some(v)),
             Err(Some((code, msg))) if classify_error(code, &msg) == ErrorClass::RateLimit => {
                 (Outcome::RateLimited { retry_after: None }, None)
@@ -156,14 +247,13 @@ async fn ask(
     value
 }
 
-/// The `result` of a probe answer as a number, or the error it carried.
-fn parse_result(body: &[u8]) -> Result<u64, Option<(i64, String)>> {
+/// A hex quantity result (`eth_chainId`, `eth_blockNumber`); `null` is not one.
+fn hex_result(text: &str) -> Parsed {
     #[derive(serde::Deserialize)]
     struct Answer<'a> {
         #[serde(borrow)]
         result: Option<&'a str>,
     }
-    let text = std::str::from_utf8(body).map_err(|_| None)?;
     if let Some(err) = answer_error(text) {
         return Err(Some(err));
     }
@@ -171,5 +261,34 @@ fn parse_result(body: &[u8]) -> Result<u64, Option<(i64, String)>> {
         .ok()
         .and_then(|a| a.result)
         .and_then(hex_quantity)
+        .map(Some)
         .ok_or(None)
+}
+
+/// The `timestamp` of a block result; `Ok(None)` for a `null` block.
+fn block_timestamp(text: &str) -> Parsed {
+    #[derive(serde::Deserialize)]
+    struct Block<'a> {
+        #[serde(borrow)]
+        timestamp: &'a str,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow)]
+        result: Option<Block<'a>>,
+    }
+    if let Some(err) = answer_error(text) {
+        return Err(Some(err));
+    }
+    match serde_json::from_str::<Answer>(text) {
+        Ok(Answer { result: None }) => Ok(None),
+        Ok(Answer { result: Some(b) }) => hex_quantity(b.timestamp).map(Some).ok_or(None),
+        Err(_) => Err(None),
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

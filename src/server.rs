@@ -71,6 +71,12 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         &conf,
     ))));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    // Every upstream is probed once before the listener opens: an upstream takes traffic only
+    // once its chain id is verified and its head known, so the first requests would otherwise
+    // find none. Bounded by the probe timeout (a silent upstream stays unverified).
+    control
+        .handle()
+        .block_on(crate::probe::probe_all(&router, &connector));
 
     let reload = Arc::new(ReloadStatus::default());
     let api = Api {

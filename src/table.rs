@@ -11,8 +11,8 @@ use url::Url;
 
 use crate::config::{ChainConfig, Config, UpstreamConfig, UpstreamTarget};
 use crate::control::MockHost;
-use crate::health::UpstreamHealth;
-use crate::route::{Chain, ChainLive, Limits, Policy, Snapshot};
+use crate::health::{ChainLive, UpstreamHealth};
+use crate::route::{Chain, Limits, Policy, Snapshot};
 use crate::upstream::{BuildError, Kept, Pool, Upstream};
 
 /// Why a table could not be built from an otherwise valid config.
@@ -82,8 +82,7 @@ fn build_chain(
         Arc::new(policy.health.clone()),
     ));
     if let Some(prev) = prev {
-        live.set_head(prev.live.head());
-        live.set_best_latency(prev.live.best_latency());
+        live.carry_over(&prev.live);
     }
     let mut upstreams = Vec::with_capacity(chain.upstreams.len());
     for cfg in &chain.upstreams {

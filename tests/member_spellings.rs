@@ -38,7 +38,7 @@ async fn go_node() -> (RawNode, Arc<Mutex<Vec<String>>>) {
             );
             if probe && objects.len() == 1 && !ex.body.starts_with(b"[") {
                 // livechain's own probes.
-                if let Some(r) = rawnode::probe_answer(ex, 1, 100) {
+                if let Some(r) = rawnode::probe_answer(ex, 1, 100, rawnode::live(100)) {
                     return r;
                 }
             }

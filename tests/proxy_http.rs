@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::rawnode::{self, RawNode, Reply};
 use common::*;
 use serde_json::json;
 
@@ -442,14 +443,38 @@ async fn keep_alive_survives_errors_and_upstream_connections_are_pooled() {
     );
 }
 
+/// A node that answers livechain's probes (so it is verified and takes traffic) and does `rest`
+/// with every other call.
+async fn probed_node(rest: fn() -> Reply) -> RawNode {
+    RawNode::start(move |ex| {
+        rawnode::probe_answer(ex, 1, 100, rawnode::live(100)).unwrap_or_else(rest)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_upstream_gives_502_with_the_request_id_quickly() {
+async fn an_upstream_never_reached_gets_no_traffic_and_the_answer_says_so_at_once() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     let p = Proxy::start(&upstreams_toml("ethereum", 1, &[("down", closed)]), "").await;
+    let started = Instant::now();
+    let r = p
+        .client()
+        .post("/ethereum", &call(77, "eth_gasPrice", json!([])))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["id"], 77);
+    assert_eq!(r.json()["error"]["code"], -32011);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_drops_calls_gives_502_with_the_request_id_quickly() {
+    let node = probed_node(|| Reply::Close).await;
+    let p = Proxy::start(&upstreams_toml("ethereum", 1, &[("drops", node.url())]), "").await;
     let mut c = p.client();
     let started = Instant::now();
     let r = c
-        .post("/ethereum", &call(77, "eth_blockNumber", json!([])))
+        .post("/ethereum", &call(77, "eth_gasPrice", json!([])))
         .await;
     assert_eq!(r.status, 502, "{}", r.text());
     let v = r.json();
@@ -472,17 +497,16 @@ async fn unreachable_upstream_gives_502_with_the_request_id_quickly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_upstream_is_cut_off_at_the_request_timeout() {
-    let eth = mock(1).await;
-    control(&eth, json!({"failure": "timeout", "failure_rate": 1.0})).await;
+    let node = probed_node(|| Reply::Silent).await;
     let p = Proxy::start(
-        &upstreams_toml("ethereum", 1, &[("silent", eth.url())]),
+        &upstreams_toml("ethereum", 1, &[("silent", node.url())]),
         "request_timeout_ms = 1500",
     )
     .await;
     let mut c = p.client();
     let started = Instant::now();
     let r = c
-        .post("/ethereum", &call(5, "eth_blockNumber", json!([])))
+        .post("/ethereum", &call(5, "eth_gasPrice", json!([])))
         .await;
     let took = started.elapsed();
     assert_eq!(r.status, 504, "{}", r.text());
@@ -523,10 +547,12 @@ async fn failing_upstreams_are_failed_over_and_all_failing_gives_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_secrets_never_reach_logs_or_answers() {
-    let eth = mock(1).await;
-    control(&eth, json!({"failure": "http_500", "failure_rate": 1.0})).await;
+    let node = probed_node(|| {
+        Reply::Bytes(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".to_vec())
+    })
+    .await;
     let secret = "SECRETKEY0123456789abcdef";
-    let addr = eth.addr();
+    let addr = node.addr();
     let ups = format!(
         "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"keyed\"\n\
          http = \"http://user:pw-{secret}@{addr}/v3/{secret}?key={secret}\"\n\
@@ -535,7 +561,7 @@ async fn provider_secrets_never_reach_logs_or_answers() {
     let p = Proxy::start(&ups, "").await;
     let mut c = p.client();
     let r = c
-        .post("/ethereum", &call(1, "eth_chainId", json!([])))
+        .post("/ethereum", &call(1, "eth_gasPrice", json!([])))
         .await;
     assert_eq!(r.status, 502);
     assert!(!r.text().contains(secret), "{}", r.text());

@@ -66,7 +66,7 @@ fn reply(mode: Mode, id: &str, answer: &str) -> Reply {
 /// Runs two clients against a node misbehaving as `mode`; (wrong answers, failed requests).
 async fn run(mode: Mode) -> (Vec<String>, usize) {
     let node = RawNode::start(move |ex| {
-        if let Some(r) = rawnode::probe_answer(ex, 1, 100) {
+        if let Some(r) = rawnode::probe_answer(ex, 1, 100, rawnode::live(100)) {
             return r;
         }
         // test_echo(tag, n) answers "tag-n".

@@ -52,6 +52,8 @@ struct UpstreamStatus<'a> {
     tags: &'a [String],
     head: Option<u64>,
     lag: Option<u64>,
+    /// The head block's timestamp (Unix seconds), when the node gave it.
+    head_block_time: Option<u64>,
     latency_ms: Option<f64>,
     latency_p90_ms: Option<f64>,
     error_rate: f64,
@@ -65,7 +67,7 @@ struct UpstreamStatus<'a> {
 fn upstream_status<'a>(chain: &Chain, u: &'a Upstream, now: Millis) -> UpstreamStatus<'a> {
     let h = &u.health;
     let score = u.score(now);
-    let head = (h.head() > 0).then(|| h.head());
+    let head = h.head();
     let circuit = match h.circuit(now) {
         CircuitState::Closed => "closed",
         CircuitState::HalfOpen => "half-open",
@@ -75,16 +77,15 @@ fn upstream_status<'a>(chain: &Chain, u: &'a Upstream, now: Millis) -> UpstreamS
     UpstreamStatus {
         name: &u.name,
         url: &u.display,
-        state: if score > 0.0 && u.is_resolved() {
-            "up"
-        } else {
-            "down"
-        },
+        state: state(u, score),
         score: (score * 1000.0).round() / 1000.0,
         weight: u.weight,
         tags: &u.tags,
         head,
-        lag: head.map(|h| chain.live.head().saturating_sub(h)),
+        lag: head
+            .zip(chain.live.head())
+            .map(|(h, c)| c.saturating_sub(h)),
+        head_block_time: h.block_secs(),
         latency_ms: h.latency_ewma().map(ms),
         latency_p90_ms: h.latency_p90().map(ms),
         error_rate: h.error_rate(&chain.policy.health, now).0,
@@ -100,6 +101,21 @@ fn upstream_status<'a>(chain: &Chain, u: &'a Upstream, now: Millis) -> UpstreamS
     }
 }
 
+/// One word for what an upstream is doing: `up` (takes traffic), `ahead` (reports a head the
+/// others and the chain's pace do not support), `unverified` (chain id or head not known yet),
+/// `wrong_chain`, or `down` (circuit open, rate limited, too far behind, not resolved).
+fn state(u: &Upstream, score: f64) -> &'static str {
+    let h = &u.health;
+    match h.chain_id_status() {
+        crate::health::ChainIdStatus::Wrong => "wrong_chain",
+        _ if h.is_ahead() => "ahead",
+        crate::health::ChainIdStatus::Unknown => "unverified",
+        _ if h.head().is_none() => "unverified",
+        _ if score > 0.0 && u.is_resolved() => "up",
+        _ => "down",
+    }
+}
+
 /// One chain's state: head, and each upstream's.
 pub fn chain_status(c: &Chain, now: Millis) -> serde_json::Value {
     let ups: Vec<UpstreamStatus> = c
@@ -111,6 +127,7 @@ pub fn chain_status(c: &Chain, now: Millis) -> serde_json::Value {
         "name": c.name,
         "chain_id": c.chain_id,
         "head": c.live.head(),
+        "block_time_ms": c.live.block_time_ms(),
         "max_block_lag": c.max_block_lag,
         "usable_upstreams": usable(c, now),
         "upstreams": ups,

@@ -1,31 +1,36 @@
 //! Live health of one upstream, in atomics: read by every selection, written by every answer
 //! and every probe, with no lock anywhere.
 //!
-//! It tracks the head block (from probes), whether the node serves the right chain, latency
-//! (`latency`: EWMA and p90), errors over a sliding window (`window`), the circuit breaker
-//! (`circuit`), rate-limit backoff, and requests in flight. From these comes the upstream's score:
+//! It tracks the head block (from probes, judged against the other upstreams' by `head`),
+//! whether the node serves the right chain, latency (`latency`: EWMA and p90), errors over a
+//! sliding window (`window`), the circuit breaker (`circuit`), rate-limit backoff, and requests
+//! in flight. What the probes learned about the chain as a whole is in `chain`. From these comes
+//! the upstream's score:
 //!
 //! ```text
 //! score = weight × latency_factor × error_factor × lag_factor        (0 = takes no traffic)
 //! latency_factor = clamp((best + 5 ms) / (own + 5 ms), 0.05, 1)      EWMA vs. the chain's fastest
 //! error_factor   = max((1 − error_rate)², 0.05)                       once 5+ outcomes in the window
-//! lag_factor     = 1 at the head, 1 − 0.5·lag/(max_lag+1) within max_block_lag, 0 beyond;
-//!                  0.5 while the head is still unknown
+//! lag_factor     = 1 at the head, 1 − 0.5·lag/(max_lag+1) within max_block_lag, 0 beyond
 //! ```
-//! The score is 0 while the circuit is open, while rate limited, and when the node reported
-//! another chain id; a half-open circuit scores a tenth so its single trial comes soon but costs
+//! The score is 0 until the node's chain id has been verified and its head is known, while its
+//! head is implausibly ahead of the chain's (see `head`), while the circuit is open, and while
+//! rate limited; a half-open circuit scores a tenth so its single trial comes soon but costs
 //! little. The 5 ms in the latency factor keeps nodes whose latencies differ by noise (a local
 //! node at 0.3 ms vs 0.6 ms) at equal footing, while a 100 ms provider next to a 50 ms one gets
 //! about half the traffic.
 
+mod chain;
 mod circuit;
+pub mod head;
 mod latency;
 mod window;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use chain::ChainLive;
 pub use circuit::{CircuitState, Transition};
 
 /// Milliseconds since the process's monotonic epoch.
@@ -93,11 +98,20 @@ const MAX_RATE_LIMIT: Duration = Duration::from_secs(300);
 /// Latency difference below which upstreams count as equally fast.
 const LATENCY_SLACK_US: f64 = 5_000.0;
 
+/// `head` and `block_secs` while unknown: a head of 0 is a real one (a chain at genesis).
+const UNKNOWN: u64 = u64::MAX;
+
 pub struct UpstreamHealth {
     /// `chain/upstream`, for the log lines of circuit transitions.
     label: String,
     head: AtomicU64,
     head_at: AtomicU64,
+    /// Unix seconds of the head block's timestamp.
+    block_secs: AtomicU64,
+    /// Milliseconds per block, from the timestamps of its blocks.
+    pace_ms: AtomicU64,
+    /// The head is implausibly ahead of the chain's (`head::HeadTracker`).
+    ahead: AtomicBool,
     chain_id: AtomicU8,
     latency: latency::Latency,
     window: window::Window,
@@ -109,7 +123,7 @@ pub struct UpstreamHealth {
 /// The chain-wide numbers a score is relative to.
 #[derive(Debug, Clone, Copy)]
 pub struct ScoreContext {
-    pub chain_head: u64,
+    pub chain_head: Option<u64>,
     pub max_block_lag: u64,
     pub best_latency: Option<Duration>,
 }
@@ -118,8 +132,11 @@ impl UpstreamHealth {
     pub fn new(label: String) -> UpstreamHealth {
         UpstreamHealth {
             label,
-            head: AtomicU64::new(0),
+            head: AtomicU64::new(UNKNOWN),
             head_at: AtomicU64::new(0),
+            block_secs: AtomicU64::new(UNKNOWN),
+            pace_ms: AtomicU64::new(UNKNOWN),
+            ahead: AtomicBool::new(false),
             chain_id: AtomicU8::new(0),
             latency: latency::Latency::new(),
             window: window::Window::new(),
@@ -173,19 +190,31 @@ impl UpstreamHealth {
         }
     }
 
-    /// Whether a request could be sent now (without taking a half-open trial slot).
-    pub fn is_available(&self, now: Millis) -> bool {
-        self.chain_id_status() != ChainIdStatus::Wrong
-            && self.rate_limited_until.load(Relaxed) <= now
-            && !matches!(self.circuit.state(now), CircuitState::Open { .. })
+    /// Whether the head may be judged against the others': the node serves this chain, its
+    /// circuit is not open, and it has reported a head.
+    pub fn report(&self, now: Millis) -> Option<head::Report> {
+        let judged = self.chain_id_status() == ChainIdStatus::Ok
+            && !matches!(self.circuit.state(now), CircuitState::Open { .. });
+        Some(head::Report {
+            head: self.head().filter(|_| judged)?,
+            block_secs: self.block_secs(),
+            pace_ms: self.pace_ms(),
+        })
     }
 
     /// Call when choosing this upstream for a request: false when it must not be used now. In
     /// half-open state only one trial at a time gets true.
     pub fn try_acquire(&self, now: Millis, policy: &HealthPolicy) -> bool {
-        self.chain_id_status() != ChainIdStatus::Wrong
+        self.is_verified()
             && self.rate_limited_until.load(Relaxed) <= now
             && self.circuit.try_acquire(now, policy)
+    }
+
+    /// Its chain id is the configured one, its head known and believable: it may serve.
+    pub fn is_verified(&self) -> bool {
+        self.chain_id_status() == ChainIdStatus::Ok
+            && self.head().is_some()
+            && !self.ahead.load(Relaxed)
     }
 
     pub fn circuit(&self, now: Millis) -> CircuitState {
@@ -197,19 +226,60 @@ impl UpstreamHealth {
         (until > now).then_some(until)
     }
 
-    pub fn set_head(&self, head: u64, now: Millis) {
-        self.head.store(head, Relaxed);
+    /// Records a head a probe saw, and its block's timestamp when it was read.
+    pub fn set_head(&self, head: u64, block_secs: Option<u64>, now: Millis) {
+        self.head.store(head.min(UNKNOWN - 1), Relaxed);
+        self.block_secs
+            .store(block_secs.unwrap_or(UNKNOWN), Relaxed);
         self.head_at.store(now, Relaxed);
     }
 
-    /// The last head a probe saw; 0 when unknown.
-    pub fn head(&self) -> u64 {
-        self.head.load(Relaxed)
+    /// The last head a probe saw.
+    pub fn head(&self) -> Option<u64> {
+        match self.head.load(Relaxed) {
+            UNKNOWN => None,
+            h => Some(h),
+        }
+    }
+
+    /// The timestamp of the head block (Unix seconds), when it was read.
+    pub fn block_secs(&self) -> Option<u64> {
+        match self.block_secs.load(Relaxed) {
+            UNKNOWN => None,
+            s => Some(s),
+        }
+    }
+
+    /// Records the pace its blocks show (milliseconds per block).
+    pub fn set_pace_ms(&self, ms: u64) {
+        self.pace_ms.store(ms.min(UNKNOWN - 1), Relaxed);
+    }
+
+    pub fn pace_ms(&self) -> Option<u64> {
+        match self.pace_ms.load(Relaxed) {
+            UNKNOWN => None,
+            ms => Some(ms),
+        }
     }
 
     pub fn head_age(&self, now: Millis) -> Option<Duration> {
-        (self.head() > 0)
-            .then(|| Duration::from_millis(now.saturating_sub(self.head_at.load(Relaxed))))
+        self.head()
+            .map(|_| Duration::from_millis(now.saturating_sub(self.head_at.load(Relaxed))))
+    }
+
+    /// Marks the head implausibly ahead of the chain's (or no longer).
+    pub fn set_ahead(&self, ahead: bool) {
+        if self.ahead.swap(ahead, Relaxed) != ahead {
+            if ahead {
+                tracing::warn!(upstream = %self.label, head = ?self.head(), "upstream reports a head no other upstream and no block time supports: it gets no traffic");
+            } else {
+                tracing::info!(upstream = %self.label, "upstream's head is believable again");
+            }
+        }
+    }
+
+    pub fn is_ahead(&self) -> bool {
+        self.ahead.load(Relaxed)
     }
 
     pub fn set_chain_id_ok(&self, ok: bool) {
@@ -261,9 +331,7 @@ impl UpstreamHealth {
         policy: &HealthPolicy,
         now: Millis,
     ) -> f64 {
-        if self.chain_id_status() == ChainIdStatus::Wrong
-            || self.rate_limited_until.load(Relaxed) > now
-        {
+        if !self.is_verified() || self.rate_limited_until.load(Relaxed) > now {
             return 0.0;
         }
         let circuit = match self.circuit.state(now) {
@@ -271,7 +339,10 @@ impl UpstreamHealth {
             CircuitState::HalfOpen => 0.1,
             CircuitState::Closed => 1.0,
         };
-        let lag = lag_factor(self.head(), ctx.chain_head, ctx.max_block_lag);
+        let (Some(head), Some(chain_head)) = (self.head(), ctx.chain_head) else {
+            return 0.0;
+        };
+        let lag = lag_factor(head, chain_head, ctx.max_block_lag);
         if lag == 0.0 {
             return 0.0;
         }
@@ -292,9 +363,6 @@ impl UpstreamHealth {
 }
 
 fn lag_factor(head: u64, chain_head: u64, max_lag: u64) -> f64 {
-    if head == 0 {
-        return 0.5;
-    }
     let lag = chain_head.saturating_sub(head);
     if lag == 0 {
         1.0

@@ -16,7 +16,7 @@ fn policy() -> HealthPolicy {
 
 fn ctx(chain_head: u64) -> ScoreContext {
     ScoreContext {
-        chain_head,
+        chain_head: Some(chain_head),
         max_block_lag: 3,
         best_latency: None,
     }
@@ -25,7 +25,7 @@ fn ctx(chain_head: u64) -> ScoreContext {
 #[test]
 fn circuit_opens_after_consecutive_failures_then_half_opens_with_one_trial() {
     let p = policy();
-    let h = UpstreamHealth::new("t".into());
+    let h = verified();
     h.record(Outcome::ConnectError, None, &p, 0);
     h.record(Outcome::Timeout, None, &p, 1);
     assert_eq!(h.circuit(2), CircuitState::Closed);
@@ -62,7 +62,7 @@ fn circuit_opens_after_consecutive_failures_then_half_opens_with_one_trial() {
 #[test]
 fn successes_in_between_keep_the_circuit_closed_until_the_rate_is_too_high() {
     let p = policy();
-    let h = UpstreamHealth::new("t".into());
+    let h = verified();
     // Alternating: never 3 in a row, but 50% errors; opens only once the rate exceeds 0.5.
     for t in 0..8 {
         let o = if t % 2 == 0 {
@@ -86,7 +86,7 @@ fn successes_in_between_keep_the_circuit_closed_until_the_rate_is_too_high() {
 #[test]
 fn rate_limits_pause_without_counting_as_failures() {
     let p = policy();
-    let h = UpstreamHealth::new("t".into());
+    let h = verified();
     h.record(
         Outcome::RateLimited {
             retry_after: Some(Duration::from_secs(2)),
@@ -95,7 +95,6 @@ fn rate_limits_pause_without_counting_as_failures() {
         &p,
         100,
     );
-    assert!(!h.is_available(1000));
     assert!(!h.try_acquire(2099, &p));
     assert!(h.try_acquire(2100, &p));
     assert_eq!(h.consecutive_failures(), 0);
@@ -104,12 +103,48 @@ fn rate_limits_pause_without_counting_as_failures() {
     assert_eq!(h.error_rate(&p, 3000), (0.0, 0));
 }
 
+/// An upstream that serves the chain and is at head 100.
+fn verified() -> UpstreamHealth {
+    let h = UpstreamHealth::new("t".into());
+    h.set_chain_id_ok(true);
+    h.set_head(100, None, 0);
+    h
+}
+
+#[test]
+fn no_traffic_before_the_chain_id_is_verified_and_the_head_known() {
+    let p = policy();
+    let h = UpstreamHealth::new("t".into());
+    assert_eq!(h.score(1, &ctx(100), &p, 0), 0.0, "nothing known");
+    assert!(!h.try_acquire(0, &p));
+    h.set_head(100, None, 0);
+    assert_eq!(h.score(1, &ctx(100), &p, 0), 0.0, "chain id not verified");
+    let h = UpstreamHealth::new("t".into());
+    h.set_chain_id_ok(true);
+    assert_eq!(h.score(1, &ctx(100), &p, 0), 0.0, "head not known");
+    assert!(!h.try_acquire(0, &p));
+    // Head 0 is a chain at genesis, not an unknown head.
+    h.set_head(0, None, 0);
+    assert_eq!(h.score(1, &ctx(0), &p, 0), 1.0);
+    assert!(h.try_acquire(0, &p));
+    assert_eq!(h.score(1, &ctx(10), &p, 0), 0.0, "10 behind");
+    // No chain head judged yet: no lag to go by.
+    let none = ScoreContext {
+        chain_head: None,
+        ..ctx(0)
+    };
+    assert_eq!(h.score(1, &none, &p, 0), 0.0);
+    h.set_ahead(true);
+    assert_eq!(h.score(1, &ctx(0), &p, 0), 0.0, "ahead");
+    assert!(!h.try_acquire(0, &p));
+    h.set_ahead(false);
+    assert_eq!(h.score(1, &ctx(0), &p, 0), 1.0);
+}
+
 #[test]
 fn score_factors() {
     let p = policy();
-    let h = UpstreamHealth::new("t".into());
-    assert_eq!(h.score(4, &ctx(0), &p, 0), 2.0, "unknown head: half");
-    h.set_head(100, 0);
+    let h = verified();
     assert_eq!(h.score(4, &ctx(100), &p, 0), 4.0);
     assert_eq!(h.score(4, &ctx(102), &p, 0), 4.0 * (1.0 - 0.5 * 2.0 / 4.0));
     assert_eq!(h.score(4, &ctx(104), &p, 0), 0.0, "beyond max lag");
@@ -132,7 +167,7 @@ fn score_factors() {
 
 #[test]
 fn in_flight_guard_counts() {
-    let h = UpstreamHealth::new("t".into());
+    let h = verified();
     {
         let _a = h.begin();
         let _b = h.begin();

@@ -277,7 +277,10 @@ impl Forwarder<'_> {
         let fits = |u: &Upstream, strict_block: bool| {
             !tried.iter().any(|t| std::ptr::eq(&**t, u))
                 && need.tags.is_none_or(|tags| u.has_tags(tags))
-                && (!strict_block || need.min_block.is_none_or(|b| u.health.head() >= b))
+                && (!strict_block
+                    || need
+                        .min_block
+                        .is_none_or(|b| u.health.head().is_some_and(|h| h >= b)))
         };
         self.chain.select(|u| fits(u, true)).or_else(|| {
             need.min_block?;

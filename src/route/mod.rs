@@ -15,7 +15,9 @@ use crate::upstream::Upstream;
 mod policy;
 mod select;
 
-pub use policy::{ChainLive, Policy};
+pub use policy::Policy;
+
+use crate::health::ChainLive;
 
 /// Holder of the current routing snapshot.
 pub struct Router {

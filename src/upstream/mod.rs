@@ -23,8 +23,7 @@ use pingora_core::utils::tls::WrappedX509;
 use url::Url;
 
 use crate::config::{ServerConfig, UpstreamConfig};
-use crate::health::{Millis, ScoreContext, UpstreamHealth};
-use crate::route::ChainLive;
+use crate::health::{ChainLive, Millis, ScoreContext, UpstreamHealth};
 
 pub use exchange::{Connector, ExchangeError, Response};
 pub use pool::{serve_here, Pool};

@@ -218,9 +218,14 @@ pub fn result(id: &str, result: &str) -> String {
 }
 
 /// The answers of an ordinary node of chain `chain_id` at head `head` to the probes' calls
-/// (`eth_chainId`, `eth_blockNumber`, and the head block with a current timestamp); `None`
+/// (`eth_chainId`, `eth_blockNumber`, and blocks up to the head, stamped by `stamp`); `None`
 /// for any other call.
-pub fn probe_answer(ex: &Exchange, chain_id: u64, head: u64) -> Option<Reply> {
+pub fn probe_answer(
+    ex: &Exchange,
+    chain_id: u64,
+    head: u64,
+    stamp: impl Fn(u64) -> u64,
+) -> Option<Reply> {
     let id = ex.id();
     let body = match ex.method()? {
         "eth_chainId" => result(&id, &format!("\"{chain_id:#x}\"")),
@@ -231,13 +236,19 @@ pub fn probe_answer(ex: &Exchange, chain_id: u64, head: u64) -> Option<Reply> {
                 .and_then(|p| p.as_str())
                 .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok());
             match wanted {
-                Some(n) if n <= head => result(&id, &block(n, now_secs())),
+                Some(n) if n <= head => result(&id, &block(n, stamp(n))),
                 _ => result(&id, "null"),
             }
         }
         _ => return None,
     };
     Some(Reply::Bytes(http_ok(&body)))
+}
+
+/// Timestamps of a live chain of 12 s blocks whose latest block is `tip`, mined just now: the
+/// block at `tip` is stamped now, older ones 12 s apart.
+pub fn live(tip: u64) -> impl Fn(u64) -> u64 {
+    move |n| now_secs().saturating_sub(tip.saturating_sub(n).saturating_mul(12))
 }
 
 /// A minimal block object (what the probes read of it: number, hash, timestamp).
