@@ -4,6 +4,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -304,4 +306,132 @@ async fn an_oversized_message_closes_with_1009() {
         }
     };
     assert_eq!(frame.expect("close code").code, CloseCode::Size);
+}
+
+/// A node of chain 1 that answers probes and floods every WebSocket with 32 KiB messages for
+/// as long as they are taken; the counter counts the sockets whose flood ended.
+async fn flooding_node() -> (common::rawnode::RawNode, Arc<AtomicUsize>) {
+    use common::rawnode::{self, RawNode, WsHandler};
+    let closed = Arc::new(AtomicUsize::new(0));
+    let ended = closed.clone();
+    let flood: WsHandler = Arc::new(move |mut socket| {
+        let ended = ended.clone();
+        Box::pin(async move {
+            let blob = "x".repeat(32 * 1024);
+            while socket.send(Message::text(blob.clone())).await.is_ok() {}
+            ended.fetch_add(1, Ordering::SeqCst);
+        })
+    });
+    let node = RawNode::start_with_ws(
+        |ex| rawnode::probe_answer(ex, 1, 100, rawnode::live(100)).unwrap_or(rawnode::Reply::Close),
+        Some(flood),
+    )
+    .await;
+    (node, closed)
+}
+
+fn flood_upstreams(node: &common::rawnode::RawNode) -> String {
+    format!(
+        "[probe]\ninterval_ms = 100\n[chains.ethereum]\nchain_id = 1\n\
+         [[chains.ethereum.upstreams]]\nname = \"flood\"\nhttp = \"{}\"\nws = \"ws://{}\"\n",
+        node.url(),
+        node.addr()
+    )
+}
+
+/// A client that stops reading holds its socket only until a message has waited
+/// `ws_send_timeout_ms` for it: then its connection slot and the upstream socket are freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_and_its_slot_freed() {
+    let (node, flood_closed) = flooding_node().await;
+    let p = Proxy::start(
+        &flood_upstreams(&node),
+        "ws_max_connections = 1\nws_send_timeout_ms = 500\n",
+    )
+    .await;
+    let closed_before = flood_closed.load(Ordering::SeqCst);
+    // Connected, then never read again.
+    let stuck = connect(p.addr, "/ethereum").await;
+    let freed = eventually(Duration::from_secs(10), || async {
+        flood_closed.load(Ordering::SeqCst) > closed_before
+    })
+    .await;
+    assert!(
+        freed,
+        "the upstream socket of the stuck client was never closed"
+    );
+    // The one slot is free again: a new client gets its socket.
+    let stream = TcpStream::connect(p.addr).await.unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("ws://{}/ethereum", p.addr), stream)
+            .await
+            .expect("a second client connects once the stuck one is gone");
+    assert_eq!(resp.status(), 101);
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
+        Ok(Some(Ok(Message::Text(_))))
+    ));
+    drop(ws);
+    drop(stuck);
+    let m = p.client().request("GET", "/metrics", &[], b"").await.text();
+    assert!(
+        m.contains(r#"livechain_ws_closes_total{chain="ethereum",reason="client_slow"} 1"#),
+        "{m}"
+    );
+}
+
+/// Shutdown reaches a relay stuck sending to a client that stopped reading: its upstream
+/// socket is closed at once, not when the grace period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reaches_a_relay_stuck_on_a_client_that_stopped_reading() {
+    let (node, flood_closed) = flooding_node().await;
+    let mut p = Proxy::start(&flood_upstreams(&node), "grace_period_ms = 5000\n").await;
+    let _stuck = connect(p.addr, "/ethereum").await;
+    // Long enough for every buffer between the node and the client to fill.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed_before = flood_closed.load(Ordering::SeqCst);
+    let asked = Instant::now();
+    p.signal("TERM");
+    let closed = eventually(Duration::from_secs(4), || async {
+        flood_closed.load(Ordering::SeqCst) > closed_before
+    })
+    .await;
+    assert!(closed, "the stuck relay was not ended by the shutdown");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "ended only after {:?}: at the end of the grace period, not at the shutdown",
+        asked.elapsed()
+    );
+    assert!(p.wait_exit(Duration::from_secs(10)).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_gets_exactly_one_pong() {
+    let node = mock(1).await;
+    let p = Proxy::start(&ws_upstreams(&[("a", &node)], ""), "").await;
+    let mut ws = connect(p.addr, "/ethereum").await;
+    ws.send(Message::Ping("are you there".into()))
+        .await
+        .unwrap();
+    let mut pongs = 0;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(Ok(msg))) =
+        tokio::time::timeout(until.saturating_duration_since(Instant::now()), ws.next()).await
+    {
+        if let Message::Pong(payload) = msg {
+            assert_eq!(&payload[..], b"are you there");
+            pongs += 1;
+        }
+    }
+    assert_eq!(pongs, 1, "pongs for one ping");
+    // The socket still relays after it.
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":9,"method":"eth_chainId","params":[]}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws, Duration::from_secs(5)).await["result"],
+        "0x1"
+    );
 }

@@ -52,6 +52,8 @@ pub(crate) struct ServerFile {
     pub ws_idle_timeout_ms: u64,
     #[serde(default = "default_ws_max_message_bytes")]
     pub ws_max_message_bytes: u64,
+    #[serde(default = "default_ws_send_timeout_ms")]
+    pub ws_send_timeout_ms: u64,
     #[serde(default = "default_access_log_sample")]
     pub access_log_sample: f64,
     #[serde(default = "default_access_log_slow_ms")]
@@ -80,6 +82,7 @@ impl Default for ServerFile {
             ws_max_connections: default_ws_max_connections(),
             ws_idle_timeout_ms: default_ws_idle_timeout_ms(),
             ws_max_message_bytes: default_ws_max_message_bytes(),
+            ws_send_timeout_ms: default_ws_send_timeout_ms(),
             access_log_sample: default_access_log_sample(),
             access_log_slow_ms: default_access_log_slow_ms(),
             upstreams: default_upstreams(),
@@ -142,6 +145,12 @@ fn default_max_json_depth() -> u64 {
 }
 
 fn default_ws_max_connections() -> u64 {
+    10_000
+}
+
+/// A client that has not taken a message for this long has stopped reading (a busy but live
+/// one drains a full socket buffer in far less).
+fn default_ws_send_timeout_ms() -> u64 {
     10_000
 }
 

@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub ws_idle_timeout: Duration,
     /// Largest WebSocket message accepted from a client or an upstream (1009 above it).
     pub ws_max_message_bytes: usize,
+    /// A WebSocket whose peer takes no message for this long (it stopped reading) is dropped.
+    pub ws_send_timeout: Duration,
     /// Which requests get an access-log line.
     pub access_log: crate::telemetry::access::Sampling,
     /// The upstreams file, resolved relative to the main config file.

@@ -100,6 +100,7 @@ pub(crate) fn server(
     let grace_period = millis(&mut p, "server.grace_period_ms", file.grace_period_ms);
     let dns_refresh = millis(&mut p, "server.dns_refresh_ms", file.dns_refresh_ms);
     let ws_idle_timeout = millis(&mut p, "server.ws_idle_timeout_ms", file.ws_idle_timeout_ms);
+    let ws_send_timeout = millis(&mut p, "server.ws_send_timeout_ms", file.ws_send_timeout_ms);
     let ws_max_message_bytes = min_bytes(
         &mut p,
         "server.ws_max_message_bytes",
@@ -155,6 +156,7 @@ pub(crate) fn server(
         max_json_depth: usize::try_from(file.max_json_depth).unwrap_or(128),
         ws_max_connections: usize::try_from(file.ws_max_connections).unwrap_or(usize::MAX),
         ws_idle_timeout,
+        ws_send_timeout,
         ws_max_message_bytes,
         access_log: crate::telemetry::access::Sampling {
             sample: file.access_log_sample.clamp(0.0, 1.0),

@@ -52,6 +52,7 @@ pub struct Limits {
     pub ws_max_connections: usize,
     pub ws_idle_timeout: std::time::Duration,
     pub ws_max_message_bytes: usize,
+    pub ws_send_timeout: std::time::Duration,
     /// Connect timeout for upstream WebSockets (TCP + TLS + handshake).
     pub connect_timeout: std::time::Duration,
     /// Which requests get an access-log line.
@@ -77,6 +78,7 @@ impl Limits {
             ws_max_connections: server.ws_max_connections,
             ws_idle_timeout: server.ws_idle_timeout,
             ws_max_message_bytes: server.ws_max_message_bytes,
+            ws_send_timeout: server.ws_send_timeout,
             connect_timeout: server.connect_timeout,
             access_log: server.access_log,
         }

@@ -138,7 +138,7 @@ pub struct Accepted {
     /// The `Sec-WebSocket-Accept` and `Sec-WebSocket-Protocol` head of the 101.
     head: String,
     config: WebSocketConfig,
-    idle: Duration,
+    timeouts: relay::Timeouts,
     slot: Slot,
 }
 
@@ -220,7 +220,10 @@ pub async fn prepare(
         socket,
         head,
         config,
-        idle: limits.ws_idle_timeout,
+        timeouts: relay::Timeouts {
+            idle: limits.ws_idle_timeout,
+            send: limits.ws_send_timeout,
+        },
         slot,
     })
 }
@@ -245,7 +248,7 @@ impl Accepted {
             upstream,
             socket,
             config,
-            idle,
+            timeouts,
             slot,
             ..
         } = self;
@@ -260,8 +263,14 @@ impl Accepted {
                 .ws_connections
                 .with_label_values(&[&chain, &upstream.name]);
             gauge.inc();
-            let end =
-                relay::relay(client, socket, &chain, idle, shutdown_channel().subscribe()).await;
+            let end = relay::relay(
+                client,
+                socket,
+                &chain,
+                timeouts,
+                shutdown_channel().subscribe(),
+            )
+            .await;
             gauge.dec();
             metrics()
                 .ws_closes

@@ -57,6 +57,15 @@ pub enum Reply {
 
 type Handler = dyn Fn(&Exchange) -> Reply + Send + Sync;
 
+/// What the node does with a WebSocket upgrade: the socket, after the handshake.
+pub type WsHandler = Arc<
+    dyn Fn(
+            tokio_tungstenite::WebSocketStream<TcpStream>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A raw-socket node on an ephemeral loopback port; stops when dropped.
 pub struct RawNode {
     addr: SocketAddr,
@@ -68,6 +77,15 @@ pub struct RawNode {
 
 impl RawNode {
     pub async fn start(handler: impl Fn(&Exchange) -> Reply + Send + Sync + 'static) -> RawNode {
+        RawNode::start_with_ws(handler, None).await
+    }
+
+    /// A node that also takes WebSocket upgrades (on the same port, as nodes do) and hands
+    /// each socket to `ws`.
+    pub async fn start_with_ws(
+        handler: impl Fn(&Exchange) -> Reply + Send + Sync + 'static,
+        ws: Option<WsHandler>,
+    ) -> RawNode {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .expect("bind raw node");
@@ -82,7 +100,20 @@ impl RawNode {
                 while let Ok((stream, _)) = listener.accept().await {
                     let conn = connections.fetch_add(1, Ordering::SeqCst);
                     let (handler, log) = (handler.clone(), log.clone());
-                    tokio::spawn(serve(stream, conn, handler, log));
+                    let mut first = [0u8; 4];
+                    match (&ws, stream.peek(&mut first).await) {
+                        (Some(ws), Ok(4)) if &first == b"GET " => {
+                            let ws = ws.clone();
+                            tokio::spawn(async move {
+                                if let Ok(socket) = tokio_tungstenite::accept_async(stream).await {
+                                    ws(socket).await;
+                                }
+                            });
+                        }
+                        _ => {
+                            tokio::spawn(serve(stream, conn, handler, log));
+                        }
+                    }
                 }
             })
         };
