@@ -577,3 +577,26 @@ async fn provider_secrets_never_reach_logs_or_answers() {
     );
     assert!(!log.contains(secret), "secret leaked into the log:\n{log}");
 }
+
+/// A node that answers a notification anyway: the client still gets no answer body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_gets_no_answer_whatever_the_node_sends() {
+    let node = probed_node(|| {
+        Reply::Bytes(rawnode::http_ok(
+            r#"{"jsonrpc":"2.0","id":null,"result":"0x1"}"#,
+        ))
+    })
+    .await;
+    let p = Proxy::start(
+        &upstreams_toml("ethereum", 1, &[("chatty", node.url())]),
+        "",
+    )
+    .await;
+    let r = p
+        .client()
+        .post("/ethereum", br#"{"jsonrpc":"2.0","method":"eth_gasPrice"}"#)
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty(), "{}", r.text());
+    assert_eq!(node.count("eth_gasPrice"), 1, "it was delivered");
+}

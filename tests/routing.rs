@@ -741,3 +741,61 @@ async fn a_null_receipt_is_asked_of_the_other_node_at_once_and_passed_on_without
     assert_eq!(served(&knows, "eth_getTransactionReceipt").await, a0 + 1);
     assert_eq!(served(&behind, "eth_getTransactionReceipt").await, b0 + 1);
 }
+
+/// A node that reads a transaction whole on a kept-alive connection and closes it without an
+/// answer (as a server closing an idle connection just as a request arrives may): livechain
+/// sends it again on a fresh connection, the node says "already known", and the client must
+/// get the transaction's hash, not that error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_resent_after_a_pooled_connection_closed_gets_its_hash() {
+    use common::rawnode::{self, http_ok, RawNode, Reply};
+    use std::sync::Mutex;
+    let seen: std::sync::Arc<Mutex<Vec<String>>> = Default::default();
+    let known = seen.clone();
+    let node = RawNode::start(move |ex| {
+        if let Some(r) = rawnode::probe_answer(ex, 1, 100, rawnode::live(100)) {
+            return r;
+        }
+        if ex.method() != Some("eth_sendRawTransaction") {
+            return Reply::Bytes(http_ok(&rawnode::result(&ex.id(), "\"0x1\"")));
+        }
+        let raw = ex.param(0).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let mut known = known.lock().unwrap();
+        if known.contains(&raw) {
+            let err = format!(
+                r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32000,"message":"already known"}}}}"#,
+                ex.id()
+            );
+            return Reply::Bytes(http_ok(&err));
+        }
+        known.push(raw);
+        Reply::Close
+    })
+    .await;
+    let p = Proxy::start(
+        &upstreams_toml("ethereum", 1, &[("node", node.url())]),
+        "threads = 1\nupstream_max_connections = 1\n",
+    )
+    .await;
+    let mut client = p.client();
+    // A first call leaves a connection in the pool.
+    let r = client
+        .post("/ethereum", &call(1, "eth_gasPrice", json!([])))
+        .await;
+    assert_eq!(r.status, 200);
+    let raw = "0x02f86b0180808084b2d05e00825208940000000000000000000000000000000000000001880de0b6b3a764000080c0";
+    let r = client
+        .post(
+            "/ethereum",
+            &call(2, "eth_sendRawTransaction", json!([raw])),
+        )
+        .await;
+    let v = r.json();
+    let want = livechain::jsonrpc::tx::raw_tx_hash_json(raw).unwrap();
+    assert_eq!(v["result"].to_string(), want, "the hash, not an error: {v}");
+    assert_eq!(
+        node.count("eth_sendRawTransaction"),
+        2,
+        "sent, then sent again"
+    );
+}

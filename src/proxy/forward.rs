@@ -212,6 +212,8 @@ impl Forwarder<'_> {
         match result {
             Ok(response) if (200..300).contains(&response.status) || response.status == 400 => {
                 up.series.latency.observe(latency.as_secs_f64());
+                // Sent twice on this upstream: the first may have been acted on.
+                state.delivered |= response.resent;
                 state.last_upstream = Some(up.clone());
                 Attempt::Answered {
                     response,

@@ -56,8 +56,23 @@ pub fn tx_accepted(body: &[u8], call: &Call) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Forwards one call; `state` tells the caller who answered and how many retries it took.
+/// Forwards one call; `state` tells the caller who answered and how many retries it took. A
+/// notification gets no answer body, whatever the node sent back (JSON-RPC 2.0 §4.1: the
+/// server must not reply to one).
 pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut Attempts) -> Answer {
+    let answer = forward_call(f, body, call, state).await;
+    if call.is_notification() {
+        return Answer::json(answer.status, Bytes::new());
+    }
+    answer
+}
+
+async fn forward_call(
+    f: &Forwarder<'_>,
+    body: &Bytes,
+    call: &Call,
+    state: &mut Attempts,
+) -> Answer {
     let method = call.method(body);
     if f.chain.policy.is_denied(method) {
         metrics().jsonrpc_error(&f.chain.name, i64::from(code::METHOD_NOT_FOUND));

@@ -72,6 +72,7 @@ impl Upstream {
         let pool = &self.pool;
         let _slot = pool.slot().await;
         let mut attempt = 0;
+        let mut written_before = false;
         loop {
             let (mut stream, mut buf, home, reused) = match pool.take(addr) {
                 Some((s, buf, home)) => (s, buf, home, true),
@@ -89,13 +90,18 @@ impl Upstream {
             };
             let stale = match self.write_request(&mut stream, &body).await {
                 Ok(()) => match http1::read_response(&mut stream, &mut buf, max_response).await {
-                    Ok((response, reusable)) => {
+                    Ok((mut response, reusable)) => {
                         if reusable {
                             pool.put(stream, buf, addr, home);
                         }
+                        response.resent = written_before;
                         return Ok(response);
                     }
-                    Err(ReadError::ClosedBeforeAnswer) => "connection closed before an answer",
+                    Err(ReadError::ClosedBeforeAnswer) => {
+                        // Written whole, then closed: the server may have read it first.
+                        written_before = true;
+                        "connection closed before an answer"
+                    }
                     Err(ReadError::Io(m) | ReadError::Malformed(m)) => {
                         return Err(ExchangeError::Io(m))
                     }

@@ -25,6 +25,10 @@ pub struct Response {
     pub content_encoding: Option<HeaderValue>,
     /// `Retry-After` of a 429 or 503, as sent.
     pub retry_after: Option<HeaderValue>,
+    /// The request had been written whole on a pooled connection that then closed without an
+    /// answer, and was sent again: the node may have acted on it twice (a transaction it calls
+    /// "already known" the second time).
+    pub resent: bool,
 }
 
 /// Why no complete response was read.
@@ -224,6 +228,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(
         body,
         content_encoding: head.content_encoding,
         retry_after: head.retry_after,
+        resent: false,
     };
     Ok((response, head.keep_alive && clean))
 }
