@@ -26,7 +26,18 @@ pub enum Conn {
 
 impl Conn {
     /// Takes a stream from Pingora; a plain TCP one becomes a socket of the current runtime.
-    pub fn adopt(stream: Stream) -> Conn {
+    /// What Pingora's stream had already buffered (its read buffer, bytes put back with
+    /// `rewind`) is returned with it: the socket alone does not hold those bytes any more.
+    pub fn adopt(mut stream: Stream) -> (Conn, Vec<u8>) {
+        if stream.as_any().downcast_ref::<L4Stream>().is_none() {
+            return (Conn::Pingora(stream), Vec::new());
+        }
+        let ahead = buffered(&mut stream);
+        let conn = Conn::take_descriptor(stream);
+        (conn, ahead)
+    }
+
+    fn take_descriptor(stream: Stream) -> Conn {
         let Some(l4) = stream.as_any().downcast_ref::<L4Stream>() else {
             return Conn::Pingora(stream);
         };
@@ -160,6 +171,23 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// Whatever `stream` gives without waiting (a waker-less poll returns at once): the bytes its
+/// buffers hold, and those already on the socket.
+fn buffered(stream: &mut Stream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut chunk = [0u8; 4096];
+    // Bounded: a peer that keeps sending is read by the connection's own loop.
+    while out.len() < 64 * 1024 {
+        let mut buf = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut *stream).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => out.extend_from_slice(buf.filled()),
+            _ => break,
+        }
+    }
+    out
+}
+
 /// Parts up to this size in all are copied into one buffer for a stream that cannot write
 /// vectors (TLS: one buffer makes one record); larger ones are written one by one.
 const COALESCE: usize = 64 * 1024;
@@ -191,4 +219,38 @@ pub async fn write_parts(stream: &mut Conn, mut parts: &mut [io::IoSlice<'_>]) -
         io::IoSlice::advance_slices(&mut parts, n);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Bytes Pingora's stream had read ahead (or had put back) are handed over with the
+    /// socket, never dropped with Pingora's buffers.
+    #[tokio::test]
+    async fn adopting_keeps_what_pingora_had_read_ahead() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut l4 = L4Stream::from(server);
+        // Pingora read the first line into its buffer, and put back a prefix.
+        let mut line = [0u8; 16];
+        let mut got = 0;
+        while got < line.len() {
+            got += l4.read(&mut line[got..]).await.unwrap();
+        }
+        l4.rewind(&line);
+        l4.rewind(b"");
+        let (mut conn, ahead) = Conn::adopt(Box::new(l4));
+        assert_eq!(ahead, b"GET / HTTP/1.1\r\n");
+        assert!(matches!(conn, Conn::Tcp(_)));
+        client.write_all(b"host: x\r\n\r\n").await.unwrap();
+        let mut rest = [0u8; 11];
+        conn.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"host: x\r\n\r\n");
+    }
 }

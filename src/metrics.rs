@@ -62,6 +62,11 @@ pub struct Metrics {
     pub ws_closes: IntCounterVec,
     /// `livechain_ws_rejected_total{chain,reason}`: upgrades refused before the handshake.
     pub ws_rejected: IntCounterVec,
+    /// `livechain_client_connections`: client connections open now, all listeners.
+    pub client_connections: IntGauge,
+    /// `livechain_client_connections_rejected_total`: connections refused at
+    /// `server.max_connections`.
+    pub client_connections_rejected: prometheus::IntCounter,
 }
 
 /// Latency buckets from 1 ms to 30 s: RPC calls range from cached reads to heavy traces.
@@ -173,6 +178,16 @@ impl Metrics {
                 "Generation of the routing table in use (1 at start, +1 per successful reload).",
             )
             .expect("valid metric"),
+            client_connections: IntGauge::new(
+                "livechain_client_connections",
+                "Client connections open now.",
+            )
+            .expect("valid metric"),
+            client_connections_rejected: prometheus::IntCounter::new(
+                "livechain_client_connections_rejected_total",
+                "Client connections refused because server.max_connections were open.",
+            )
+            .expect("valid metric"),
             ws_connections: gauge(
                 "livechain_ws_connections",
                 "Proxied WebSocket connections open now.",
@@ -216,6 +231,8 @@ impl Metrics {
             Box::new(m.chain_head.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_generation.clone()),
+            Box::new(m.client_connections.clone()),
+            Box::new(m.client_connections_rejected.clone()),
             Box::new(m.ws_connections.clone()),
             Box::new(m.ws_messages.clone()),
             Box::new(m.ws_bytes.clone()),

@@ -11,7 +11,6 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use tokio::signal::unix::Signal;
 
-use crate::api::metrics_app::MetricsApp;
 use crate::api::Api;
 use crate::config::Config;
 use crate::control::{Control, MockHost};
@@ -87,16 +86,14 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
     let app = Livechain::new(router.clone(), connector.clone(), api);
     let mut proxy = pingora::services::listening::Service::new(
         "livechain proxy".to_owned(),
-        Front::new(app, &server.configuration),
+        Front::new(app.clone()),
     );
     proxy.add_tcp(&s.listen.to_string());
     server.add_service(proxy);
     if let Some(addr) = s.metrics_listen {
         let mut svc = pingora::services::listening::Service::new(
             "livechain metrics".to_owned(),
-            MetricsApp {
-                router: router.clone(),
-            },
+            Front::metrics(app.clone()),
         );
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);

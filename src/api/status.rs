@@ -4,8 +4,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::Api;
+use crate::h1::Answer;
 use crate::health::{CircuitState, Millis};
-use crate::proxy::respond::Answer;
 use crate::route::{Chain, Snapshot};
 use crate::upstream::Upstream;
 

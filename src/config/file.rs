@@ -48,6 +48,8 @@ pub(crate) struct ServerFile {
     pub max_json_depth: u64,
     #[serde(default = "default_ws_max_connections")]
     pub ws_max_connections: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
     #[serde(default = "default_ws_idle_timeout_ms")]
     pub ws_idle_timeout_ms: u64,
     #[serde(default = "default_ws_max_message_bytes")]
@@ -80,6 +82,7 @@ impl Default for ServerFile {
             max_batch: default_max_batch(),
             max_json_depth: default_max_json_depth(),
             ws_max_connections: default_ws_max_connections(),
+            max_connections: default_max_connections(),
             ws_idle_timeout_ms: default_ws_idle_timeout_ms(),
             ws_max_message_bytes: default_ws_max_message_bytes(),
             ws_send_timeout_ms: default_ws_send_timeout_ms(),
@@ -142,6 +145,12 @@ fn default_max_batch() -> u64 {
 /// that a body of brackets costs nothing.
 fn default_max_json_depth() -> u64 {
     128
+}
+
+/// Client connections per listener: far more than a proxy of a few providers serves, few
+/// enough that a flood of idle connections cannot exhaust the descriptors of the process.
+fn default_max_connections() -> u64 {
+    50_000
 }
 
 fn default_ws_max_connections() -> u64 {

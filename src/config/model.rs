@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub max_json_depth: usize,
     /// Most proxied WebSocket connections at once, all chains together.
     pub ws_max_connections: usize,
+    /// Most client connections open at once on one listener; more are answered 503 and closed.
+    pub max_connections: usize,
     /// A WebSocket with no message either way for this long is closed (1001).
     pub ws_idle_timeout: Duration,
     /// Largest WebSocket message accepted from a client or an upstream (1009 above it).

@@ -123,6 +123,9 @@ pub(crate) fn server(
         );
     }
 
+    if file.max_connections == 0 {
+        p.push("server.max_connections", "must be greater than 0");
+    }
     if !(2..=1024).contains(&file.max_json_depth) {
         p.push(
             "server.max_json_depth",
@@ -155,6 +158,7 @@ pub(crate) fn server(
         max_batch: usize::try_from(file.max_batch).unwrap_or(1000),
         max_json_depth: usize::try_from(file.max_json_depth).unwrap_or(128),
         ws_max_connections: usize::try_from(file.ws_max_connections).unwrap_or(usize::MAX),
+        max_connections: usize::try_from(file.max_connections).unwrap_or(usize::MAX),
         ws_idle_timeout,
         ws_send_timeout,
         ws_max_message_bytes,

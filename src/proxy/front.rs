@@ -1,92 +1,109 @@
-//! The listener's HTTP/1.1 front: every connection starts here.
+//! The HTTP/1.1 front: every connection of every livechain listener is served here, from its
+//! first byte to its close, with the heads, bodies and answers of `h1`.
 //!
-//! Nearly all traffic is one shape: `POST /{chain}` with a `Content-Length` JSON body on a
-//! keep-alive connection. For that shape the front reads the head with `httparse` and the body
-//! straight off the connection, hands the bytes to [`Livechain::jsonrpc`] and writes the answer
-//! in one write. Pingora's proxy session costs more per request than nginx spends on the whole
-//! proxied exchange (boxed sessions, header maps, module contexts: see README "Performance"),
-//! and none of it is needed to answer that shape correctly.
+//! A connection's life: wait for a request head (a keep-alive connection idles at most
+//! [`KEEPALIVE`]; once a head has begun it must be complete within `request_timeout_ms`),
+//! parse it, let `dispatch::route` say what serves it, read its body (answering `Expect:
+//! 100-continue` first), answer, and go on with whatever the client pipelined behind it. A
+//! WebSocket upgrade leaves for a relay task of its own. Bad heads get a JSON-RPC error with
+//! the status that fits (400, 413, 417, 431, 501, 505) and the connection is closed; so does a
+//! request whose body was not read to its end.
 //!
-//! Anything else (other methods and paths, WebSocket upgrades, chunked bodies,
-//! `Expect: 100-continue`, HTTP/1.0, unusual or invalid heads, unknown chains, oversized bodies)
-//! is handed, with the bytes already read, to Pingora's HTTP session and [`ProxyHttp`]
-//! implementation, which answers it exactly as before. The front only takes a request when the
-//! head is unambiguous, so the two can never read the same bytes differently.
+//! Pingora still accepts the connections (and owns the process: signals, graceful shutdown,
+//! background services); its HTTP session is not used, for its cost per request (README
+//! "Performance") and so that one parser decides everything (`h1`).
 
 use std::future::Future;
-use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Buf, BytesMut};
-use pingora::apps::{HttpServerApp, ServerApp};
-use pingora::protocols::http::v1::server::HttpSession as H1Session;
-use pingora::protocols::http::ServerSession;
+use bytes::{Buf, Bytes, BytesMut};
+use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
-use pingora::proxy::HttpProxy;
-use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Sleep;
 
+use super::dispatch::{self, Site, Target};
 use super::forward::{attempt_timer, AttemptTimer};
-use super::read::accepted_media_type;
-use super::respond::{self, Answer};
-use super::{chain_segment, Livechain, RequestCtx};
+use super::media::{self, Media};
+use super::{Livechain, RequestCtx};
 use crate::conn::Conn;
+use crate::h1::body::{self, BodyError};
+use crate::h1::head::{self, Framing, HeadError};
+use crate::h1::{answer, Answer};
 use crate::jsonrpc::{code, RpcError};
-use crate::route::{Chain, Limits};
+use crate::metrics::metrics;
+use crate::route::Limits;
 use crate::ws;
 
-/// How long an idle keep-alive connection waits for its next request (Pingora's default).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// Heads larger than this, or with more header lines, go to Pingora, which has its own limits.
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_HEADERS: usize = 32;
+/// How long an idle keep-alive connection waits for its next request.
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
 /// Room kept free in the read buffer before each read.
 const READ_ROOM: usize = 4 * 1024;
 
-/// The proxy listener's application.
+/// A listener's application.
 pub struct Front {
     app: Livechain,
-    general: Arc<HttpProxy<Livechain>>,
+    site: Site,
+    /// Client connections open on this listener.
+    open: Arc<AtomicUsize>,
 }
 
 impl Front {
-    pub fn new(app: Livechain, conf: &Arc<ServerConf>) -> Front {
-        let general = Arc::new(pingora::proxy::http_proxy(conf, app.clone()));
-        Front { app, general }
+    /// The main listener (`server.listen`).
+    pub fn new(app: Livechain) -> Front {
+        let metrics_here = app.api.metrics_here;
+        Front {
+            app,
+            site: Site::Main { metrics_here },
+            open: Arc::default(),
+        }
+    }
+
+    /// The metrics listener (`server.metrics_listen`): `/metrics` and `/health`.
+    pub fn metrics(app: Livechain) -> Front {
+        Front {
+            app,
+            site: Site::Metrics,
+            open: Arc::default(),
+        }
     }
 }
 
-/// A request the front serves itself.
-struct Fast {
-    chain: Arc<Chain>,
-    /// The limits of the snapshot the chain came from: one snapshot per request.
-    limits: Limits,
-    head_len: usize,
-    body_len: usize,
-    /// The client asked for `Connection: close`.
-    close: bool,
+/// One open client connection, counted until dropped.
+struct Admitted(Arc<AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics().client_connections.dec();
+    }
 }
 
-/// A WebSocket upgrade the front answers itself.
-struct Upgrade {
-    chain: Arc<Chain>,
-    limits: Limits,
+/// A request, as far as it was decided from its head (nothing in it borrows the buffer, which
+/// the body is read into next).
+struct Request {
+    target: Target,
     head_len: usize,
-    key: Option<Vec<u8>>,
-    version: Option<Vec<u8>>,
-    protocols: Option<Vec<u8>>,
+    body: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+    head_only: bool,
+    media: Media,
+    /// The path, for the few targets that need it after the head is gone.
+    path: Option<String>,
+    websocket: Option<ws::Handshake>,
 }
 
+/// What came of waiting for a request.
 enum Next {
-    Fast(Fast),
-    Upgrade(Upgrade),
-    /// Pingora serves this one; the bytes read so far are its start.
-    General,
+    Request(Box<Request>),
+    /// Answer this and close: the head could not be taken.
+    Refuse(Answer),
     /// The connection ended (or idled out) between requests.
     Gone,
 }
@@ -99,8 +116,19 @@ impl ServerApp for Front {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         crate::upstream::serve_here();
-        let mut stream = Conn::adopt(stream);
-        let mut buf = BytesMut::with_capacity(READ_ROOM);
+        let (mut stream, read_ahead) = Conn::adopt(stream);
+        let mut head = Vec::with_capacity(256);
+        let Some(_admitted) = self.admit() else {
+            let answer = Answer::rpc_error(
+                503,
+                &RpcError::new(code::INVALID_REQUEST, "too many client connections"),
+            )
+            .closing();
+            let _ = answer::write(&mut stream, &answer, false, &mut head).await;
+            return None;
+        };
+        let mut buf = BytesMut::with_capacity(READ_ROOM.max(read_ahead.len()));
+        buf.extend_from_slice(&read_ahead);
         // One idle timer and one shutdown wait per connection, armed once and pushed back per
         // request: a timer and a waiter made and dropped for every request cost more than
         // parsing the request's head.
@@ -110,72 +138,92 @@ impl ServerApp for Front {
             let _ = closing.changed().await;
         });
         let mut wait = Wait { idle, stop };
-        let mut head = Vec::with_capacity(256);
         let mut timer = None;
         loop {
-            match next_request(&self.app, &mut stream, &mut buf, shutdown, &mut wait).await {
+            let next = next_request(self, &mut stream, &mut buf, shutdown, &mut wait).await;
+            let req = match next {
                 Next::Gone => return None,
-                Next::Fast(req) => {
-                    if !self
-                        .serve(&mut stream, &mut buf, &mut head, &mut timer, req, shutdown)
-                        .await
-                    {
-                        return None;
-                    }
+                Next::Refuse(answer) => {
+                    let ctx = RequestCtx::new();
+                    let _ = answer::write(&mut stream, &answer, false, &mut head).await;
+                    self.app.log(&ctx, answer.status, Some("bad request head"));
+                    return None;
                 }
-                Next::Upgrade(up) => {
-                    let mut ctx = RequestCtx::new();
-                    ctx.chain = Some(up.chain.clone());
-                    ctx.method = Some(std::borrow::Cow::Borrowed("websocket"));
-                    let limits = up.limits;
-                    ctx.access_log = limits.access_log;
-                    let req = ws::Request {
-                        key: up.key.as_deref(),
-                        version: up.version.as_deref(),
-                        protocols: up.protocols.as_deref(),
-                    };
-                    // Boxed, like the relay's start below: an upgrade's connect and handshake
-                    // state would otherwise be part of every keep-alive connection's future.
-                    let accepted =
-                        Box::pin(ws::prepare(req, &up.chain, &limits, &self.app.ws_counts)).await;
-                    buf.advance(up.head_len);
-                    match accepted {
-                        Ok(accepted) => {
-                            self.app.log(&ctx, 101, None);
-                            // The socket now lives in a task of its own; this one ends here.
-                            Box::pin(accepted.run(stream, buf.to_vec())).await;
-                            return None;
-                        }
-                        Err(answer) => {
-                            ctx.status = answer.status;
-                            let written = write_answer(&mut stream, &answer, &mut head).await;
-                            self.app.log(&ctx, ctx.status, None);
-                            if written.is_err() || answer.close {
-                                return None;
-                            }
-                        }
+                Next::Request(req) => req,
+            };
+            if let Target::WebSocket(chain) = &req.target {
+                let chain = chain.clone();
+                match self.upgrade(stream, &mut buf, &mut head, *req, chain).await {
+                    Some(refused) => {
+                        stream = refused;
+                        continue;
                     }
-                }
-                Next::General => {
-                    let mut h1 = H1Session::new(stream.into_pingora());
-                    h1.set_pipelined_prefix(std::mem::take(&mut buf));
-                    let mut session = ServerSession::H1(h1);
-                    let closing = *shutdown.borrow();
-                    session.set_keepalive((!closing).then_some(KEEPALIVE.as_secs()));
-                    let reused = self.general.process_new_http(session, shutdown).await?;
-                    stream = Conn::adopt(reused.consume().0);
-                    buf.reserve(READ_ROOM);
+                    // The socket now lives in a task of its own (or is gone).
+                    None => return None,
                 }
             }
+            if !self
+                .serve(&mut stream, &mut buf, &mut head, &mut timer, *req, shutdown)
+                .await
+            {
+                return None;
+            }
         }
-    }
-
-    async fn cleanup(&self) {
-        self.general.http_cleanup().await;
     }
 }
 
 impl Front {
+    /// Counts a new connection, unless the listener is at `server.max_connections`.
+    fn admit(&self) -> Option<Admitted> {
+        let max = self.app.router.load().limits.max_connections;
+        if self.open.fetch_add(1, Ordering::AcqRel) >= max {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            metrics().client_connections_rejected.inc();
+            return None;
+        }
+        metrics().client_connections.inc();
+        Some(Admitted(self.open.clone()))
+    }
+
+    /// Decides what the head at the start of `buf` asks for; `None` while it is incomplete.
+    fn decide(&self, buf: &[u8]) -> Option<Next> {
+        let parsed = match head::parse_request(buf) {
+            Ok(Some(h)) => h,
+            Ok(None) => return None,
+            Err(e) => return Some(Next::Refuse(head_error(e))),
+        };
+        let snapshot = self.app.router.load();
+        let limits = &snapshot.limits;
+        if let Framing::Length(n) = parsed.body {
+            if n > limits.max_body_bytes {
+                return Some(Next::Refuse(too_large(limits.max_body_bytes)));
+            }
+        }
+        let target = dispatch::route(
+            self.site,
+            parsed.method,
+            parsed.path,
+            parsed.websocket.is_some(),
+            &snapshot,
+        );
+        let path = matches!(target, Target::Rest).then(|| parsed.path.to_owned());
+        let websocket = match &target {
+            Target::WebSocket(_) => parsed.websocket.as_ref().map(ws::Handshake::from_heads),
+            _ => None,
+        };
+        Some(Next::Request(Box::new(Request {
+            media: media::of(parsed.content_type, parsed.content_types),
+            head_len: parsed.len,
+            body: parsed.body,
+            keep_alive: parsed.keep_alive,
+            expect_continue: parsed.expect_continue,
+            head_only: parsed.method == "HEAD",
+            target,
+            path,
+            websocket,
+        })))
+    }
+
     /// Reads the body, answers, and logs one request; whether the connection stays open.
     async fn serve(
         &self,
@@ -183,39 +231,120 @@ impl Front {
         buf: &mut BytesMut,
         head: &mut Vec<u8>,
         timer: &mut Option<AttemptTimer>,
-        req: Fast,
+        req: Request,
         shutdown: &ShutdownWatch,
     ) -> bool {
+        let snapshot = self.app.router.load();
+        let limits = snapshot.limits;
         let mut ctx = RequestCtx::new();
-        ctx.timer = Some(timer.take().unwrap_or_else(attempt_timer));
-        ctx.chain = Some(req.chain.clone());
-        let limits = req.limits;
         ctx.access_log = limits.access_log;
-        let need = req.head_len + req.body_len;
-        let mut answer = match read_to(stream, buf, need, limits.request_timeout).await {
-            Ok(()) => {
-                let mut request = buf.split_to(need);
-                request.advance(req.head_len);
-                self.app
-                    .jsonrpc(&req.chain, &limits, request.freeze(), &mut ctx)
-                    .await
+        buf.advance(req.head_len);
+        let mut answer = match req.target {
+            Target::JsonRpc(chain) => {
+                ctx.chain = Some(chain.clone());
+                match read_body(stream, buf, req.body, req.expect_continue, &limits).await {
+                    Err(BodyEnd::Gone) => return false,
+                    Err(BodyEnd::Answer(a)) => a,
+                    Ok(body) => match req.media {
+                        Media::Json => {
+                            ctx.timer = Some(timer.take().unwrap_or_else(attempt_timer));
+                            let a = self.app.jsonrpc(&chain, &limits, body, &mut ctx).await;
+                            *timer = ctx.timer.take();
+                            a
+                        }
+                        other => super::refuse_each(&body, limits.bounds(), 415, &other.error()),
+                    },
+                }
             }
-            Err(BodyRead::Gone) => return false,
-            Err(BodyRead::Late) => Answer::rpc_error(
-                408,
-                &RpcError::new(code::INVALID_REQUEST, "request body not received in time"),
-            )
-            .closing(),
+            Target::UnknownChain(err) => {
+                match read_body(stream, buf, req.body, req.expect_continue, &limits).await {
+                    Err(BodyEnd::Gone) => return false,
+                    Err(BodyEnd::Answer(a)) => a,
+                    Ok(body) => super::refuse_each(&body, limits.bounds(), 404, &err),
+                }
+            }
+            // Answered without the body, which is read and dropped to keep the connection.
+            early => {
+                let answer = match early {
+                    Target::Preflight => super::respond::preflight(),
+                    Target::Service(endpoint) => self.app.api.answer(endpoint, &snapshot),
+                    Target::Rest => {
+                        let path = req.path.as_deref().unwrap_or("/v1/chains");
+                        super::rest::answer(&snapshot, &self.app.connector, path)
+                            .await
+                            .unwrap_or_else(|| super::rest::error(404, "no such endpoint"))
+                    }
+                    Target::Refuse(answer) => answer,
+                    // Served above and in `process_new`.
+                    Target::JsonRpc(_) | Target::UnknownChain(_) | Target::WebSocket(_) => {
+                        unreachable!("served elsewhere")
+                    }
+                };
+                if drain(stream, buf, req.body, req.expect_continue, &limits).await {
+                    answer
+                } else {
+                    answer.closing()
+                }
+            }
         };
-        *timer = ctx.timer.take();
-        if req.close || *shutdown.borrow() {
+        if !req.keep_alive || *shutdown.borrow() {
             answer.close = true;
         }
         ctx.status = answer.status;
         let keep = !answer.close;
-        let written = write_answer(stream, &answer, head).await;
+        let written = answer::write(stream, &answer, req.head_only, head).await;
         self.app.log(&ctx, ctx.status, None);
         written.is_ok() && keep
+    }
+
+    /// A WebSocket upgrade: refused with an answer (`Some`: the connection goes on), or
+    /// answered with 101 and relayed in a task of its own (`None`).
+    async fn upgrade(
+        &self,
+        mut stream: Conn,
+        buf: &mut BytesMut,
+        head: &mut Vec<u8>,
+        req: Request,
+        chain: Arc<crate::route::Chain>,
+    ) -> Option<Conn> {
+        let snapshot = self.app.router.load();
+        let limits = snapshot.limits;
+        let mut ctx = RequestCtx::new();
+        ctx.chain = Some(chain.clone());
+        ctx.method = Some(std::borrow::Cow::Borrowed("websocket"));
+        ctx.access_log = limits.access_log;
+        buf.advance(req.head_len);
+        let handshake = req.websocket.unwrap_or_default();
+        let refused = if req.body != Framing::Empty {
+            Err(Answer::rpc_error(
+                400,
+                &RpcError::new(code::INVALID_REQUEST, "a WebSocket upgrade has no body"),
+            )
+            .closing())
+        } else {
+            // Boxed, like the relay's start below: an upgrade's connect and handshake state
+            // would otherwise be part of every keep-alive connection's future.
+            Box::pin(ws::prepare(
+                &handshake,
+                &chain,
+                &limits,
+                &self.app.ws_counts,
+            ))
+            .await
+        };
+        match refused {
+            Ok(accepted) => {
+                self.app.log(&ctx, 101, None);
+                Box::pin(accepted.run(stream, buf.split().to_vec())).await;
+                None
+            }
+            Err(answer) => {
+                ctx.status = answer.status;
+                let written = answer::write(&mut stream, &answer, false, head).await;
+                self.app.log(&ctx, ctx.status, None);
+                (written.is_ok() && !answer.close && req.keep_alive).then_some(stream)
+            }
+        }
     }
 }
 
@@ -225,9 +354,9 @@ struct Wait<'a, S> {
     stop: Pin<&'a mut S>,
 }
 
-/// Waits for the next request head on the connection and decides who serves it.
+/// Waits for the next request head on the connection and decides what serves it.
 async fn next_request<S: Future<Output = ()>>(
-    app: &Livechain,
+    front: &Front,
     stream: &mut Conn,
     buf: &mut BytesMut,
     shutdown: &ShutdownWatch,
@@ -237,12 +366,20 @@ async fn next_request<S: Future<Output = ()>>(
     wait.idle
         .as_mut()
         .reset(tokio::time::Instant::now() + KEEPALIVE);
+    let mut head_begun = false;
     loop {
         if !buf.is_empty() {
-            match classify(app, buf) {
-                Some(next) => return next,
-                None if buf.len() > MAX_HEAD => return Next::General,
-                None => {}
+            if let Some(next) = front.decide(buf) {
+                return next;
+            }
+            if !head_begun {
+                // A head has begun: all of it must arrive within the request timeout, not
+                // within the keep-alive time (a client trickling a head holds a connection).
+                head_begun = true;
+                let timeout = front.app.router.load().limits.request_timeout;
+                wait.idle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + timeout);
             }
         } else if *shutdown.borrow() {
             return Next::Gone;
@@ -258,176 +395,109 @@ async fn next_request<S: Future<Output = ()>>(
             },
             // Shutting down: only a connection between requests is closed.
             () = wait.stop.as_mut(), if buf.is_empty() => return Next::Gone,
-            () = wait.idle.as_mut() => return Next::Gone,
+            () = wait.idle.as_mut() => {
+                return if head_begun {
+                    Next::Refuse(
+                        Answer::rpc_error(
+                            408,
+                            &RpcError::new(code::INVALID_REQUEST, "request head not received in time"),
+                        )
+                        .closing(),
+                    )
+                } else {
+                    Next::Gone
+                };
+            }
         }
     }
 }
 
-/// Who serves the request whose head starts `buf`; `None` while the head is incomplete.
-fn classify(app: &Livechain, buf: &[u8]) -> Option<Next> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return None,
-        // Too many headers, or not valid HTTP: Pingora has the answer for those.
-        Err(_) => return Some(Next::General),
-    };
-    if req.version != Some(1) {
-        return Some(Next::General);
-    }
-    let path = req.path.unwrap_or("");
-    if req.method == Some("GET") {
-        return Some(upgrade(app, path, req.headers, head_len).unwrap_or(Next::General));
-    }
-    if req.method != Some("POST") {
-        return Some(Next::General);
-    }
-    if path.contains('?') || crate::api::Api::is_endpoint(path) {
-        return Some(Next::General);
-    }
-    let mut body_len: Option<usize> = None;
-    let mut close = false;
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            let digits = h.value.trim_ascii();
-            if body_len.is_some()
-                || digits.is_empty()
-                || digits.len() > 12
-                || !digits.iter().all(u8::is_ascii_digit)
-            {
-                return Some(Next::General);
-            }
-            // At most 12 ASCII digits: valid UTF-8 that fits a usize.
-            body_len = std::str::from_utf8(digits).ok()?.parse().ok();
-        } else if name.eq_ignore_ascii_case("content-type") {
-            if !accepted_media_type(h.value) {
-                return Some(Next::General);
-            }
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    return Some(Next::General);
-                }
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("upgrade")
-        {
-            return Some(Next::General);
-        }
-    }
-    let Some(body_len) = body_len else {
-        return Some(Next::General);
-    };
-    let snapshot = app.router.load();
-    if body_len > snapshot.limits.max_body_bytes {
-        return Some(Next::General);
-    }
-    let Some(chain) = chain_segment(path).and_then(|s| snapshot.chain(s)) else {
-        return Some(Next::General);
-    };
-    Some(Next::Fast(Fast {
-        chain: chain.clone(),
-        limits: snapshot.limits,
-        head_len,
-        body_len,
-        close,
-    }))
-}
-
-/// Writes an answer: head and body in one `writev(2)`. `head` is the connection's buffer for
-/// heads, kept from answer to answer.
-async fn write_answer(
-    stream: &mut Conn,
-    answer: &Answer,
-    head: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    head.clear();
-    respond::encode_head(answer, head);
-    let mut parts = [IoSlice::new(head), IoSlice::new(&answer.body)];
-    crate::conn::write_parts(stream, &mut parts).await?;
-    stream.flush().await
-}
-
-/// A plain WebSocket upgrade to a known chain (`None`: not one; Pingora's session decides).
-fn upgrade(
-    app: &Livechain,
-    path: &str,
-    headers: &[httparse::Header<'_>],
-    head_len: usize,
-) -> Option<Next> {
-    let mut websocket = false;
-    let mut connection_upgrade = false;
-    let (mut key, mut version, mut protocols) = (None, None, None);
-    for h in headers {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("upgrade") {
-            websocket = h.value.trim_ascii().eq_ignore_ascii_case(b"websocket");
-        } else if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade = h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            key = Some(h.value.trim_ascii().to_vec());
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            version = Some(h.value.trim_ascii().to_vec());
-        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            protocols = Some(h.value.to_vec());
-        } else if name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("transfer-encoding")
-        {
-            return None;
-        }
-    }
-    if !(websocket && connection_upgrade) || path.contains('?') {
-        return None;
-    }
-    let snapshot = app.router.load();
-    let chain = ws::chain_segment(path).and_then(|s| snapshot.chain(s))?;
-    Some(Next::Upgrade(Upgrade {
-        chain: chain.clone(),
-        limits: snapshot.limits,
-        head_len,
-        key,
-        version,
-        protocols,
-    }))
-}
-
-enum BodyRead {
+/// Why a body was not read.
+enum BodyEnd {
     /// The client closed the connection or it failed.
     Gone,
-    /// Not all of it arrived in time.
-    Late,
+    /// Answer this (and close).
+    Answer(Answer),
 }
 
-/// Reads until `buf` holds `need` bytes, within `timeout`.
-async fn read_to(
+/// Reads a body framed as `framing` (its head already consumed from `buf`), leaving in `buf`
+/// what the client sent after it; `Expect: 100-continue` is answered first when `expecting`.
+async fn read_body(
     stream: &mut Conn,
     buf: &mut BytesMut,
-    need: usize,
-    timeout: Duration,
-) -> Result<(), BodyRead> {
-    if buf.len() >= need {
-        return Ok(());
+    framing: Framing,
+    expecting: bool,
+    limits: &Limits,
+) -> Result<Bytes, BodyEnd> {
+    if expecting && buf.is_empty() && framing != Framing::Empty {
+        let sent = stream.write_all(answer::CONTINUE).await;
+        if sent.is_err() || stream.flush().await.is_err() {
+            return Err(BodyEnd::Gone);
+        }
     }
-    buf.reserve(need - buf.len());
-    let fill = async {
-        while buf.len() < need {
-            match stream.read_buf(buf).await {
-                Ok(0) | Err(_) => return Err(BodyRead::Gone),
-                Ok(_) => {}
+    let read = async {
+        match framing {
+            Framing::Empty | Framing::Close => Ok(Bytes::new()),
+            Framing::Length(n) => {
+                body::fill_to(stream, buf, n).await?;
+                Ok(buf.split_to(n).freeze())
+            }
+            Framing::Chunked => {
+                let raw = buf.split();
+                let (body, rest) = body::read_chunked(stream, raw, limits.max_body_bytes).await?;
+                *buf = rest;
+                Ok(body)
             }
         }
-        Ok(())
     };
-    tokio::time::timeout(timeout, fill)
-        .await
-        .unwrap_or(Err(BodyRead::Late))
+    match tokio::time::timeout(limits.request_timeout, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(BodyError::Closed)) => Err(BodyEnd::Gone),
+        Ok(Err(BodyError::TooLarge)) => Err(BodyEnd::Answer(too_large(limits.max_body_bytes))),
+        Ok(Err(BodyError::Malformed(why))) => Err(BodyEnd::Answer(
+            Answer::rpc_error(400, &RpcError::invalid_request(why)).closing(),
+        )),
+        Err(_) => Err(BodyEnd::Answer(
+            Answer::rpc_error(
+                408,
+                &RpcError::new(code::INVALID_REQUEST, "request body not received in time"),
+            )
+            .closing(),
+        )),
+    }
+}
+
+/// Reads and drops the body of a request answered without it; false when the connection
+/// cannot be used again (the body did not arrive whole, or the client is waiting for a 100
+/// Continue it will not get and may or may not send the body).
+async fn drain(
+    stream: &mut Conn,
+    buf: &mut BytesMut,
+    framing: Framing,
+    expecting: bool,
+    limits: &Limits,
+) -> bool {
+    if framing == Framing::Empty {
+        return true;
+    }
+    if expecting && buf.is_empty() {
+        return false;
+    }
+    read_body(stream, buf, framing, false, limits).await.is_ok()
+}
+
+fn too_large(max: usize) -> Answer {
+    Answer::rpc_error(
+        413,
+        &RpcError::new(
+            code::INVALID_REQUEST,
+            format!("request body larger than {max} bytes"),
+        ),
+    )
+    .closing()
+}
+
+/// The answer to a head that cannot be taken; the connection is closed after it.
+fn head_error(e: HeadError) -> Answer {
+    Answer::rpc_error(e.status(), &RpcError::invalid_request(e.reason())).closing()
 }

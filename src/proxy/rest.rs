@@ -15,7 +15,7 @@ use crate::health::now_ms;
 use crate::jsonrpc::{self, Request};
 use crate::route::Snapshot;
 
-fn error(status: u16, message: impl std::fmt::Display) -> Answer {
+pub(super) fn error(status: u16, message: impl std::fmt::Display) -> Answer {
     Answer::json(status, json!({ "error": message.to_string() }).to_string())
 }
 

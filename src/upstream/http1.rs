@@ -1,18 +1,18 @@
 //! The client half of HTTP/1.1 as livechain speaks it to upstreams: one request written in one
-//! go, one response read whole (`Content-Length`, chunked, or up to the close).
+//! go (`exchange`), one response read whole (`Content-Length`, chunked, or up to the close)
+//! with the heads and bodies of `h1`.
 //!
 //! Pingora's HTTP/1 client builds header maps and boxed sessions for every exchange; a JSON-RPC
-//! answer needs three headers out of it, so this reads the head with `httparse` straight from
-//! the connection's bytes and keeps only those.
+//! answer needs three headers out of it, so this reads the head straight from the
+//! connection's bytes and keeps only those.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderValue;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
-/// Longest response head accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most response header lines accepted.
-const MAX_HEADERS: usize = 64;
+use crate::h1::body::{fill, fill_to, read_chunked, BodyError};
+use crate::h1::head::{self, Framing};
+
 /// First read buffer: a typical JSON-RPC answer and its head fit.
 const FIRST_READ: usize = 8 * 1024;
 
@@ -45,118 +45,14 @@ pub enum ReadError {
     TooLarge(usize),
 }
 
-/// How the body of a response is delimited.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Framing {
-    Length(usize),
-    Chunked,
-    /// Up to the end of the connection (HTTP/1.0 style).
-    Close,
-}
-
-#[derive(Debug)]
-struct Head {
-    status: u16,
-    framing: Framing,
-    keep_alive: bool,
-    content_encoding: Option<HeaderValue>,
-    retry_after: Option<HeaderValue>,
-    /// Bytes of the head, blank line included.
-    len: usize,
-}
-
-/// Parses a response head at the start of `buf`; `None` while it is incomplete. Interim `1xx`
-/// responses are skipped (their bytes are consumed from `buf`).
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ReadError> {
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        let len = match res.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(ReadError::Malformed("response head too large"))
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(ReadError::Malformed("not an HTTP/1.x response")),
-        };
-        let status = res.code.unwrap_or(0);
-        if (100..200).contains(&status) && status != 101 {
-            buf.advance(len);
-            continue;
+impl ReadError {
+    fn of_body(e: BodyError, max: usize, in_what: &'static str) -> ReadError {
+        match e {
+            BodyError::Closed => ReadError::Io(in_what),
+            BodyError::Malformed(m) => ReadError::Malformed(m),
+            BodyError::TooLarge => ReadError::TooLarge(max),
         }
-        let http10 = res.version == Some(0);
-        let mut length: Option<usize> = None;
-        let mut chunked = false;
-        let mut close = http10;
-        let mut content_encoding = None;
-        let mut retry_after = None;
-        for h in res.headers.iter() {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .ok_or(ReadError::Malformed("bad Content-Length"))?;
-                if length.is_some_and(|prev| prev != n) {
-                    return Err(ReadError::Malformed("conflicting Content-Length"));
-                }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                // Only `chunked` as the final coding frames the body; anything else is refused.
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(ReadError::Malformed("unsupported Transfer-Encoding"));
-                }
-                chunked = true;
-            } else if name.eq_ignore_ascii_case("connection") {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                        close = false;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case("content-encoding") {
-                content_encoding = HeaderValue::from_bytes(h.value).ok();
-            } else if name.eq_ignore_ascii_case("retry-after") {
-                retry_after = HeaderValue::from_bytes(h.value).ok();
-            }
-        }
-        // RFC 9112 §6.3: chunked wins over Content-Length, and such a message is suspect: do not
-        // reuse the connection after it.
-        let framing = if status == 204 || status == 304 {
-            Framing::Length(0)
-        } else if chunked {
-            if length.is_some() {
-                close = true;
-            }
-            Framing::Chunked
-        } else if let Some(n) = length {
-            Framing::Length(n)
-        } else {
-            close = true;
-            Framing::Close
-        };
-        return Ok(Some(Head {
-            status,
-            framing,
-            keep_alive: !close,
-            content_encoding,
-            retry_after,
-            len,
-        }));
     }
-}
-
-/// Reads more bytes into `buf`; `Ok(0)` at the end of the connection.
-async fn fill<S: AsyncRead + Unpin>(s: &mut S, buf: &mut BytesMut) -> Result<usize, ReadError> {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(buf.capacity().max(FIRST_READ));
-    }
-    s.read_buf(buf)
-        .await
-        .map_err(|_| ReadError::Io("read failed"))
 }
 
 /// Bodies up to this size leave their buffer to the connection for the next answer; a larger
@@ -177,32 +73,44 @@ pub async fn read_response<S: AsyncRead + Unpin>(
         buf.reserve(FIRST_READ);
     }
     let head = loop {
+        match head::parse_response(&buf).map_err(|e| ReadError::Malformed(e.reason()))? {
+            // Interim answers (100 Continue, 103 Early Hints) come before the answer.
+            Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                buf.advance(h.len);
+                continue;
+            }
+            Some(h) => break h,
+            None => {}
+        }
         let received = !buf.is_empty();
-        if fill(s, &mut buf).await? == 0 {
+        if fill(s, &mut buf)
+            .await
+            .map_err(|_| ReadError::Io("read failed"))?
+            == 0
+        {
             return Err(if received {
                 ReadError::Io("connection closed in the response head")
             } else {
                 ReadError::ClosedBeforeAnswer
             });
         }
-        if let Some(head) = parse_head(&mut buf)? {
-            break head;
-        }
     };
+    let header = |span: &Option<std::ops::Range<usize>>| {
+        span.clone()
+            .and_then(|r| HeaderValue::from_bytes(&buf[r]).ok())
+    };
+    let content_encoding = header(&head.content_encoding);
+    let retry_after = header(&head.retry_after);
     buf.advance(head.len);
-    let (body, clean) = match head.framing {
+    let (body, clean) = match head.body {
+        Framing::Empty => (Bytes::new(), buf.is_empty()),
         Framing::Length(n) => {
             if n > max {
                 return Err(ReadError::TooLarge(max));
             }
-            if buf.capacity() < n {
-                buf.reserve(n - buf.len());
-            }
-            while buf.len() < n {
-                if fill(s, &mut buf).await? == 0 {
-                    return Err(ReadError::Io("connection closed in the response body"));
-                }
-            }
+            fill_to(s, &mut buf, n).await.map_err(|e| {
+                ReadError::of_body(e, max, "connection closed in the response body")
+            })?;
             let clean = buf.len() == n;
             let body = buf.split_to(n).freeze();
             if clean && n <= KEEP_BUFFER {
@@ -210,9 +118,18 @@ pub async fn read_response<S: AsyncRead + Unpin>(
             }
             (body, clean)
         }
-        Framing::Chunked => read_chunked(s, buf, max).await?,
+        Framing::Chunked => {
+            let (body, rest) = read_chunked(s, buf, max)
+                .await
+                .map_err(|e| ReadError::of_body(e, max, "connection closed in a chunked body"))?;
+            (body, rest.is_empty())
+        }
         Framing::Close => {
-            while fill(s, &mut buf).await? != 0 {
+            while fill(s, &mut buf)
+                .await
+                .map_err(|_| ReadError::Io("read failed"))?
+                != 0
+            {
                 if buf.len() > max {
                     return Err(ReadError::TooLarge(max));
                 }
@@ -226,114 +143,11 @@ pub async fn read_response<S: AsyncRead + Unpin>(
     let response = Response {
         status: head.status,
         body,
-        content_encoding: head.content_encoding,
-        retry_after: head.retry_after,
+        content_encoding,
+        retry_after,
         resent: false,
     };
     Ok((response, head.keep_alive && clean))
-}
-
-/// One step of decoding a chunked body held in `raw`.
-enum Chunk {
-    /// Data bytes at the start of `raw` (after the size line, which was consumed).
-    Data(usize),
-    /// The last chunk and the trailers were consumed.
-    End,
-    NeedMore,
-}
-
-/// Looks at the next chunk header (or trailer section) at the start of `raw`.
-fn next_chunk(raw: &mut BytesMut, pending: &mut usize) -> Result<Chunk, ReadError> {
-    if *pending > 0 {
-        return Ok(Chunk::Data(*pending));
-    }
-    let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") else {
-        if raw.len() > 1024 {
-            return Err(ReadError::Malformed("chunk size line too long"));
-        }
-        return Ok(Chunk::NeedMore);
-    };
-    let line = &raw[..eol];
-    let digits = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or(b"")
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err(ReadError::Malformed("bad chunk size"));
-    }
-    let size = std::str::from_utf8(digits)
-        .ok()
-        .and_then(|d| usize::from_str_radix(d, 16).ok())
-        .ok_or(ReadError::Malformed("bad chunk size"))?;
-    if size == 0 {
-        // Trailers end with an empty line; the `0\r\n` line is followed by either `\r\n` or
-        // trailer fields and then `\r\n\r\n`.
-        let rest = &raw[eol + 2..];
-        if rest.starts_with(b"\r\n") {
-            raw.advance(eol + 4);
-            return Ok(Chunk::End);
-        }
-        return match rest.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(end) => {
-                raw.advance(eol + 2 + end + 4);
-                Ok(Chunk::End)
-            }
-            None if rest.len() > MAX_HEAD => Err(ReadError::Malformed("trailers too large")),
-            None => Ok(Chunk::NeedMore),
-        };
-    }
-    raw.advance(eol + 2);
-    *pending = size;
-    Ok(Chunk::Data(size))
-}
-
-/// Decodes a chunked body; the `bool` says whether nothing followed its end (bytes after the
-/// last chunk were not asked for: the answer stands, the connection is not used again).
-async fn read_chunked<S: AsyncRead + Unpin>(
-    s: &mut S,
-    mut raw: BytesMut,
-    max: usize,
-) -> Result<(Bytes, bool), ReadError> {
-    let mut out = BytesMut::new();
-    // Data bytes of the current chunk not yet copied, then its CRLF.
-    let mut pending = 0usize;
-    let mut need_crlf = false;
-    loop {
-        if need_crlf {
-            if raw.len() < 2 {
-                if fill(s, &mut raw).await? == 0 {
-                    return Err(ReadError::Io("connection closed in a chunked body"));
-                }
-                continue;
-            }
-            if &raw[..2] != b"\r\n" {
-                return Err(ReadError::Malformed("chunk not followed by CRLF"));
-            }
-            raw.advance(2);
-            need_crlf = false;
-        }
-        match next_chunk(&mut raw, &mut pending)? {
-            Chunk::End => return Ok((out.freeze(), raw.is_empty())),
-            Chunk::Data(size) => {
-                if out.len() + size > max {
-                    return Err(ReadError::TooLarge(max));
-                }
-                let take = size.min(raw.len());
-                out.extend_from_slice(&raw[..take]);
-                raw.advance(take);
-                pending = size - take;
-                if pending == 0 {
-                    need_crlf = true;
-                    continue;
-                }
-            }
-            Chunk::NeedMore => {}
-        }
-        if fill(s, &mut raw).await? == 0 {
-            return Err(ReadError::Io("connection closed in a chunked body"));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! WebSocket upgrades (`GET /{chain}` or `/v1/ws/{chain}` with `Upgrade: websocket`), answered by
-//! the listener's front (`proxy::front`), or from the proxy's `request_filter` for the rare
-//! upgrade the front hands to Pingora.
+//! the listener's front (`proxy::front`).
 //!
 //! Pingora can pass an upgraded connection through as raw bytes, but then livechain could neither
 //! send the client a close frame when its upstream dies, nor bound message sizes, nor count
@@ -22,39 +21,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use http::{header, HeaderValue};
-use pingora::protocols::http::v1::server::HttpSession as H1Session;
-use pingora::protocols::http::ServerSession;
-use pingora::proxy::Session;
+use http::HeaderValue;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::h1::head::WebSocketHeads;
+use crate::h1::Answer;
 use crate::jsonrpc::{code, RpcError};
 use crate::metrics::metrics;
-use crate::proxy::respond::Answer;
 use crate::route::{Chain, Limits};
 use crate::upstream::Upstream;
-
-/// Whether the request asks for a WebSocket upgrade.
-pub fn is_upgrade(session: &Session) -> bool {
-    let h = session.req_header();
-    h.method == http::Method::GET
-        && h.headers
-            .get(header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-/// The chain segment of a WebSocket path: `/{chain}` or `/v1/ws/{chain}`.
-pub fn chain_segment(path: &str) -> Option<&str> {
-    let rest = path
-        .strip_prefix("/v1/ws/")
-        .unwrap_or(path.strip_prefix('/')?);
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    (!rest.is_empty() && !rest.contains('/')).then_some(rest)
-}
 
 /// Open WebSocket connections: all chains, and per chain name (touched only when a socket opens
 /// or closes, never per message, so a mutex is fine here).
@@ -115,19 +94,22 @@ fn shutdown_channel() -> &'static watch::Sender<bool> {
     TX.get_or_init(|| watch::channel(false).0)
 }
 
-/// What became of an upgrade request.
-pub enum Upgrade {
-    /// Refused before the handshake: write this answer.
-    Refused(Answer),
-    /// Answered with 101; the socket is relayed by a task of its own.
-    Done,
+/// The upgrade headers of a client's request, as received.
+#[derive(Debug, Clone, Default)]
+pub struct Handshake {
+    pub key: Option<Vec<u8>>,
+    pub version: Option<Vec<u8>>,
+    pub protocols: Option<Vec<u8>>,
 }
 
-/// The upgrade headers of a client's request, as received.
-pub struct Request<'a> {
-    pub key: Option<&'a [u8]>,
-    pub version: Option<&'a [u8]>,
-    pub protocols: Option<&'a [u8]>,
+impl Handshake {
+    pub fn from_heads(h: &WebSocketHeads<'_>) -> Handshake {
+        Handshake {
+            key: h.key.map(<[u8]>::to_vec),
+            version: h.version.map(<[u8]>::to_vec),
+            protocols: h.protocols.map(<[u8]>::to_vec),
+        }
+    }
 }
 
 /// An upgrade with its upstream side open, waiting for the client's stream.
@@ -145,7 +127,7 @@ pub struct Accepted {
 /// Checks an upgrade request on `chain`, takes a connection slot and connects an upstream; the
 /// `Err` is the answer that refuses it.
 pub async fn prepare(
-    req: Request<'_>,
+    req: &Handshake,
     chain: &Chain,
     limits: &Limits,
     counts: &Arc<Counts>,
@@ -157,21 +139,24 @@ pub async fn prepare(
             .inc();
         Answer::rpc_error(status, &RpcError::new(code::INVALID_REQUEST, msg))
     };
-    let Some(key) = req.key else {
+    let Some(key) = req.key.as_deref() else {
         return Err(reject(
             400,
             "bad_request",
             "WebSocket upgrade without Sec-WebSocket-Key".into(),
         ));
     };
-    if req.version != Some(b"13") {
+    if req.version.as_deref() != Some(b"13") {
         return Err(reject(
             400,
             "bad_request",
             "only WebSocket version 13 is supported".into(),
         ));
     }
-    let protocols = req.protocols.and_then(|p| HeaderValue::from_bytes(p).ok());
+    let protocols = req
+        .protocols
+        .as_deref()
+        .and_then(|p| HeaderValue::from_bytes(p).ok());
     let slot = match counts.try_take(chain, limits) {
         Ok(slot) => slot,
         Err(scope) => {
@@ -235,7 +220,7 @@ const READ_BUFFER: usize = 4096;
 impl Accepted {
     /// Answers the client's handshake on `stream` (whose first `read_ahead` bytes, if any, were
     /// already read off it) and relays in a task of its own, so that nothing of the request's
-    /// handling (Pingora's session, the front's buffers) stays allocated for the socket's life.
+    /// handling (the front's buffers) stays allocated for the socket's life.
     pub async fn run<S>(self, mut stream: S, read_ahead: Vec<u8>)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -282,43 +267,6 @@ impl Accepted {
     }
 }
 
-/// Serves an upgrade request that reached Pingora's session: refuses it, or answers it on the
-/// raw stream taken out of the session and relays it.
-pub async fn serve(
-    session: &mut Session,
-    chain: &Chain,
-    limits: &Limits,
-    counts: &Arc<Counts>,
-) -> Upgrade {
-    if !matches!(*session.downstream_session, ServerSession::H1(_)) {
-        let err = RpcError::new(code::INVALID_REQUEST, "WebSocket needs HTTP/1.1");
-        metrics()
-            .ws_rejected
-            .with_label_values(&[&chain.name, "bad_request"])
-            .inc();
-        return Upgrade::Refused(Answer::rpc_error(400, &err));
-    }
-    let h = &session.req_header().headers;
-    let req = Request {
-        key: h.get(header::SEC_WEBSOCKET_KEY).map(HeaderValue::as_bytes),
-        version: h
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .map(HeaderValue::as_bytes),
-        protocols: h
-            .get(header::SEC_WEBSOCKET_PROTOCOL)
-            .map(HeaderValue::as_bytes),
-    };
-    let accepted = match prepare(req, chain, limits, counts).await {
-        Ok(a) => a,
-        Err(answer) => return Upgrade::Refused(answer),
-    };
-    // From here the client connection is ours.
-    if let Some(stream) = take_stream(session) {
-        accepted.run(stream, Vec::new()).await;
-    }
-    Upgrade::Done
-}
-
 /// Connects to the best usable upstream with a WebSocket URL, trying others if it fails.
 async fn connect_any(
     chain: &Chain,
@@ -349,16 +297,4 @@ async fn connect_any(
         }
     }
     None
-}
-
-/// Takes the client's raw stream out of Pingora's session, leaving an inert one behind so the
-/// rest of Pingora's request handling finds nothing to read or reuse.
-fn take_stream(session: &mut Session) -> Option<pingora::protocols::Stream> {
-    let ServerSession::H1(h1) = &mut *session.downstream_session else {
-        return None;
-    };
-    let inert = H1Session::new(Box::new(std::io::Cursor::new(Vec::<u8>::new())));
-    let real = std::mem::replace(h1, inert);
-    session.set_keepalive(None);
-    Some(real.into_inner())
 }

@@ -1,0 +1,255 @@
+//! What a request is, decided once from its method, path and upgrade headers: JSON-RPC on a
+//! chain, a WebSocket, a REST or service endpoint, or a refusal. Every listener's requests go
+//! through [`route`], so no two doors can route or refuse differently.
+
+use std::sync::Arc;
+
+use http::{header, HeaderValue};
+
+use crate::h1::Answer;
+use crate::jsonrpc::{code, error::quote, RpcError};
+use crate::route::{Chain, Snapshot};
+
+/// Which listener took the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// The main listener; `metrics_here` when `/metrics` is served on it.
+    Main { metrics_here: bool },
+    /// `server.metrics_listen`: `/metrics` and `/health` only.
+    Metrics,
+}
+
+/// A service endpoint, answered from live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Status,
+    Metrics,
+}
+
+/// What serves a request.
+pub enum Target {
+    /// `POST /{chain}`: a JSON-RPC body for the chain.
+    JsonRpc(Arc<Chain>),
+    /// A WebSocket upgrade on `/{chain}` or `/v1/ws/{chain}`.
+    WebSocket(Arc<Chain>),
+    /// `OPTIONS /{chain}`: a CORS preflight.
+    Preflight,
+    /// `GET`/`HEAD` of a service endpoint.
+    Service(Endpoint),
+    /// `GET`/`HEAD` under `/v1/chains`.
+    Rest,
+    /// A `POST` to a chain that does not exist: every call's id gets the error.
+    UnknownChain(RpcError),
+    /// Refused without reading a body (which is drained to keep the connection).
+    Refuse(Answer),
+}
+
+/// Decides what serves `method` on `path` (`websocket`: the request asks for an upgrade).
+pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &Snapshot) -> Target {
+    let read_only = method == "GET" || method == "HEAD";
+    let metrics_here = match site {
+        Site::Main { metrics_here } => metrics_here,
+        Site::Metrics => {
+            let endpoint = match path {
+                "/metrics" => Endpoint::Metrics,
+                "/health" => Endpoint::Health,
+                _ => return Target::Refuse(not_found(path)),
+            };
+            return service(endpoint, read_only, method, path);
+        }
+    };
+    match path {
+        "/health" => return service(Endpoint::Health, read_only, method, path),
+        "/status" => return service(Endpoint::Status, read_only, method, path),
+        "/metrics" if metrics_here => return service(Endpoint::Metrics, read_only, method, path),
+        _ => {}
+    }
+    if path == "/v1/chains" || path.starts_with("/v1/chains/") {
+        return if read_only {
+            Target::Rest
+        } else {
+            Target::Refuse(not_allowed(method, path, "GET, HEAD", "use GET"))
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/v1/ws/") {
+        let chain = segment(rest).and_then(|s| snapshot.chain(s));
+        return match (chain, websocket, method) {
+            (Some(chain), true, "GET") => Target::WebSocket(chain.clone()),
+            (None, _, _) => {
+                Target::Refuse(unknown_chain(snapshot, segment(rest).unwrap_or(rest), 404))
+            }
+            (Some(_), false, "GET") => Target::Refuse(
+                Answer::rpc_error(
+                    426,
+                    &RpcError::new(
+                        code::INVALID_REQUEST,
+                        "this is a WebSocket endpoint: connect with Upgrade: websocket",
+                    ),
+                )
+                .with_header(header::UPGRADE, HeaderValue::from_static("websocket")),
+            ),
+            (Some(_), _, _) => Target::Refuse(not_allowed(method, path, "GET", "open a WebSocket")),
+        };
+    }
+    let name = path.strip_prefix('/').and_then(segment);
+    let Some(chain) = name.and_then(|s| snapshot.chain(s)) else {
+        let name = name.unwrap_or(path);
+        let err = unknown_chain_error(snapshot, name);
+        return if method == "POST" {
+            Target::UnknownChain(err)
+        } else {
+            Target::Refuse(Answer::rpc_error(404, &err))
+        };
+    };
+    match method {
+        "POST" => Target::JsonRpc(chain.clone()),
+        "OPTIONS" => Target::Preflight,
+        "GET" if websocket => Target::WebSocket(chain.clone()),
+        _ => Target::Refuse(not_allowed(
+            method,
+            path,
+            "POST, OPTIONS",
+            "send JSON-RPC requests with POST, or open a WebSocket (GET with Upgrade: websocket)",
+        )),
+    }
+}
+
+/// The one segment of a path's rest: `ethereum`, `ethereum/`; `None` for more or none.
+fn segment(rest: &str) -> Option<&str> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    (!rest.is_empty() && !rest.contains('/')).then_some(rest)
+}
+
+fn service(endpoint: Endpoint, read_only: bool, method: &str, path: &str) -> Target {
+    if read_only {
+        Target::Service(endpoint)
+    } else {
+        Target::Refuse(not_allowed(method, path, "GET, HEAD", "use GET"))
+    }
+}
+
+fn not_allowed(method: &str, path: &str, allow: &'static str, hint: &str) -> Answer {
+    let err = RpcError::new(
+        code::INVALID_REQUEST,
+        format!(
+            "method {} not allowed on {}: {hint}",
+            quote(method),
+            quote(path)
+        ),
+    );
+    Answer::rpc_error(405, &err).with_header(header::ALLOW, HeaderValue::from_static(allow))
+}
+
+fn not_found(path: &str) -> Answer {
+    let err = RpcError::new(
+        code::INVALID_REQUEST,
+        format!("no endpoint {}", quote(path)),
+    );
+    Answer::rpc_error(404, &err)
+}
+
+fn unknown_chain(snapshot: &Snapshot, name: &str, status: u16) -> Answer {
+    Answer::rpc_error(status, &unknown_chain_error(snapshot, name))
+}
+
+fn unknown_chain_error(snapshot: &Snapshot, name: &str) -> RpcError {
+    let known: Vec<String> = snapshot
+        .chains()
+        .map(|c| format!("/{} (/{})", c.name, c.chain_id))
+        .collect();
+    RpcError::new(
+        code::INVALID_REQUEST,
+        format!(
+            "unknown chain {:?}; this endpoint serves {}",
+            quote(name),
+            known.join(", ")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let text = "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"u\"\n\
+                    http = \"http://127.0.0.1:9\"\n";
+        let config = crate::config::Config {
+            path: "t.toml".into(),
+            server: crate::config::parse_server("", std::path::Path::new("t.toml"), |_| None)
+                .unwrap(),
+            upstreams: crate::config::parse_upstreams(text, std::path::Path::new("u.toml"), |_| {
+                None
+            })
+            .unwrap(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut mocks = crate::control::MockHost::new(rt.handle().clone());
+        crate::table::build(&config, None, &mut mocks)
+            .unwrap()
+            .snapshot
+    }
+
+    fn what(site: Site, method: &str, path: &str, ws: bool) -> String {
+        match route(site, method, path, ws, &snapshot()) {
+            Target::JsonRpc(c) => format!("jsonrpc {}", c.name),
+            Target::WebSocket(c) => format!("ws {}", c.name),
+            Target::Preflight => "preflight".into(),
+            Target::Service(e) => format!("{e:?}"),
+            Target::Rest => "rest".into(),
+            Target::UnknownChain(_) => "unknown chain".into(),
+            Target::Refuse(a) => format!("refuse {}", a.status),
+        }
+    }
+
+    #[test]
+    fn every_request_shape_has_one_target() {
+        let main = Site::Main { metrics_here: true };
+        let cases = [
+            ("POST", "/ethereum", false, "jsonrpc ethereum"),
+            ("POST", "/1", false, "jsonrpc ethereum"),
+            ("POST", "/ethereum/", false, "jsonrpc ethereum"),
+            ("POST", "/nowhere", false, "unknown chain"),
+            ("POST", "/", false, "unknown chain"),
+            ("POST", "/a/b", false, "unknown chain"),
+            ("GET", "/nowhere", false, "refuse 404"),
+            ("OPTIONS", "/ethereum", false, "preflight"),
+            ("GET", "/ethereum", true, "ws ethereum"),
+            ("GET", "/ethereum", false, "refuse 405"),
+            ("PUT", "/ethereum", false, "refuse 405"),
+            ("GET", "/v1/ws/ethereum", true, "ws ethereum"),
+            ("GET", "/v1/ws/1", true, "ws ethereum"),
+            ("GET", "/v1/ws/ethereum", false, "refuse 426"),
+            ("GET", "/v1/ws/nowhere", true, "refuse 404"),
+            ("POST", "/v1/ws/ethereum", false, "refuse 405"),
+            ("GET", "/health", false, "Health"),
+            ("HEAD", "/status", false, "Status"),
+            ("POST", "/health", false, "refuse 405"),
+            ("GET", "/metrics", false, "Metrics"),
+            ("GET", "/v1/chains", false, "rest"),
+            ("GET", "/v1/chains/ethereum/blocks/latest", false, "rest"),
+            ("DELETE", "/v1/chains", false, "refuse 405"),
+        ];
+        for (method, path, ws, want) in cases {
+            assert_eq!(
+                what(main, method, path, ws),
+                want,
+                "{method} {path} ws={ws}"
+            );
+        }
+        let elsewhere = Site::Main {
+            metrics_here: false,
+        };
+        assert_eq!(what(elsewhere, "GET", "/metrics", false), "refuse 404");
+        assert_eq!(what(Site::Metrics, "GET", "/metrics", false), "Metrics");
+        assert_eq!(what(Site::Metrics, "GET", "/health", false), "Health");
+        assert_eq!(what(Site::Metrics, "GET", "/status", false), "refuse 404");
+        assert_eq!(
+            what(Site::Metrics, "POST", "/ethereum", false),
+            "refuse 404"
+        );
+    }
+}
