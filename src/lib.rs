@@ -11,6 +11,7 @@ pub mod api;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod dns;
 pub mod h1;
 pub mod health;
 pub mod jsonrpc;

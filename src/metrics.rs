@@ -14,8 +14,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::health::{now_ms, Outcome};
-use crate::route::Snapshot;
+use crate::health::Outcome;
 
 /// An upstream's own latency histogram and success counter.
 pub struct UpstreamSeries {
@@ -39,14 +38,14 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// `livechain_jsonrpc_errors_total{chain,code}`: error objects in answers to clients.
     pub jsonrpc_errors: IntCounterVec,
-    upstream_up: IntGaugeVec,
-    upstream_score: GaugeVec,
-    upstream_block_height: IntGaugeVec,
-    upstream_block_lag: IntGaugeVec,
-    upstream_ahead: IntGaugeVec,
-    upstream_in_flight: IntGaugeVec,
-    circuit_state: IntGaugeVec,
-    chain_head: IntGaugeVec,
+    pub(crate) upstream_up: IntGaugeVec,
+    pub(crate) upstream_score: GaugeVec,
+    pub(crate) upstream_block_height: IntGaugeVec,
+    pub(crate) upstream_block_lag: IntGaugeVec,
+    pub(crate) upstream_ahead: IntGaugeVec,
+    pub(crate) upstream_in_flight: IntGaugeVec,
+    pub(crate) circuit_state: IntGaugeVec,
+    pub(crate) chain_head: IntGaugeVec,
     /// `livechain_config_reloads_total{result="ok|error"}`.
     pub config_reloads: IntCounterVec,
     /// `livechain_config_generation`: 1 at start, +1 per successful reload.
@@ -249,18 +248,12 @@ impl Metrics {
         m
     }
 
-    /// The text exposition of every metric, with the per-upstream gauges taken from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// The text exposition of every metric. The gauges read from the routing table at scrape
+    /// time (per upstream and chain) are cleared first, then `fill` sets them (`api::scrape`),
+    /// so an upstream removed by a reload disappears from the next scrape.
+    pub fn render(&self, fill: impl FnOnce(&Metrics)) -> String {
         // Never held across an await, and only scrapes take it.
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        self.refresh(snapshot);
-        TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_default()
-    }
-
-    fn refresh(&self, snapshot: &Snapshot) {
-        let now = now_ms();
         for g in [
             &self.upstream_up,
             &self.upstream_block_height,
@@ -273,45 +266,10 @@ impl Metrics {
             g.reset();
         }
         self.upstream_score.reset();
-        for chain in snapshot.chains() {
-            let head = chain.live.head();
-            // Series that exist from the start, so rate() and alerts see zeros, not gaps.
-            self.retries.with_label_values(&[&chain.name]);
-            if let Some(head) = head {
-                self.chain_head
-                    .with_label_values(&[&chain.name])
-                    .set(head as i64);
-            }
-            for u in chain.upstreams() {
-                let labels = [chain.name.as_str(), u.name.as_str()];
-                self.ws_connections.with_label_values(&labels);
-                let score = u.score(now);
-                self.upstream_score.with_label_values(&labels).set(score);
-                self.upstream_up
-                    .with_label_values(&labels)
-                    .set(i64::from(score > 0.0 && u.is_resolved()));
-                // No series for a head not known yet: 0 would read as a real block (genesis).
-                if let Some(h) = u.health.head() {
-                    self.upstream_block_height
-                        .with_label_values(&labels)
-                        .set(h as i64);
-                    if let Some(head) = head {
-                        self.upstream_block_lag
-                            .with_label_values(&labels)
-                            .set(head.saturating_sub(h) as i64);
-                    }
-                }
-                self.upstream_ahead
-                    .with_label_values(&labels)
-                    .set(i64::from(u.health.is_ahead()));
-                self.upstream_in_flight
-                    .with_label_values(&labels)
-                    .set(i64::from(u.health.in_flight()));
-                self.circuit_state
-                    .with_label_values(&labels)
-                    .set(i64::from(u.health.circuit(now).code()));
-            }
-        }
+        fill(self);
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 
     /// Counts one exchange with an upstream.

@@ -46,11 +46,7 @@ impl BackgroundService for Prober {
             let wait = interval.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {
-                    // Pingora is shutting down: let WebSocket clients know before it drops them.
-                    crate::ws::begin_shutdown();
-                    return;
-                }
+                _ = shutdown.changed() => return,
             }
         }
     }
@@ -220,10 +216,10 @@ async fn ask(
         .unwrap_or(Err(ExchangeError::Timeout));
     let latency = started.elapsed();
     let (outcome, value) = match result {
-        Err(e) => (crate::proxy::outcome_of_error(&e), None),
+        Err(e) => (crate::upstream::outcome::outcome_of_error(&e), None),
         Ok(r) if r.status == 429 => (
             Outcome::RateLimited {
-                retry_after: crate::proxy::retry_after(&r),
+                retry_after: crate::upstream::outcome::retry_after(&r),
             },
             None,
         ),

@@ -14,13 +14,13 @@ use tokio::signal::unix::Signal;
 use crate::api::Api;
 use crate::config::Config;
 use crate::control::{Control, MockHost};
+use crate::dns::DnsRefresh;
 use crate::metrics::metrics;
 use crate::probe::Prober;
 use crate::proxy::{Front, Livechain};
 use crate::reload::{ReloadStatus, Reloader};
 use crate::route::Router;
 use crate::table::{self, TableError};
-use crate::upstream::DnsRefresh;
 
 /// Why livechain could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,10 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
             router: router.clone(),
             connector: connector.clone(),
         },
+    ));
+    server.add_service(background_service(
+        "websocket shutdown notice",
+        crate::ws::ShutdownNotice,
     ));
     server.add_service(background_service(
         "dns refresh",

@@ -2,6 +2,7 @@
 //! Answered from the routing snapshot and live health, never from upstreams. Which request
 //! reaches which endpoint is `proxy::dispatch`'s to decide.
 
+pub mod scrape;
 pub mod status;
 
 use std::sync::Arc;
@@ -12,7 +13,13 @@ use crate::health::now_ms;
 use crate::reload::ReloadStatus;
 use crate::route::Snapshot;
 
-pub use crate::proxy::Endpoint;
+/// A service endpoint, answered from live state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Status,
+    Metrics,
+}
 
 #[derive(Clone)]
 pub struct Api {
@@ -28,11 +35,9 @@ impl Api {
         match endpoint {
             Endpoint::Health => status::health(snapshot, now_ms()),
             Endpoint::Status => status::status(self, snapshot, now_ms()),
-            Endpoint::Metrics => Answer::typed(
-                200,
-                "text/plain; version=0.0.4",
-                crate::metrics::metrics().render(snapshot),
-            ),
+            Endpoint::Metrics => {
+                Answer::typed(200, "text/plain; version=0.0.4", scrape::render(snapshot))
+            }
         }
     }
 }

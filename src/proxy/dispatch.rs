@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::{header, HeaderValue};
 
+use crate::api::Endpoint;
 use crate::h1::Answer;
 use crate::jsonrpc::{code, error::quote, RpcError};
 use crate::route::{Chain, Snapshot};
@@ -16,14 +17,6 @@ pub enum Site {
     /// The main listener; `metrics_here` when `/metrics` is served on it.
     Main { metrics_here: bool },
     /// `server.metrics_listen`: `/metrics` and `/health` only.
-    Metrics,
-}
-
-/// A service endpoint, answered from live state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Health,
-    Status,
     Metrics,
 }
 

@@ -13,11 +13,11 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::outcome::{maybe_delivered, outcome_of_error, retry_after};
 use crate::health::{now_ms, Outcome};
 use crate::jsonrpc::{code, RpcError};
 use crate::metrics::metrics;
 use crate::route::Chain;
+use crate::upstream::outcome::{maybe_delivered, outcome_of_error, retry_after};
 use crate::upstream::{ExchangeError, Response, Upstream};
 
 /// What the calls of one exchange need from an upstream.

@@ -20,9 +20,7 @@ pub(crate) mod respond;
 mod rest;
 mod single;
 
-pub use dispatch::Endpoint;
 pub use front::Front;
-pub use outcome::{outcome_of_error, retry_after};
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -1,7 +1,5 @@
-//! Turning what an upstream did into health outcomes and answer verdicts, shared by requests and
-//! probes.
-
-use std::time::Duration;
+//! What an upstream's answer means: the verdict on a call's answer, and the health outcome
+//! of it (transport failures are judged in `upstream::outcome`).
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -10,28 +8,6 @@ use crate::health::Outcome;
 use crate::jsonrpc::classify::{
     answer_error, classify_error, error_members, may_hold_error, ErrorClass,
 };
-use crate::upstream::{ExchangeError, Response};
-
-/// The health outcome of an exchange that produced no answer.
-pub fn outcome_of_error(e: &ExchangeError) -> Outcome {
-    match e {
-        ExchangeError::Unresolved | ExchangeError::Connect(_) => Outcome::ConnectError,
-        ExchangeError::Timeout => Outcome::Timeout,
-        ExchangeError::Io(_) | ExchangeError::TooLarge(_) => Outcome::ServerError,
-    }
-}
-
-/// Whether the request may have reached the node although no answer came back (it may have
-/// acted on it, e.g. broadcast a transaction).
-pub fn maybe_delivered(e: &ExchangeError) -> bool {
-    matches!(e, ExchangeError::Timeout | ExchangeError::Io(_))
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare from RPC providers and is ignored).
-pub fn retry_after(r: &Response) -> Option<Duration> {
-    let secs: u64 = r.retry_after.as_ref()?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
-}
 
 /// What a single call's 2xx answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

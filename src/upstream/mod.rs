@@ -6,6 +6,7 @@
 
 mod exchange;
 mod http1;
+pub mod outcome;
 mod pool;
 pub mod redact;
 mod resolve;
@@ -27,7 +28,6 @@ use crate::health::{ChainLive, Millis, ScoreContext, UpstreamHealth};
 
 pub use exchange::{Connector, ExchangeError, Response};
 pub use pool::{serve_here, Pool};
-pub use resolve::DnsRefresh;
 
 /// Errors building an upstream from an already validated config.
 #[derive(Debug, thiserror::Error)]

@@ -2,18 +2,12 @@
 //!
 //! Pingora's `HttpPeer::new` takes a resolved address and never resolves again, so upstreams
 //! with host names are resolved here: once before the proxy starts serving, then periodically by
-//! a background service, so a provider moving its IPs is followed without a restart.
+//! a background service (`crate::dns`), so a provider moving its IPs is followed without a
+//! restart.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 
 use super::Upstream;
-use crate::route::Router;
 
 impl Upstream {
     /// Resolves the host name (no-op for IP literals). Keeps the last good address on failure.
@@ -58,30 +52,4 @@ impl Upstream {
 fn pick(addrs: impl Iterator<Item = SocketAddr>) -> Option<SocketAddr> {
     let all: Vec<SocketAddr> = addrs.collect();
     all.iter().find(|a| a.is_ipv4()).or(all.first()).copied()
-}
-
-/// Background service re-resolving every upstream of the current routing snapshot.
-pub struct DnsRefresh {
-    pub router: Arc<Router>,
-    pub every: Duration,
-}
-
-#[async_trait]
-impl BackgroundService for DnsRefresh {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let snapshot = self.router.load();
-            for chain in snapshot.chains() {
-                for up in chain.upstreams() {
-                    up.resolve().await;
-                }
-            }
-        }
-    }
 }

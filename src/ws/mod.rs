@@ -89,6 +89,18 @@ pub fn begin_shutdown() {
     shutdown_channel().send_replace(true);
 }
 
+/// A background service that, when Pingora starts shutting down, tells every relayed
+/// WebSocket (which then closes with 1001 before Pingora drops its task).
+pub struct ShutdownNotice;
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ShutdownNotice {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        begin_shutdown();
+    }
+}
+
 fn shutdown_channel() -> &'static watch::Sender<bool> {
     static TX: OnceLock<watch::Sender<bool>> = OnceLock::new();
     TX.get_or_init(|| watch::channel(false).0)
