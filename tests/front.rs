@@ -184,7 +184,7 @@ async fn every_kind_of_request_shares_one_connection() {
             r#""result":"0x1""#,
         ),
         (
-            post("http://example.com/ethereum", CHAIN_ID, ""),
+            post("http://x/ethereum", CHAIN_ID, ""),
             200,
             r#""result":"0x1""#,
         ),

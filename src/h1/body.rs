@@ -162,14 +162,29 @@ impl Chunked {
                         }
                         return Ok(Step::More);
                     };
-                    raw.advance(eol + 2);
                     if eol == 0 {
+                        raw.advance(2);
                         return Ok(Step::Done);
                     }
+                    // A trailer field, `name: value`, nothing else: a bare CR or LF in it would
+                    // let the end of the body be read in two places.
+                    let line = &raw[..eol];
+                    let colon = line.iter().position(|&b| b == b':');
+                    let named =
+                        colon.is_some_and(|c| c > 0 && line[..c].iter().all(|&b| is_tchar(b)));
+                    if !named || line.iter().any(|&b| b == b'\r' || b == b'\n') {
+                        return Err(BodyError::Malformed("bad trailer field"));
+                    }
+                    raw.advance(eol + 2);
                 }
             }
         }
     }
+}
+
+/// A token character of a field name (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -222,6 +237,9 @@ mod tests {
             b"4\r\nabcdX\r\n0\r\n\r\n",
             b"-1\r\n",
             b"ffffffffffffffffffff\r\n",
+            // Found by the fuzzer: a trailer "line" with bare LFs swallowed the next request.
+            b"2\r\n{}\r\n0\r\nT: 1\n\n\r\rGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"0\r\nno colon\r\n\r\n",
         ] {
             assert!(
                 matches!(decode(wire, 64, 1024), Err(BodyError::Malformed(_))),

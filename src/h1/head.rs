@@ -189,13 +189,20 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
     }
     let method = req.method.unwrap_or("");
     let http10 = req.version == Some(0);
-    let (path, query) = target(req.path.unwrap_or(""))?;
+    let raw_target = req.path.unwrap_or("");
+    let (path, query) = target(raw_target)?;
     let f = frame(req.headers)?;
     if f.hosts > 1 || (!http10 && f.hosts == 0) {
         return Err(HeadError::Bad(
             "an HTTP/1.1 request needs exactly one Host header",
         ));
     }
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| h.value);
+    authority(raw_target, host)?;
     let body = if f.transfer_encoding {
         if http10 {
             return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
@@ -277,6 +284,17 @@ fn version_error(buf: &[u8]) -> HeadError {
 /// The path and query of a request target: origin form (`/a?b`) or absolute form
 /// (`http://host/a?b`, which a server must accept: RFC 9112 §3.2.2).
 fn target(raw: &str) -> Result<(&str, Option<&str>), HeadError> {
+    // The `http` crate's URI grammar, which Pingora and every `http`-based server apply: a
+    // target it refuses (a backtick, a bare `"`, a `{`) is refused here too.
+    let valid = if raw.starts_with('/') {
+        http::uri::PathAndQuery::try_from(raw).is_ok()
+    } else {
+        http::Uri::try_from(raw).is_ok()
+    };
+    // A fragment is never sent (RFC 9110 §4.2.4); the `http` crate drops one silently.
+    if !valid || raw.contains('#') {
+        return Err(HeadError::Bad("request target is not a valid URI"));
+    }
     let origin = if raw.starts_with('/') {
         raw
     } else if let Some(rest) = strip_scheme(raw) {
@@ -295,6 +313,27 @@ fn target(raw: &str) -> Result<(&str, Option<&str>), HeadError> {
         Some((path, query)) => (path, Some(query)),
         None => (origin, None),
     })
+}
+
+/// The `Host` of a request is an authority without user info (as Pingora and the `http`
+/// crate read one), and an absolute-form target names the same one: two authorities that
+/// differ are two requests to whoever reads the other.
+fn authority(target: &str, host: Option<&[u8]>) -> Result<(), HeadError> {
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        if host.contains(&b'@') || http::uri::Authority::try_from(host).is_err() {
+            return Err(HeadError::Bad("invalid Host header"));
+        }
+    }
+    if let Some(rest) = strip_scheme(target) {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let named = &rest[..end];
+        if named.contains('@') || host.is_some_and(|h| h != named.as_bytes()) {
+            return Err(HeadError::Bad(
+                "the Host header and the request target name different authorities",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn strip_scheme(raw: &str) -> Option<&str> {
@@ -423,6 +462,9 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 1\r\n\r\n",
             "POST example.com HTTP/1.1\r\nHost: x\r\n\r\n",
+            // Found by the fuzzer: what the `http` crate (so Pingora) refuses as a URI.
+            "POST /eth`reum HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /eth#x HTTP/1.1\r\nHost: x\r\n\r\n",
         ];
         for wire in bad {
             assert!(
@@ -468,7 +510,12 @@ mod tests {
 
     #[test]
     fn absolute_form_targets_are_served_by_their_path() {
-        let h = ok("POST http://proxy.example:8545/ethereum HTTP/1.1\r\nHost: x\r\n\r\n");
+        let h = ok(
+            "POST http://proxy.example:8545/ethereum HTTP/1.1\r\nHost: proxy.example:8545\r\n\r\n",
+        );
+        assert!(req("POST http://a/ethereum HTTP/1.1\r\nHost: b\r\n\r\n").is_err());
+        assert!(req("POST http://u@a/ethereum HTTP/1.1\r\nHost: u@a\r\n\r\n").is_err());
+        assert!(req("POST /ethereum HTTP/1.1\r\nHost: u@a\r\n\r\n").is_err());
         assert_eq!((h.path, h.query), ("/ethereum", None));
         let h = ok("GET HTTPS://h/status?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((h.path, h.query), ("/status", Some("x=1")));

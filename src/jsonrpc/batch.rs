@@ -65,6 +65,19 @@ pub fn split_answers(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
     }
 }
 
+/// Holds the scanner's split of a batch answer to serde_json's (the fuzz target
+/// `jsonrpc_scan` and the unit tests use it).
+pub fn check_split(answer: &[u8]) -> Result<(), String> {
+    let (fast, slow) = (split_answers(answer), split_with_serde(answer));
+    if fast == slow {
+        return Ok(());
+    }
+    Err(format!(
+        "{:?}: scanner {fast:?}, serde_json {slow:?}",
+        String::from_utf8_lossy(answer)
+    ))
+}
+
 /// serde_json's road, for what the scanner gives up on.
 fn split_with_serde(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
     #[derive(serde::Deserialize)]
@@ -82,8 +95,11 @@ fn split_with_serde(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
         list.into_iter()
             .map(|raw| Answer {
                 text: raw.get(),
+                // serde_json fills a struct from an array too (`[[1]]` would have id 1): only
+                // objects have members.
                 id: serde_json::from_str::<Fields>(raw.get())
                     .ok()
+                    .filter(|_| raw.get().starts_with('{'))
                     .and_then(|f| f.id)
                     .map(RawValue::get),
             })
@@ -195,6 +211,8 @@ mod tests {
             br#"[{"jsonrpc":"2.0","id":1,"result":"0x10"},{"jsonrpc":"2.0","id":"b","result":{"hash":"0xab","txs":[1,2,{"id":9}]}}]"#,
             br#" [ {"id":null,"error":{"code":-32000,"message":"header not found"}} , 5 , "x" , {"result":[]} ] "#,
             br#"[{"jsonrpc":"2.0","id":2.50,"result":"caf\u00e9 \"q\""}]"#,
+            // Found by the fuzzer: serde_json read an array element as a struct.
+            br#"[[[]],[1,2]]"#,
         ];
         let alphabet: &[u8] = b"{}[]\",:\\ \t0123456789-.eidresult\x01\xc3";
         let mut x = 0x2545_f491_4f6c_dd1du64;

@@ -7,6 +7,7 @@
 //!   field's under Unicode simple case folding. This is what geth and Erigon run.
 //! - [`parse`]: livechain's rules applied to serde_json's decoding of the body, as a summary
 //!   ([`Summary`]) that [`summarize`] also makes of the scanner's result.
+//! - [`check`]: the two compared, and every call taken compared with what geth reads.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,7 +15,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::parse::{BodyError, Bounds, Item, Request};
+use super::parse::{parse as scan_parse, BodyError, Bounds, Call, Item, Request};
 
 /// The members geth's decoder binds, as raw JSON text.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -221,4 +222,46 @@ fn entry(text: &str) -> Entry {
         method,
         params: params.map(str::to_owned),
     }
+}
+
+/// Holds the scanner (the proxy's parser) to the reference on `body`: the same summary, and
+/// every call taken is what Go's decoder reads from its bytes. The reference has no nesting
+/// limit: a body the scanner refused as too deep is not compared.
+pub fn check(body: &[u8], bounds: Bounds) -> Result<(), String> {
+    let ours = scan_parse(body, bounds);
+    if matches!(ours, Err(BodyError::TooDeep { .. })) {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(body);
+    let (mine, theirs) = (summarize(body, &ours), parse(body, bounds));
+    if mine != theirs {
+        return Err(format!("{text:?}: scanner {mine:?}, reference {theirs:?}"));
+    }
+    let calls: Vec<&Call> = match &ours {
+        Ok(Request::Single(c)) => vec![c],
+        Ok(Request::Batch(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Call(c) => Some(c),
+                Item::Invalid(_) => None,
+            })
+            .collect(),
+        Err(_) => vec![],
+    };
+    for c in calls {
+        let object = std::str::from_utf8(&body[c.span.clone()]).map_err(|e| e.to_string())?;
+        let go = go_members(object).ok_or_else(|| format!("{text:?}: not an object"))?;
+        let raw = |r: &Option<std::ops::Range<usize>>| {
+            r.clone()
+                .map(|r| String::from_utf8_lossy(&body[r]).into_owned())
+        };
+        let ours = (Some(c.method(body).to_owned()), raw(&c.id), raw(&c.params));
+        let geth = (go.method_name(), go.id.clone(), go.params.clone());
+        if ours != geth {
+            return Err(format!(
+                "{text:?}: forwarded as {ours:?}, geth runs {geth:?}"
+            ));
+        }
+    }
+    Ok(())
 }

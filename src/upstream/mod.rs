@@ -5,7 +5,7 @@
 //! task (`resolve`) swaps in. The proxy reads it from the routing snapshot on every request.
 
 mod exchange;
-mod http1;
+pub mod http1;
 pub mod outcome;
 mod pool;
 pub mod redact;
