@@ -3,7 +3,8 @@
 //! machine, then a WebSocket scale run. Run it with `benches/load.sh` (installs nginx, raises the
 //! descriptor limit) or `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000]
 //! [--ws-idle N] [--ws-active N] [--no-ws] [--no-http] [--open-rate R] [--open-rounds N]`
-//! (`--levels ""` skips the closed-loop runs; `--open-rate` sets the open-loop rate instead of
+//! [--baseline BIN]` (`--baseline` runs another livechain binary, an earlier build, in the
+//! closed-loop rounds in turns with this one; `--levels ""` skips the closed-loop runs; `--open-rate` sets the open-loop rate instead of
 //! half of livechain's best; `--open-rounds` the open-loop runs per target, pooled, 6 by
 //! default; `LOAD_KEEP=1` keeps the processes' logs).
 //!
@@ -39,6 +40,9 @@ struct Opts {
     open_rounds: usize,
     http: bool,
     ws: bool,
+    /// Another livechain binary (an earlier build) run in the closed-loop phase beside this
+    /// one, in turns with it, so that before and after are measured at the same time.
+    baseline: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -53,6 +57,7 @@ fn opts() -> Opts {
         open_rounds: 6,
         http: true,
         ws: true,
+        baseline: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -69,6 +74,7 @@ fn opts() -> Opts {
                     .collect()
             }
             "--ws-idle" => o.ws_idle = value.parse().expect("--ws-idle"),
+            "--baseline" => o.baseline = Some(value.clone()),
             "--ws-active" => o.ws_active = value.parse().expect("--ws-active"),
             "--open-rate" => o.open_rate = Some(value.parse().expect("--open-rate")),
             "--open-rounds" => {
@@ -584,6 +590,14 @@ struct Run {
     rss_mib: Option<f64>,
 }
 
+impl Run {
+    /// The proxy's CPU time per request, in µs.
+    fn cpu_per_request_us(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.rps > 0.0).then(|| cpu / 100.0 * 1e6 / self.rps)
+    }
+}
+
 fn percentile(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -821,6 +835,13 @@ async fn closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
         ..
     } = targets;
     let (mock_pid, lc_pid, ngx_pid) = targets.pids();
+    let baseline = o.baseline.as_deref().map(|b| {
+        let (p, addr) = start_livechain(b, &dir.join("baseline"), mock_addr, 2, "info");
+        (p, addr)
+    });
+    if let Some((_, addr)) = &baseline {
+        wait_http(*addr, "baseline livechain").await;
+    }
 
     let mut out = String::from(
         "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU | CPU per request | proxy RSS |\n\
@@ -829,17 +850,21 @@ async fn closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
     let mut ratios = String::new();
     let mut lc_best: f64 = 0.0;
     for &conns in &o.levels {
-        let targets = [
+        let mut targets = vec![
             (mock_addr, Some(mock_pid)),
             (ngx_addr, Some(ngx_pid)),
             (lc_addr, Some(lc_pid)),
         ];
+        if let Some((p, addr)) = &baseline {
+            targets.push((*addr, Some(p.child.id())));
+        }
         let mut medians = rounds(&targets, conns, o).await.into_iter();
         let (direct, nginx, live) = (
             medians.next().expect("direct"),
             medians.next().expect("nginx"),
             medians.next().expect("livechain"),
         );
+        let before = medians.next();
         lc_best = lc_best.max(live.rps);
         // The node's own CPU is not a proxy's.
         let direct_row = Run {
@@ -851,6 +876,17 @@ async fn closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
         row(&mut out, "direct", &conns.to_string(), &direct_row);
         row(&mut out, "nginx", &conns.to_string(), &nginx);
         row(&mut out, "livechain", &conns.to_string(), &live);
+        if let Some(before) = &before {
+            row(&mut out, "livechain (baseline)", &conns.to_string(), before);
+            ratios.push_str(&format!(
+                "- {conns} connections, baseline build: livechain/nginx {:.2} (this build {:.2}); \
+                 CPU per request {:.1} µs (this build {:.1} µs)\n",
+                before.rps / nginx.rps,
+                live.rps / nginx.rps,
+                before.cpu_per_request_us().unwrap_or(0.0),
+                live.cpu_per_request_us().unwrap_or(0.0),
+            ));
+        }
         ratios.push_str(&format!(
             "- {conns} connections: livechain/nginx throughput {:.2}, livechain/direct {:.2}; \
              p99 livechain {:.2} ms vs nginx {:.2} ms vs direct {:.2} ms\n",
@@ -862,6 +898,7 @@ async fn closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
         ));
     }
 
+    drop(baseline);
     drop(targets);
     (out, ratios, lc_best)
 }
