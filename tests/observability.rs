@@ -740,7 +740,7 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     tool("promtool");
     let out = promtool(&["check", "rules", "conf/prometheus/alerts.yml"], None).expect("promtool");
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("5 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 rules found"));
     let out =
         promtool(&["test", "rules", "conf/prometheus/alerts_test.yml"], None).expect("promtool");
     assert!(out.status.success(), "{out:?}");

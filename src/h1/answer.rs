@@ -88,12 +88,39 @@ pub fn encode_head(answer: &Answer, out: &mut Vec<u8>) {
         header_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"Date: ");
-    out.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    date(out);
     out.extend_from_slice(if answer.close {
         b"\r\nConnection: close\r\n\r\n"
     } else {
         b"\r\nConnection: keep-alive\r\n\r\n"
     });
+}
+
+thread_local! {
+    /// The second last formatted on this thread, and its HTTP date.
+    static DATE: std::cell::Cell<(u64, [u8; 29])> = const { std::cell::Cell::new((u64::MAX, [0; 29])) };
+}
+
+/// Appends the current HTTP date (`Thu, 03 Dec 2026 10:53:39 GMT`), formatted once a second
+/// per thread: Pingora's cache of it cost a shared-buffer clone and drop on every answer.
+fn date(out: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let text = DATE.with(|c| {
+        let (cached, text) = c.get();
+        if cached == secs {
+            return text;
+        }
+        let mut fresh = [b' '; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        fresh[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        c.set((secs, fresh));
+        fresh
+    });
+    out.extend_from_slice(&text);
 }
 
 fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -135,7 +162,14 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
         ));
         assert!(text.contains("access-control-allow-origin: *\r\n"));
-        assert!(text.contains("Date: "));
+        let date = text
+            .split("Date: ")
+            .nth(1)
+            .unwrap()
+            .split("\r\n")
+            .next()
+            .unwrap();
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
         assert!(text.ends_with("Connection: keep-alive\r\n\r\n"));
         let mut out = Vec::new();
         encode_head(&Answer::json(204, Bytes::new()).closing(), &mut out);

@@ -69,7 +69,7 @@ impl HeadError {
 
 /// What the framing headers of one message say, read once.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Frame {
+pub struct Frame<'b> {
     /// The one `Content-Length`, if any.
     pub length: Option<usize>,
     /// `Content-Length` lines, and whether two of them differ.
@@ -84,45 +84,58 @@ pub struct Frame {
     pub close: bool,
     pub keep_alive: bool,
     pub upgrade: bool,
-    /// `Host` lines.
+    /// `Host` lines, and the last one's value.
     pub hosts: usize,
+    pub host: Option<&'b [u8]>,
 }
 
 /// Reads the headers that frame a message (`Content-Length`, `Transfer-Encoding`,
-/// `Connection`, `Host`). The one function both directions use.
-pub fn frame(headers: &[httparse::Header<'_>]) -> Result<Frame, HeadError> {
+/// `Connection`, `Host`), and hands every other one to `other`, in one pass. The one function
+/// both directions use.
+pub fn frame<'b>(
+    headers: &[httparse::Header<'b>],
+    mut other: impl FnMut(&httparse::Header<'b>) -> Result<(), HeadError>,
+) -> Result<Frame<'b>, HeadError> {
     let mut f = Frame::default();
     for h in headers {
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            f.lengths += 1;
-            let n = content_length(h.value)?;
-            f.lengths_differ |= f.length.is_some_and(|prev| prev != n);
-            f.length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            f.transfer_encoding = true;
-            for coding in h.value.split(|&b| b == b',') {
-                let coding = coding.trim_ascii();
-                if coding.is_empty() {
-                    continue;
-                }
-                f.codings += 1;
-                // Parameters (`;q=…`) do not belong on `chunked`: that is another coding.
-                f.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+        // Compared by length first: most lines are none of these.
+        match name.len() {
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                f.lengths += 1;
+                let n = content_length(h.value)?;
+                f.lengths_differ |= f.length.is_some_and(|prev| prev != n);
+                f.length = Some(n);
             }
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    f.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    f.keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    f.upgrade = true;
+            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
+                f.transfer_encoding = true;
+                for coding in h.value.split(|&b| b == b',') {
+                    let coding = coding.trim_ascii();
+                    if coding.is_empty() {
+                        continue;
+                    }
+                    f.codings += 1;
+                    // Parameters (`;q=…`) do not belong on `chunked`: that is another coding.
+                    f.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                 }
             }
-        } else if name.eq_ignore_ascii_case("host") {
-            f.hosts += 1;
+            10 if name.eq_ignore_ascii_case("connection") => {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        f.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        f.keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        f.upgrade = true;
+                    }
+                }
+            }
+            4 if name.eq_ignore_ascii_case("host") => {
+                f.hosts += 1;
+                f.host = Some(h.value);
+            }
+            _ => other(h)?,
         }
     }
     Ok(f)
@@ -172,9 +185,10 @@ pub struct WebSocketHeads<'b> {
 
 /// Parses the request head at the start of `buf`; `Ok(None)` while it is incomplete.
 pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Left uninitialised: zeroing 64 header slots cost more than parsing a request's head.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_REQUEST_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_REQUEST_HEAD => {
             return Err(HeadError::TooLarge)
@@ -191,18 +205,49 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
     let http10 = req.version == Some(0);
     let raw_target = req.path.unwrap_or("");
     let (path, query) = target(raw_target)?;
-    let f = frame(req.headers)?;
+    let mut content_type = None;
+    let mut content_types = 0;
+    let mut expect_continue = false;
+    let mut upgrade_websocket = false;
+    let mut ws = WebSocketHeads::default();
+    let f = frame(req.headers, |h| {
+        let name = h.name;
+        match name.len() {
+            12 if name.eq_ignore_ascii_case("content-type") => {
+                content_types += 1;
+                content_type = Some(h.value);
+            }
+            6 if name.eq_ignore_ascii_case("expect") => {
+                if expect_continue || !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    return Err(HeadError::Expectation);
+                }
+                expect_continue = true;
+            }
+            7 if name.eq_ignore_ascii_case("upgrade") => {
+                upgrade_websocket |= h
+                    .value
+                    .split(|&b| b == b',')
+                    .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+            }
+            17 if name.eq_ignore_ascii_case("sec-websocket-key") => {
+                ws.key = Some(h.value.trim_ascii());
+            }
+            21 if name.eq_ignore_ascii_case("sec-websocket-version") => {
+                ws.version = Some(h.value.trim_ascii());
+            }
+            22 if name.eq_ignore_ascii_case("sec-websocket-protocol") => {
+                ws.protocols = Some(h.value);
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
     if f.hosts > 1 || (!http10 && f.hosts == 0) {
         return Err(HeadError::Bad(
             "an HTTP/1.1 request needs exactly one Host header",
         ));
     }
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| h.value);
-    authority(raw_target, host)?;
+    authority(raw_target, f.host)?;
     let body = if f.transfer_encoding {
         if http10 {
             return Err(HeadError::Bad("Transfer-Encoding in an HTTP/1.0 request"));
@@ -232,37 +277,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
         } else {
             !f.close
         },
-        expect_continue: false,
-        content_type: None,
-        content_types: 0,
+        expect_continue,
+        content_type,
+        content_types,
         websocket: None,
         len,
     };
-    let mut upgrade_websocket = false;
-    let mut ws = WebSocketHeads::default();
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-type") {
-            head.content_types += 1;
-            head.content_type = Some(h.value);
-        } else if name.eq_ignore_ascii_case("expect") {
-            if !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") || head.expect_continue {
-                return Err(HeadError::Expectation);
-            }
-            head.expect_continue = true;
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_websocket |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"websocket"));
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            ws.key = Some(h.value.trim_ascii());
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            ws.version = Some(h.value.trim_ascii());
-        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            ws.protocols = Some(h.value);
-        }
-    }
     // HTTP/1.0 has no 100 Continue to send.
     head.expect_continue &= !http10;
     if upgrade_websocket && f.upgrade && !http10 {
@@ -285,14 +305,15 @@ fn version_error(buf: &[u8]) -> HeadError {
 /// (`http://host/a?b`, which a server must accept: RFC 9112 §3.2.2).
 fn target(raw: &str) -> Result<(&str, Option<&str>), HeadError> {
     // The `http` crate's URI grammar, which Pingora and every `http`-based server apply: a
-    // target it refuses (a backtick, a bare `"`, a `{`) is refused here too.
+    // target it refuses (a backtick, `<`, a space) is refused here too. A fragment is never
+    // sent (RFC 9110 §4.2.4; the `http` crate drops one silently): refused. The common origin
+    // form is checked here without the crate's copy of the target into a new buffer.
     let valid = if raw.starts_with('/') {
-        http::uri::PathAndQuery::try_from(raw).is_ok()
+        origin_form(raw.as_bytes())
     } else {
-        http::Uri::try_from(raw).is_ok()
+        !raw.contains('#') && http::Uri::try_from(raw).is_ok()
     };
-    // A fragment is never sent (RFC 9110 §4.2.4); the `http` crate drops one silently.
-    if !valid || raw.contains('#') {
+    if !valid {
         return Err(HeadError::Bad("request target is not a valid URI"));
     }
     let origin = if raw.starts_with('/') {
@@ -320,11 +341,12 @@ fn target(raw: &str) -> Result<(&str, Option<&str>), HeadError> {
 /// differ are two requests to whoever reads the other.
 fn authority(target: &str, host: Option<&[u8]>) -> Result<(), HeadError> {
     if let Some(host) = host.filter(|h| !h.is_empty()) {
-        if host.contains(&b'@') || http::uri::Authority::try_from(host).is_err() {
+        if !valid_host(host) {
             return Err(HeadError::Bad("invalid Host header"));
         }
     }
-    if let Some(rest) = strip_scheme(target) {
+    let absolute = (!target.starts_with('/')).then(|| strip_scheme(target));
+    if let Some(rest) = absolute.flatten() {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let named = &rest[..end];
         if named.contains('@') || host.is_some_and(|h| h != named.as_bytes()) {
@@ -334,6 +356,75 @@ fn authority(target: &str, host: Option<&[u8]>) -> Result<(), HeadError> {
         }
     }
     Ok(())
+}
+
+/// Whether an origin-form target is one the `http` crate takes (its path and query byte
+/// classes; bytes above ASCII, which it takes when they are UTF-8, are refused here), with no
+/// fragment.
+fn origin_form(target: &[u8]) -> bool {
+    let (path, query) = match memchr::memchr(b'?', target) {
+        Some(q) => (&target[..q], &target[q + 1..]),
+        None => (target, &[][..]),
+    };
+    target.len() < usize::from(u16::MAX)
+        && path.iter().all(|&b| BYTES[usize::from(b)] & PATH != 0)
+        && query.iter().all(|&b| BYTES[usize::from(b)] & QUERY != 0)
+}
+
+/// Byte classes, one table lookup per byte: in a path, in a query, in a host name.
+const PATH: u8 = 1;
+const QUERY: u8 = 2;
+const HOST: u8 = 4;
+const BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E)
+            || matches!(b, b'"' | b'{' | b'}')
+        {
+            t[i] |= PATH;
+        }
+        if matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E) {
+            t[i] |= QUERY;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            t[i] |= HOST;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Whether a `Host` value is an authority the `http` crate (so Pingora) takes: a name of
+/// letters, digits, `-`, `.`, `_`, `~`, or a bracketed IPv6 address, then an optional port.
+/// Stricter than the crate (no percent-encoding, no sub-delimiters), and without its copy.
+fn valid_host(host: &[u8]) -> bool {
+    let port = if host.first() == Some(&b'[') {
+        let Some(end) = host.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &host[1..end];
+        let address = |b: &u8| b.is_ascii_hexdigit() || *b == b':' || *b == b'.';
+        if inside.is_empty() || !inside.iter().all(address) {
+            return false;
+        }
+        &host[end + 1..]
+    } else {
+        let end = memchr::memchr(b':', host).unwrap_or(host.len());
+        if end == 0
+            || !host[..end]
+                .iter()
+                .all(|&b| BYTES[usize::from(b)] & HOST != 0)
+        {
+            return false;
+        }
+        &host[end..]
+    };
+    match port.strip_prefix(b":") {
+        None => port.is_empty(),
+        Some(digits) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+    }
 }
 
 fn strip_scheme(raw: &str) -> Option<&str> {
@@ -358,9 +449,13 @@ pub struct ResponseHead {
 /// Parses the response head at the start of `buf`; `Ok(None)` while incomplete. Interim 1xx
 /// responses are the caller's to skip (their `body` is [`Framing::Empty`]).
 pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let len = match res.parse(buf) {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
             return Err(HeadError::Bad("response head too large"))
@@ -370,11 +465,21 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
     };
     let status = res.code.unwrap_or(0);
     let http10 = res.version == Some(0);
-    let f = frame(res.headers)?;
     let span = |v: &[u8]| {
         let start = v.as_ptr() as usize - buf.as_ptr() as usize;
         start..start + v.len()
     };
+    let (mut content_encoding, mut retry_after) = (None, None);
+    let f = frame(res.headers, |h| {
+        match h.name.len() {
+            16 if h.name.eq_ignore_ascii_case("content-encoding") => {
+                content_encoding = Some(span(h.value))
+            }
+            11 if h.name.eq_ignore_ascii_case("retry-after") => retry_after = Some(span(h.value)),
+            _ => {}
+        }
+        Ok(())
+    })?;
     let mut head = ResponseHead {
         status,
         body: Framing::Empty,
@@ -383,17 +488,10 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
         } else {
             !f.close
         },
-        content_encoding: None,
-        retry_after: None,
+        content_encoding,
+        retry_after,
         len,
     };
-    for h in res.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-encoding") {
-            head.content_encoding = Some(span(h.value));
-        } else if h.name.eq_ignore_ascii_case("retry-after") {
-            head.retry_after = Some(span(h.value));
-        }
-    }
     head.body = if (100..200).contains(&status) || status == 204 || status == 304 {
         Framing::Empty
     } else if f.transfer_encoding {
@@ -516,6 +614,20 @@ mod tests {
         assert!(req("POST http://a/ethereum HTTP/1.1\r\nHost: b\r\n\r\n").is_err());
         assert!(req("POST http://u@a/ethereum HTTP/1.1\r\nHost: u@a\r\n\r\n").is_err());
         assert!(req("POST /ethereum HTTP/1.1\r\nHost: u@a\r\n\r\n").is_err());
+        for host in [
+            "localhost:8545",
+            "127.0.0.1",
+            "[::1]:8545",
+            "rpc.example.com",
+            "a_b~c",
+        ] {
+            assert!(valid_host(host.as_bytes()), "{host}");
+        }
+        for host in [
+            "a b", "a/b", ":80", "a:80:90", "[::1", "[zz]", "a:8o", "a:123456", "ü",
+        ] {
+            assert!(!valid_host(host.as_bytes()), "{host}");
+        }
         assert_eq!((h.path, h.query), ("/ethereum", None));
         let h = ok("GET HTTPS://h/status?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!((h.path, h.query), ("/status", Some("x=1")));

@@ -49,7 +49,7 @@ pub fn split_answers(upstream: &[u8]) -> Option<Vec<Answer<'_>>> {
                     scan::Element::Object(o) => Answer {
                         id: o.fields[0]
                             .clone()
-                            .filter(|_| !o.repeated[0])
+                            .filter(|_| !o.repeated(0))
                             .map(|r| &text[r]),
                         text: &text[o.span],
                     },

@@ -80,7 +80,7 @@ fn block_of(text: &str) -> Option<u64> {
 /// The highest block named under wanted name `k` of `o`, in any spelling.
 fn highest<const N: usize>(text: &str, o: &scan::Object<N>, k: usize) -> Option<u64> {
     let exact = o.fields[k].clone().and_then(|r| block_of(&text[r]));
-    let variant = o.variants[k].clone().and_then(|v| block_of(&text[v.value]));
+    let variant = o.variant(k).and_then(|v| block_of(&text[v.value.clone()]));
     exact.max(variant)
 }
 

@@ -198,18 +198,18 @@ fn ambiguity(body: &[u8], o: &scan::Object<4>) -> Option<(String, bool)> {
     if o.is_plain() {
         return None;
     }
-    if o.bad_name {
+    if o.bad_name() {
         return Some((
             "a member name is not valid Unicode (a lone surrogate escape)".into(),
             true,
         ));
     }
-    let id_too = o.repeated[ID] || o.variants[ID].is_some();
+    let id_too = o.repeated(ID) || o.variant(ID).is_some();
     let (k, variant) = (0..CALL_KEYS.len()).find_map(|k| {
-        if let Some(v) = &o.variants[k] {
+        if let Some(v) = o.variant(k) {
             Some((k, Some(v)))
         } else {
-            o.repeated[k].then_some((k, None))
+            o.repeated(k).then_some((k, None))
         }
     })?;
     let name = CALL_KEYS[k];

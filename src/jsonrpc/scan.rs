@@ -54,13 +54,30 @@ pub struct Object<const N: usize> {
     /// The value of the member spelled exactly as wanted (escapes decoded); the last one when
     /// there are several.
     pub fields: [Option<Range<usize>>; N],
+    /// What else there is to know of its wanted names, when there is anything: boxed, as it
+    /// is rare and objects are moved about on every request.
+    odd: Option<Box<Odd<N>>>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Odd<const N: usize> {
     /// The name was given exactly more than once.
-    pub repeated: [bool; N],
+    repeated: [bool; N],
     /// The last member whose name is another spelling of the wanted one, to Go's decoder.
-    pub variants: [Option<Variant>; N],
+    variants: [Option<Variant>; N],
     /// A member name does not decode to Unicode (a lone surrogate escape such as `"\ud800"`):
     /// Go reads it as U+FFFD, serde_json refuses the whole text.
-    pub bad_name: bool,
+    bad_name: bool,
+}
+
+impl<const N: usize> Odd<N> {
+    fn new() -> Box<Odd<N>> {
+        Box::new(Odd {
+            repeated: [false; N],
+            variants: std::array::from_fn(|_| None),
+            bad_name: false,
+        })
+    }
 }
 
 /// A member whose name is another spelling of a wanted name (`METHOD` for `method`).
@@ -72,11 +89,26 @@ pub struct Variant {
 }
 
 impl<const N: usize> Object<N> {
-    /// Whether every wanted name appears at most once, in one spelling.
+    /// Whether every wanted name appears at most once, in one spelling (and every name
+    /// decodes).
     pub fn is_plain(&self) -> bool {
-        !self.bad_name
-            && !self.repeated.iter().any(|&r| r)
-            && self.variants.iter().all(Option::is_none)
+        self.odd.is_none()
+    }
+
+    /// Wanted name `k` was given exactly more than once.
+    pub fn repeated(&self, k: usize) -> bool {
+        self.odd.as_ref().is_some_and(|o| o.repeated[k])
+    }
+
+    /// The last member whose name is another spelling of wanted name `k`, to Go's decoder.
+    pub fn variant(&self, k: usize) -> Option<&Variant> {
+        self.odd.as_ref()?.variants[k].as_ref()
+    }
+
+    /// A member name does not decode to Unicode (a lone surrogate escape such as `"\ud800"`):
+    /// Go reads it as U+FFFD, serde_json refuses the whole text.
+    pub fn bad_name(&self) -> bool {
+        self.odd.as_ref().is_some_and(|o| o.bad_name)
     }
 }
 
@@ -259,16 +291,16 @@ impl<'a> Cursor<'a> {
     fn wanted<const N: usize>(&mut self, depth: usize, keys: &[&str; N]) -> Option<Object<N>> {
         let start = self.i;
         let mut fields: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
-        let mut repeated = [false; N];
-        let mut variants: [Option<Variant>; N] = std::array::from_fn(|_| None);
-        let mut bad_name = false;
+        let mut odd: Option<Box<Odd<N>>> = None;
         let text = self.b;
         self.object(depth, |key, escaped, value| {
             let raw = &text[key.clone()];
             // Nearly every key is one of the wanted names, written plainly.
             if !escaped {
                 if let Some(k) = keys.iter().position(|k| k.as_bytes() == raw) {
-                    repeated[k] |= fields[k].replace(value).is_some();
+                    if fields[k].replace(value).is_some() {
+                        odd.get_or_insert_with(Odd::new).repeated[k] = true;
+                    }
                     return Some(());
                 }
             }
@@ -279,7 +311,7 @@ impl<'a> Cursor<'a> {
                 match serde_json::from_slice::<String>(&text[key.start - 1..key.end + 1]) {
                     Ok(d) => decoded = d,
                     Err(_) => {
-                        bad_name = true;
+                        odd.get_or_insert_with(Odd::new).bad_name = true;
                         return Some(());
                     }
                 }
@@ -290,9 +322,11 @@ impl<'a> Cursor<'a> {
             };
             for (k, want) in keys.iter().enumerate() {
                 if name == *want {
-                    repeated[k] |= fields[k].replace(value.clone()).is_some();
+                    if fields[k].replace(value.clone()).is_some() {
+                        odd.get_or_insert_with(Odd::new).repeated[k] = true;
+                    }
                 } else if go_name_eq(name, want) {
-                    variants[k] = Some(Variant {
+                    odd.get_or_insert_with(Odd::new).variants[k] = Some(Variant {
                         key: key.clone(),
                         value: value.clone(),
                     });
@@ -303,9 +337,7 @@ impl<'a> Cursor<'a> {
         Some(Object {
             span: start..self.i,
             fields,
-            repeated,
-            variants,
-            bad_name,
+            odd,
         })
     }
 
@@ -600,7 +632,7 @@ mod tests {
         assert!(o.is_plain());
         let text = r#"{"id":1,"id":2,"m\u0065thod":"a","method":"b"}"#;
         let o = object(text, ["id", "method"]);
-        assert_eq!(o.repeated, [true, true]);
+        assert!(o.repeated(0) && o.repeated(1));
         // The last one, as every decoder that does not refuse them reads it.
         assert_eq!(o.fields[0].clone().map(|r| &text[r]), Some("2"));
         assert_eq!(o.fields[1].clone().map(|r| &text[r]), Some("\"b\""));
@@ -612,15 +644,15 @@ mod tests {
         for key in ["METHOD", "Method", "mEtHoD", "m\\u0045thod"] {
             let text = format!(r#"{{"method":"a","{key}":"b","params":[]}}"#);
             let o = object(&text, ["method", "params"]);
-            let v = o.variants[0].clone().unwrap_or_else(|| panic!("{key}"));
+            let v = o.variant(0).cloned().unwrap_or_else(|| panic!("{key}"));
             assert_eq!(&text[v.value], "\"b\"", "{key}");
             assert_eq!(o.fields[0].clone().map(|r| &text[r]), Some("\"a\""));
-            assert!(o.variants[1].is_none());
+            assert!(o.variant(1).is_none());
         }
         // `ſ` folds onto `s` and the Kelvin sign onto `k` for Go; other look-alikes do not.
         let text = "{\"param\u{17f}\":1,\"\u{212a}ey\":2,\"paramş\":3}";
         let o = object(text, ["params", "key"]);
-        assert!(o.variants[0].is_some() && o.variants[1].is_some());
+        assert!(o.variant(0).is_some() && o.variant(1).is_some());
         assert!(!go_name_eq("paramş", "params"));
         assert!(!go_name_eq("method ", "method"));
         assert!(!go_name_eq("metho", "method"));

@@ -43,7 +43,7 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer
                 .map(|id| Bytes::from(error_body(Some(&body[id]), &denied(method))));
             continue;
         }
-        let need = need_of(f, body, call);
+        let need = need_of(f, body, call, method);
         match groups.iter_mut().find(|(n, _)| *n == need) {
             Some((_, members)) => members.push((i, call)),
             None => groups.push((need, vec![(i, call)])),

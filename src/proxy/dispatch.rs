@@ -33,9 +33,10 @@ pub enum Target {
     /// `GET`/`HEAD` under `/v1/chains`.
     Rest,
     /// A `POST` to a chain that does not exist: every call's id gets the error.
-    UnknownChain(RpcError),
-    /// Refused without reading a body (which is drained to keep the connection).
-    Refuse(Answer),
+    UnknownChain(Box<RpcError>),
+    /// Refused without reading a body (which is drained to keep the connection). Boxed, like
+    /// the error above: rare, and a request's target is moved a few times on the hot path.
+    Refuse(Box<Answer>),
 }
 
 /// Decides what serves `method` on `path` (`websocket`: the request asks for an upgrade).
@@ -47,7 +48,7 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             let endpoint = match path {
                 "/metrics" => Endpoint::Metrics,
                 "/health" => Endpoint::Health,
-                _ => return Target::Refuse(not_found(path)),
+                _ => return Target::Refuse(Box::new(not_found(path))),
             };
             return service(endpoint, read_only, method, path);
         }
@@ -62,17 +63,19 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
         return if read_only {
             Target::Rest
         } else {
-            Target::Refuse(not_allowed(method, path, "GET, HEAD", "use GET"))
+            Target::Refuse(Box::new(not_allowed(method, path, "GET, HEAD", "use GET")))
         };
     }
     if let Some(rest) = path.strip_prefix("/v1/ws/") {
         let chain = segment(rest).and_then(|s| snapshot.chain(s));
         return match (chain, websocket, method) {
             (Some(chain), true, "GET") => Target::WebSocket(chain.clone()),
-            (None, _, _) => {
-                Target::Refuse(unknown_chain(snapshot, segment(rest).unwrap_or(rest), 404))
-            }
-            (Some(_), false, "GET") => Target::Refuse(
+            (None, _, _) => Target::Refuse(Box::new(unknown_chain(
+                snapshot,
+                segment(rest).unwrap_or(rest),
+                404,
+            ))),
+            (Some(_), false, "GET") => Target::Refuse(Box::new(
                 Answer::rpc_error(
                     426,
                     &RpcError::new(
@@ -81,8 +84,13 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
                     ),
                 )
                 .with_header(header::UPGRADE, HeaderValue::from_static("websocket")),
-            ),
-            (Some(_), _, _) => Target::Refuse(not_allowed(method, path, "GET", "open a WebSocket")),
+            )),
+            (Some(_), _, _) => Target::Refuse(Box::new(not_allowed(
+                method,
+                path,
+                "GET",
+                "open a WebSocket",
+            ))),
         };
     }
     let name = path.strip_prefix('/').and_then(segment);
@@ -90,21 +98,21 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
         let name = name.unwrap_or(path);
         let err = unknown_chain_error(snapshot, name);
         return if method == "POST" {
-            Target::UnknownChain(err)
+            Target::UnknownChain(Box::new(err))
         } else {
-            Target::Refuse(Answer::rpc_error(404, &err))
+            Target::Refuse(Box::new(Answer::rpc_error(404, &err)))
         };
     };
     match method {
         "POST" => Target::JsonRpc(chain.clone()),
         "OPTIONS" => Target::Preflight,
         "GET" if websocket => Target::WebSocket(chain.clone()),
-        _ => Target::Refuse(not_allowed(
+        _ => Target::Refuse(Box::new(not_allowed(
             method,
             path,
             "POST, OPTIONS",
             "send JSON-RPC requests with POST, or open a WebSocket (GET with Upgrade: websocket)",
-        )),
+        ))),
     }
 }
 
@@ -118,7 +126,7 @@ fn service(endpoint: Endpoint, read_only: bool, method: &str, path: &str) -> Tar
     if read_only {
         Target::Service(endpoint)
     } else {
-        Target::Refuse(not_allowed(method, path, "GET, HEAD", "use GET"))
+        Target::Refuse(Box::new(not_allowed(method, path, "GET, HEAD", "use GET")))
     }
 }
 

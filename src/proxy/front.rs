@@ -37,7 +37,7 @@ use crate::h1::head::{self, Framing, HeadError};
 use crate::h1::{answer, Answer};
 use crate::jsonrpc::{code, RpcError};
 use crate::metrics::metrics;
-use crate::route::Limits;
+use crate::route::{Limits, Snapshot};
 use crate::ws;
 
 /// How long an idle keep-alive connection waits for its next request.
@@ -87,6 +87,8 @@ impl Drop for Admitted {
 /// A request, as far as it was decided from its head (nothing in it borrows the buffer, which
 /// the body is read into next).
 struct Request {
+    /// The routing snapshot the request was decided on, which serves it to its end.
+    snapshot: Arc<Snapshot>,
     target: Target,
     head_len: usize,
     body: Framing,
@@ -95,13 +97,13 @@ struct Request {
     head_only: bool,
     media: Media,
     /// The path, for the few targets that need it after the head is gone.
-    path: Option<String>,
-    websocket: Option<ws::Handshake>,
+    path: Option<Box<str>>,
+    websocket: Option<Box<ws::Handshake>>,
 }
 
 /// What came of waiting for a request.
 enum Next {
-    Request(Box<Request>),
+    Request(Request),
     /// Answer this and close: the head could not be taken.
     Refuse(Answer),
     /// The connection ended (or idled out) between requests.
@@ -153,7 +155,7 @@ impl ServerApp for Front {
             };
             if let Target::WebSocket(chain) = &req.target {
                 let chain = chain.clone();
-                match self.upgrade(stream, &mut buf, &mut head, *req, chain).await {
+                match self.upgrade(stream, &mut buf, &mut head, req, chain).await {
                     Some(refused) => {
                         stream = refused;
                         continue;
@@ -163,7 +165,7 @@ impl ServerApp for Front {
                 }
             }
             if !self
-                .serve(&mut stream, &mut buf, &mut head, &mut timer, *req, shutdown)
+                .serve(&mut stream, &mut buf, &mut head, &mut timer, req, shutdown)
                 .await
             {
                 return None;
@@ -193,7 +195,7 @@ impl Front {
             Err(e) => return Some(Next::Refuse(head_error(e))),
         };
         let snapshot = self.app.router.load();
-        let limits = &snapshot.limits;
+        let limits = snapshot.limits;
         if let Framing::Length(n) = parsed.body {
             if n > limits.max_body_bytes {
                 return Some(Next::Refuse(too_large(limits.max_body_bytes)));
@@ -206,12 +208,15 @@ impl Front {
             parsed.websocket.is_some(),
             &snapshot,
         );
-        let path = matches!(target, Target::Rest).then(|| parsed.path.to_owned());
+        let path = matches!(target, Target::Rest).then(|| parsed.path.into());
         let websocket = match &target {
-            Target::WebSocket(_) => parsed.websocket.as_ref().map(ws::Handshake::from_heads),
+            Target::WebSocket(_) => parsed
+                .websocket
+                .as_ref()
+                .map(|h| Box::new(ws::Handshake::from_heads(h))),
             _ => None,
         };
-        Some(Next::Request(Box::new(Request {
+        Some(Next::Request(Request {
             media: media::of(parsed.content_type, parsed.content_types),
             head_len: parsed.len,
             body: parsed.body,
@@ -221,7 +226,8 @@ impl Front {
             target,
             path,
             websocket,
-        })))
+            snapshot,
+        }))
     }
 
     /// Reads the body, answers, and logs one request; whether the connection stays open.
@@ -234,7 +240,7 @@ impl Front {
         req: Request,
         shutdown: &ShutdownWatch,
     ) -> bool {
-        let snapshot = self.app.router.load();
+        let snapshot = &*req.snapshot;
         let limits = snapshot.limits;
         let mut ctx = RequestCtx::new();
         ctx.access_log = limits.access_log;
@@ -267,14 +273,14 @@ impl Front {
             early => {
                 let answer = match early {
                     Target::Preflight => super::respond::preflight(),
-                    Target::Service(endpoint) => self.app.api.answer(endpoint, &snapshot),
+                    Target::Service(endpoint) => self.app.api.answer(endpoint, snapshot),
                     Target::Rest => {
                         let path = req.path.as_deref().unwrap_or("/v1/chains");
-                        super::rest::answer(&snapshot, &self.app.connector, path)
+                        super::rest::answer(snapshot, &self.app.connector, path)
                             .await
                             .unwrap_or_else(|| super::rest::error(404, "no such endpoint"))
                     }
-                    Target::Refuse(answer) => answer,
+                    Target::Refuse(answer) => *answer,
                     // Served above and in `process_new`.
                     Target::JsonRpc(_) | Target::UnknownChain(_) | Target::WebSocket(_) => {
                         unreachable!("served elsewhere")
@@ -307,8 +313,7 @@ impl Front {
         req: Request,
         chain: Arc<crate::route::Chain>,
     ) -> Option<Conn> {
-        let snapshot = self.app.router.load();
-        let limits = snapshot.limits;
+        let limits = req.snapshot.limits;
         let mut ctx = RequestCtx::new();
         ctx.chain = Some(chain.clone());
         ctx.method = Some(std::borrow::Cow::Borrowed("websocket"));
@@ -433,6 +438,12 @@ async fn read_body(
         let sent = stream.write_all(answer::CONTINUE).await;
         if sent.is_err() || stream.flush().await.is_err() {
             return Err(BodyEnd::Gone);
+        }
+    }
+    // A body already read whole (nearly all of them: it came with its head) needs no timer.
+    if let Framing::Length(n) = framing {
+        if buf.len() >= n {
+            return Ok(buf.split_to(n).freeze());
         }
     }
     let read = async {

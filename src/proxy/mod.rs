@@ -147,13 +147,18 @@ impl Livechain {
         };
         let (answer, state) = match &request {
             Request::Single(call) => {
-                let label = MethodLabel::of(call.method(&body));
+                let method = call.method(&body);
+                let label = MethodLabel::of(method);
                 ctx.metric_method = Some(label);
-                ctx.method = Some(method_text(label, call.method(&body)));
+                ctx.method = Some(method_text(label, method));
                 ctx.calls = 1;
                 let mut state = Attempts::default();
                 state.timer = ctx.timer.take();
-                let answer = single::forward(&forwarder, &body, call, &mut state).await;
+                let mut answer = single::forward(&forwarder, &body, call, method, &mut state).await;
+                // JSON-RPC 2.0 §4.1: a notification is not answered, whatever the node sent.
+                if call.is_notification() {
+                    answer = Answer::json(answer.status, Bytes::new());
+                }
                 ctx.timer = state.timer.take();
                 (answer, state)
             }

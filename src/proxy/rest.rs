@@ -89,7 +89,7 @@ async fn block(f: &Forwarder<'_>, tag: &str) -> Answer {
         return error(500, "internal error building the request");
     };
     let mut state = Attempts::default();
-    let answer = single::forward(f, &body, &call, &mut state).await;
+    let answer = single::forward(f, &body, &call, "eth_getBlockByNumber", &mut state).await;
     #[derive(serde::Deserialize)]
     struct Rpc<'a> {
         #[serde(borrow)]

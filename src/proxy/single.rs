@@ -28,9 +28,8 @@ pub fn denied(method: &str) -> RpcError {
     )
 }
 
-/// What a call needs from an upstream.
-pub fn need_of<'a>(f: &'a Forwarder<'_>, body: &[u8], call: &Call) -> Need<'a> {
-    let method = call.method(body);
+/// What a call of `method` needs from an upstream.
+pub fn need_of<'a>(f: &'a Forwarder<'_>, body: &[u8], call: &Call, method: &str) -> Need<'a> {
     let params = call
         .params
         .clone()
@@ -56,30 +55,21 @@ pub fn tx_accepted(body: &[u8], call: &Call) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Forwards one call; `state` tells the caller who answered and how many retries it took. A
-/// notification gets no answer body, whatever the node sent back (JSON-RPC 2.0 §4.1: the
-/// server must not reply to one).
-pub async fn forward(f: &Forwarder<'_>, body: &Bytes, call: &Call, state: &mut Attempts) -> Answer {
-    let answer = forward_call(f, body, call, state).await;
-    if call.is_notification() {
-        return Answer::json(answer.status, Bytes::new());
-    }
-    answer
-}
-
-async fn forward_call(
+/// Forwards one call of `method` (`call.method(body)`, read once by the caller); `state`
+/// tells the caller who answered and how many retries it took.
+pub async fn forward(
     f: &Forwarder<'_>,
     body: &Bytes,
     call: &Call,
+    method: &str,
     state: &mut Attempts,
 ) -> Answer {
-    let method = call.method(body);
     if f.chain.policy.is_denied(method) {
         metrics().jsonrpc_error(&f.chain.name, i64::from(code::METHOD_NOT_FOUND));
         let out = respond::error_for_all(body, &Request::Single(call.clone()), &denied(method));
         return Answer::json(200, out);
     }
-    let need = need_of(f, body, call);
+    let need = need_of(f, body, call, method);
     let is_tx = method == SEND_RAW_TX;
     let mut fallback: Option<(Response, i64)> = None;
     for _ in 0..f.max_attempts() {

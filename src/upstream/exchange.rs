@@ -1,11 +1,12 @@
 //! One HTTP exchange with an upstream over a pooled keep-alive connection.
 //!
-//! The proxy does the upstream exchange itself (from `request_filter`) instead of handing the
-//! request to Pingora's proxy pipeline: that pipeline can replay at most 64 KiB of request body on
-//! a retry and cannot look at a JSON-RPC error once a 200's header has gone to the client. Here the
-//! whole body is sent from memory and the whole answer is read before anything reaches the client.
-//! Pingora still makes the connections (TCP, TLS with the upstream's CA and SNI); the pool
-//! (`pool`) and the HTTP/1.1 framing (`http1`) are livechain's own, for their cost per request.
+//! The proxy does the upstream exchange itself instead of handing the request to Pingora's proxy
+//! pipeline: that pipeline can replay at most 64 KiB of request body on a retry and cannot look
+//! at a JSON-RPC error once a 200's header has gone to the client. Here the whole body is sent
+//! from memory and the whole answer is read before anything reaches the client. Pingora makes
+//! TLS connections (with the upstream's CA and SNI); plain TCP ones are made here. The pool
+//! (`pool`) and the HTTP/1.1 framing (`http1`, on `h1`) are livechain's own, for their cost per
+//! request.
 
 use std::io::IoSlice;
 

@@ -73,7 +73,13 @@ pub async fn read_response<S: AsyncRead + Unpin>(
         buf.reserve(FIRST_READ);
     }
     let head = loop {
-        match head::parse_response(&buf).map_err(|e| ReadError::Malformed(e.reason()))? {
+        // Nothing to parse before the first read (the buffer is empty between answers).
+        let parsed = if buf.is_empty() {
+            None
+        } else {
+            head::parse_response(&buf).map_err(|e| ReadError::Malformed(e.reason()))?
+        };
+        match parsed {
             // Interim answers (100 Continue, 103 Early Hints) come before the answer.
             Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
                 buf.advance(h.len);

@@ -81,9 +81,12 @@ impl Shard {
         let mut idle = lock(&self.idle);
         let inherited: Vec<Idle> = idle.drain(..).collect();
         for mut c in inherited {
-            if let Some(stream) = c.stream.rehome() {
-                c.stream = stream;
-                idle.push_back(c);
+            if let Some(mut stream) = c.stream.rehome() {
+                // Its new reactor has not looked at it yet.
+                if stream.is_clean_now() {
+                    c.stream = stream;
+                    idle.push_back(c);
+                }
             }
         }
     }
@@ -160,7 +163,9 @@ impl Pool {
             } else {
                 own
             };
-            conn.rehome().map(|c| (c, buf, home))
+            // Moved to this thread's reactor, whose readiness flags know nothing of it yet.
+            let mut conn = conn.rehome()?;
+            conn.is_clean_now().then_some((conn, buf, home))
         })
     }
 
