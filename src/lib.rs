@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod canon;
 pub mod config;
 pub mod conn;
 pub mod control;
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod supervisor;
 pub mod table;
 pub mod telemetry;
 pub mod upstream;

@@ -61,6 +61,23 @@ pub struct Metrics {
     pub ws_closes: IntCounterVec,
     /// `livechain_ws_rejected_total{chain,reason}`: upgrades refused before the handshake.
     pub ws_rejected: IntCounterVec,
+    pub(crate) upstream_forked: IntGaugeVec,
+    pub(crate) chain_safe: IntGaugeVec,
+    pub(crate) chain_finalized: IntGaugeVec,
+    /// `livechain_upstream_subscriptions{chain,upstream,kind}`: the chain supervisor's
+    /// subscriptions on upstream sockets.
+    pub upstream_subscriptions: IntGaugeVec,
+    /// `livechain_reorgs_total{chain}` and `livechain_reorg_depth{chain}`.
+    pub reorgs: IntCounterVec,
+    pub reorg_depth: HistogramVec,
+    /// `livechain_subscriptions{chain,kind}`: client subscriptions open now (managed ones and
+    /// native event streams).
+    pub subscriptions: IntGaugeVec,
+    /// `livechain_subscription_events_total{chain,kind}`: notifications and events sent.
+    pub subscription_events: IntCounterVec,
+    /// `livechain_head_delivery_seconds{chain}`: from a head's arrival from an upstream to its
+    /// write to a subscriber.
+    pub head_delivery: HistogramVec,
     /// `livechain_client_connections`: client connections open now, all listeners.
     pub client_connections: IntGauge,
     /// `livechain_client_connections_rejected_total`: connections refused at
@@ -167,6 +184,62 @@ impl Metrics {
                 "Best head among the chain's usable upstreams.",
                 &["chain"],
             ),
+            upstream_forked: gauge(
+                "livechain_upstream_forked",
+                "1 when the upstream's head is on a branch the other upstreams do not follow (it gets no traffic).",
+                &["chain", "upstream"],
+            ),
+            chain_safe: gauge(
+                "livechain_chain_safe_block",
+                "The chain's safe block, as tracked by the chain supervisor.",
+                &["chain"],
+            ),
+            chain_finalized: gauge(
+                "livechain_chain_finalized_block",
+                "The chain's finalized block, as tracked by the chain supervisor.",
+                &["chain"],
+            ),
+            upstream_subscriptions: gauge(
+                "livechain_upstream_subscriptions",
+                "Subscriptions the chain supervisor holds on upstream sockets, by kind.",
+                &["chain", "upstream", "kind"],
+            ),
+            reorgs: counter(
+                "livechain_reorgs_total",
+                "Reorgs of the canonical chain.",
+                &["chain"],
+            ),
+            reorg_depth: HistogramVec::new(
+                HistogramOpts::new(
+                    "livechain_reorg_depth",
+                    "Blocks replaced by each reorg.",
+                )
+                .buckets(vec![1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+                &["chain"],
+            )
+            .expect("valid metric"),
+            subscriptions: gauge(
+                "livechain_subscriptions",
+                "Client subscriptions open now, by kind.",
+                &["chain", "kind"],
+            ),
+            subscription_events: counter(
+                "livechain_subscription_events_total",
+                "Subscription notifications and stream events sent to clients, by kind.",
+                &["chain", "kind"],
+            ),
+            head_delivery: HistogramVec::new(
+                HistogramOpts::new(
+                    "livechain_head_delivery_seconds",
+                    "Time from a head's arrival from an upstream to its write to a subscriber.",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
+                ]),
+                &["chain"],
+            )
+            .expect("valid metric"),
             config_reloads: counter(
                 "livechain_config_reloads_total",
                 "Configuration reloads by result.",
@@ -228,6 +301,15 @@ impl Metrics {
             Box::new(m.upstream_in_flight.clone()),
             Box::new(m.circuit_state.clone()),
             Box::new(m.chain_head.clone()),
+            Box::new(m.upstream_forked.clone()),
+            Box::new(m.chain_safe.clone()),
+            Box::new(m.chain_finalized.clone()),
+            Box::new(m.upstream_subscriptions.clone()),
+            Box::new(m.reorgs.clone()),
+            Box::new(m.reorg_depth.clone()),
+            Box::new(m.subscriptions.clone()),
+            Box::new(m.subscription_events.clone()),
+            Box::new(m.head_delivery.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_generation.clone()),
             Box::new(m.client_connections.clone()),
@@ -262,6 +344,9 @@ impl Metrics {
             &self.upstream_in_flight,
             &self.circuit_state,
             &self.chain_head,
+            &self.upstream_forked,
+            &self.chain_safe,
+            &self.chain_finalized,
         ] {
             g.reset();
         }

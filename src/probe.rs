@@ -133,6 +133,16 @@ pub async fn probe(chain: &Chain, up: &Upstream, connector: &Connector) {
     if up.health.chain_id_status() == ChainIdStatus::Wrong {
         return;
     }
+    // The chain supervisor delivers this upstream's heads (pushed, or polled at the chain's
+    // pace): asking again every interval would only cost a metered provider. Once its pace is
+    // known, that is; and a circuit that is not closed is still tried here.
+    let fed = up
+        .health
+        .fed_age(now_ms())
+        .is_some_and(|age| age < fed_fresh(chain));
+    if fed && up.health.pace_ms().is_some() && up.health.circuit(now_ms()) == CircuitState::Closed {
+        return;
+    }
     let Some(Some(head)) = ask(
         chain,
         up,
@@ -182,6 +192,16 @@ pub async fn probe(chain: &Chain, up: &Upstream, connector: &Connector) {
             }
         }
     }
+}
+
+/// A head the supervisor delivered this recently makes the probe's own head poll needless:
+/// two block times, and at least three probe intervals.
+fn fed_fresh(chain: &Chain) -> Duration {
+    let block = chain
+        .live
+        .block_time_ms()
+        .map_or(Duration::ZERO, Duration::from_millis);
+    (block * 2).max(chain.policy.probe.interval * 3)
 }
 
 /// How many blocks back the pace of a node's chain is measured over: enough that timestamps

@@ -106,6 +106,13 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         },
     ));
     server.add_service(background_service(
+        "chain supervisor",
+        crate::supervisor::Supervisor {
+            router: router.clone(),
+            connector: connector.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "websocket shutdown notice",
         crate::ws::ShutdownNotice,
     ));

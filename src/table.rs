@@ -141,7 +141,15 @@ fn build_chain(
         }
         upstreams.push(up);
     }
-    Ok(Chain::new(chain.name.clone(), live, policy, upstreams))
+    // The canonical chain and its subscribers carry over a reload of the same chain.
+    let canon = prev.map_or_else(Default::default, |p| p.canon.clone());
+    Ok(Chain::new(
+        chain.name.clone(),
+        live,
+        canon,
+        policy,
+        upstreams,
+    ))
 }
 
 /// Whether two configs describe the same upstream, weight aside.

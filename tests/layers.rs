@@ -14,6 +14,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("mock", 1),
     ("config", 2),
     ("control", 2),
+    ("canon", 3),
     ("health", 3),
     ("metrics", 4),
     ("upstream", 5),
@@ -22,10 +23,11 @@ const LAYERS: &[(&str, u32)] = &[
     ("dns", 8),
     ("probe", 8),
     ("reload", 9),
-    ("ws", 9),
-    ("api", 10),
-    ("proxy", 11),
-    ("server", 12),
+    ("supervisor", 9),
+    ("ws", 10),
+    ("api", 11),
+    ("proxy", 12),
+    ("server", 13),
 ];
 
 /// `crate::x` paths in the code of `text`, tests and comments left out.

@@ -16,6 +16,18 @@ fn fill(m: &Metrics, snapshot: &Snapshot) {
         let head = chain.live.head();
         // Series that exist from the start, so rate() and alerts see zeros, not gaps.
         m.retries.with_label_values(&[&chain.name]);
+        m.reorgs.with_label_values(&[&chain.name]);
+        let view = chain.canon.view();
+        if let Some(safe) = view.safe {
+            m.chain_safe
+                .with_label_values(&[&chain.name])
+                .set(safe as i64);
+        }
+        if let Some(finalized) = view.finalized {
+            m.chain_finalized
+                .with_label_values(&[&chain.name])
+                .set(finalized as i64);
+        }
         if let Some(head) = head {
             m.chain_head
                 .with_label_values(&[&chain.name])
@@ -43,6 +55,9 @@ fn fill(m: &Metrics, snapshot: &Snapshot) {
             m.upstream_ahead
                 .with_label_values(&labels)
                 .set(i64::from(u.health.is_ahead()));
+            m.upstream_forked
+                .with_label_values(&labels)
+                .set(i64::from(u.health.is_forked()));
             m.upstream_in_flight
                 .with_label_values(&labels)
                 .set(i64::from(u.health.in_flight()));

@@ -109,6 +109,7 @@ fn state(u: &Upstream, score: f64) -> &'static str {
     match h.chain_id_status() {
         crate::health::ChainIdStatus::Wrong => "wrong_chain",
         _ if h.is_ahead() => "ahead",
+        _ if h.is_forked() => "forked",
         crate::health::ChainIdStatus::Unknown => "unverified",
         _ if h.head().is_none() => "unverified",
         _ if score > 0.0 && u.is_resolved() => "up",
@@ -123,10 +124,19 @@ pub fn chain_status(c: &Chain, now: Millis) -> serde_json::Value {
         .iter()
         .map(|u| upstream_status(c, u, now))
         .collect();
+    let view = c.canon.view();
+    let head_block = view.head();
     json!({
         "name": c.name,
         "chain_id": c.chain_id,
         "head": c.live.head(),
+        "head_hash": head_block.map(|b| b.hash_hex()),
+        "safe": view.safe,
+        "finalized": view.finalized,
+        "finality": if view.finalized.is_none() { "unknown" } else if view.finality_from_tags { "tags" } else { "depth" },
+        "reorgs": view.reorgs,
+        "canonical_blocks": view.blocks.len(),
+        "subscriptions": c.policy.subscriptions.as_str(),
         "block_time_ms": c.live.block_time_ms(),
         "max_block_lag": c.max_block_lag,
         "usable_upstreams": usable(c, now),

@@ -56,6 +56,8 @@ pub(crate) struct ServerFile {
     pub ws_max_message_bytes: u64,
     #[serde(default = "default_ws_send_timeout_ms")]
     pub ws_send_timeout_ms: u64,
+    #[serde(default = "default_ws_send_queue_bytes")]
+    pub ws_send_queue_bytes: u64,
     #[serde(default = "default_access_log_sample")]
     pub access_log_sample: f64,
     #[serde(default = "default_access_log_slow_ms")]
@@ -86,6 +88,7 @@ impl Default for ServerFile {
             ws_idle_timeout_ms: default_ws_idle_timeout_ms(),
             ws_max_message_bytes: default_ws_max_message_bytes(),
             ws_send_timeout_ms: default_ws_send_timeout_ms(),
+            ws_send_queue_bytes: default_ws_send_queue_bytes(),
             access_log_sample: default_access_log_sample(),
             access_log_slow_ms: default_access_log_slow_ms(),
             upstreams: default_upstreams(),
@@ -159,6 +162,10 @@ fn default_ws_max_connections() -> u64 {
 
 /// A client that has not taken a message for this long has stopped reading (a busy but live
 /// one drains a full socket buffer in far less).
+fn default_ws_send_queue_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
 fn default_ws_send_timeout_ms() -> u64 {
     10_000
 }
@@ -253,6 +260,32 @@ pub(crate) struct ChainFile {
     pub ws_max_connections: Option<u64>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// Canonical blocks the chain supervisor keeps (reorgs deeper than this are rebased).
+    #[serde(default = "default_reorg_window")]
+    pub reorg_window: u64,
+    /// Blocks below the head taken as final where nodes do not answer the `finalized` tag.
+    #[serde(default = "default_finality_depth")]
+    pub finality_depth: u64,
+    /// `managed` (livechain serves subscriptions) or `passthrough` (relayed 1:1).
+    #[serde(default)]
+    pub subscriptions: SubscriptionsFile,
+}
+
+/// `chains.NAME.subscriptions`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SubscriptionsFile {
+    #[default]
+    Managed,
+    Passthrough,
+}
+
+fn default_reorg_window() -> u64 {
+    128
+}
+
+fn default_finality_depth() -> u64 {
+    64
 }
 
 fn default_max_block_lag() -> u64 {

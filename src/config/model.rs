@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub ws_max_message_bytes: usize,
     /// A WebSocket whose peer takes no message for this long (it stopped reading) is dropped.
     pub ws_send_timeout: Duration,
+    /// Bytes a managed WebSocket client may have queued and unsent before it is closed (1008).
+    pub ws_send_queue_bytes: usize,
     /// Which requests get an access-log line.
     pub access_log: crate::telemetry::access::Sampling,
     /// The upstreams file, resolved relative to the main config file.
@@ -198,6 +200,31 @@ pub struct ChainConfig {
     pub routes: Vec<RouteConfig>,
     /// Most proxied WebSocket connections at once on this chain (`ws_max_connections`).
     pub ws_max_connections: Option<usize>,
+    /// Canonical blocks the chain supervisor keeps (`reorg_window`, default 128).
+    pub reorg_window: usize,
+    /// Depth taken as final where nodes do not answer `finalized` (`finality_depth`, default 64).
+    pub finality_depth: u64,
+    /// How client WebSockets are served (`subscriptions`).
+    pub subscriptions: SubscriptionMode,
+}
+
+/// `chains.NAME.subscriptions`: who serves a client WebSocket's subscriptions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SubscriptionMode {
+    /// livechain terminates the socket and serves `eth_subscribe` from the chain supervisor.
+    #[default]
+    Managed,
+    /// Each client socket is relayed 1:1 to an upstream socket.
+    Passthrough,
+}
+
+impl SubscriptionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionMode::Managed => "managed",
+            SubscriptionMode::Passthrough => "passthrough",
+        }
+    }
 }
 
 /// `[[chains.NAME.upstreams]]`.

@@ -14,15 +14,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, Problems};
-use super::file::{ServerFile, UpstreamsFile};
+use super::file::{ServerFile, SubscriptionsFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
-use super::model::{ChainConfig, ServerConfig, UpstreamsConfig, DEFAULT_DENY};
+use super::model::{ChainConfig, ServerConfig, SubscriptionMode, UpstreamsConfig, DEFAULT_DENY};
 use super::{policy, upstream};
 
 /// The first path segment of a request selects a chain, so these cannot be chain names.
 const RESERVED_CHAIN_NAMES: &[&str] = &["health", "status", "metrics", "v1", "api", "ws"];
 
 const MAX_THREADS: u64 = 1024;
+/// The supervisor walks back at most this many blocks to find where a reorg forked.
+const MIN_REORG_WINDOW: u64 = 2;
+const MAX_REORG_WINDOW: u64 = 4096;
 const MIN_BODY_BYTES: u64 = 1024;
 
 pub(crate) fn server(
@@ -101,6 +104,11 @@ pub(crate) fn server(
     let dns_refresh = millis(&mut p, "server.dns_refresh_ms", file.dns_refresh_ms);
     let ws_idle_timeout = millis(&mut p, "server.ws_idle_timeout_ms", file.ws_idle_timeout_ms);
     let ws_send_timeout = millis(&mut p, "server.ws_send_timeout_ms", file.ws_send_timeout_ms);
+    let ws_send_queue_bytes = min_bytes(
+        &mut p,
+        "server.ws_send_queue_bytes",
+        file.ws_send_queue_bytes,
+    );
     let ws_max_message_bytes = min_bytes(
         &mut p,
         "server.ws_max_message_bytes",
@@ -161,6 +169,7 @@ pub(crate) fn server(
         max_connections: usize::try_from(file.max_connections).unwrap_or(usize::MAX),
         ws_idle_timeout,
         ws_send_timeout,
+        ws_send_queue_bytes,
         ws_max_message_bytes,
         access_log: crate::telemetry::access::Sampling {
             sample: file.access_log_sample.clamp(0.0, 1.0),
@@ -277,6 +286,24 @@ pub(crate) fn upstreams(
             None => DEFAULT_DENY.iter().map(|s| s.to_string()).collect(),
         };
         let routes = policy::routes(&mut p, &key, name, &chain.routes, &list);
+        if !(MIN_REORG_WINDOW..=MAX_REORG_WINDOW).contains(&chain.reorg_window) {
+            p.push(
+                format!("{key}.reorg_window"),
+                format!(
+                    "must be between {MIN_REORG_WINDOW} and {MAX_REORG_WINDOW} blocks, got {}",
+                    chain.reorg_window
+                ),
+            );
+        }
+        if !(1..=MAX_REORG_WINDOW).contains(&chain.finality_depth) {
+            p.push(
+                format!("{key}.finality_depth"),
+                format!(
+                    "must be between 1 and {MAX_REORG_WINDOW} blocks, got {}",
+                    chain.finality_depth
+                ),
+            );
+        }
         chains.insert(
             name.clone(),
             ChainConfig {
@@ -287,6 +314,12 @@ pub(crate) fn upstreams(
                 deny,
                 routes,
                 ws_max_connections: chain.ws_max_connections.map(|n| n as usize),
+                reorg_window: chain.reorg_window.clamp(MIN_REORG_WINDOW, MAX_REORG_WINDOW) as usize,
+                finality_depth: chain.finality_depth,
+                subscriptions: match chain.subscriptions {
+                    SubscriptionsFile::Managed => SubscriptionMode::Managed,
+                    SubscriptionsFile::Passthrough => SubscriptionMode::Passthrough,
+                },
             },
         );
     }

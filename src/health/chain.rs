@@ -18,6 +18,8 @@ pub struct ChainLive {
     /// The circuit settings scores are computed with.
     pub health: Arc<HealthPolicy>,
     head: AtomicU64,
+    /// The canonical head the chain supervisor settled on; preferred to `head` once known.
+    canonical: AtomicU64,
     /// Lowest latency EWMA among usable upstreams, in µs; 0 when unknown.
     best_latency_us: AtomicU64,
     /// Written once per probe round by the probe task, never read on the request path: a
@@ -32,6 +34,7 @@ impl ChainLive {
             max_block_lag,
             health,
             head: AtomicU64::new(UNKNOWN),
+            canonical: AtomicU64::new(UNKNOWN),
             best_latency_us: AtomicU64::new(0),
             tracker: Mutex::new(HeadTracker::default()),
         }
@@ -41,16 +44,27 @@ impl ChainLive {
     pub fn carry_over(&self, old: &ChainLive) {
         self.head
             .store(old.head.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.canonical
+            .store(old.canonical.load(Ordering::Relaxed), Ordering::Relaxed);
         self.set_best_latency(old.best_latency());
         *self.lock() = old.lock().clone();
     }
 
-    /// The chain head (`None` before any upstream could be judged).
+    /// The chain head: the higher of the supervisor's canonical head and the head judged from
+    /// every upstream's report (`None` before either is known). The two agree while the
+    /// supervisor follows the chain; should its feeds fall behind, the judged head still
+    /// tells which upstreams lag.
     pub fn head(&self) -> Option<u64> {
-        match self.head.load(Ordering::Relaxed) {
-            UNKNOWN => None,
-            h => Some(h),
-        }
+        let known = |h: u64| (h != UNKNOWN).then_some(h);
+        let canonical = known(self.canonical.load(Ordering::Relaxed));
+        let judged = known(self.head.load(Ordering::Relaxed));
+        canonical.max(judged)
+    }
+
+    /// Takes the chain supervisor's canonical head.
+    pub fn set_canonical_head(&self, head: u64) {
+        self.canonical
+            .store(head.min(UNKNOWN - 1), Ordering::Relaxed);
     }
 
     /// Judges this round's reports (see [`HeadTracker::judge`]) and takes the head it gives.

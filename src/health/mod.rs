@@ -112,6 +112,11 @@ pub struct UpstreamHealth {
     pace_ms: AtomicU64,
     /// The head is implausibly ahead of the chain's (`head::HeadTracker`).
     ahead: AtomicBool,
+    /// Its head is on another branch than the canonical chain the others agree on.
+    forked: AtomicBool,
+    /// When the chain supervisor last delivered a head of this upstream (0: never); the probes
+    /// do not ask for a head that arrives by itself.
+    fed_at: AtomicU64,
     chain_id: AtomicU8,
     latency: latency::Latency,
     window: window::Window,
@@ -137,6 +142,8 @@ impl UpstreamHealth {
             block_secs: AtomicU64::new(UNKNOWN),
             pace_ms: AtomicU64::new(UNKNOWN),
             ahead: AtomicBool::new(false),
+            forked: AtomicBool::new(false),
+            fed_at: AtomicU64::new(0),
             chain_id: AtomicU8::new(0),
             latency: latency::Latency::new(),
             window: window::Window::new(),
@@ -210,11 +217,13 @@ impl UpstreamHealth {
             && self.circuit.try_acquire(now, policy)
     }
 
-    /// Its chain id is the configured one, its head known and believable: it may serve.
+    /// Its chain id is the configured one, its head known, believable and on the canonical
+    /// branch: it may serve.
     pub fn is_verified(&self) -> bool {
         self.chain_id_status() == ChainIdStatus::Ok
             && self.head().is_some()
             && !self.ahead.load(Relaxed)
+            && !self.forked.load(Relaxed)
     }
 
     pub fn circuit(&self, now: Millis) -> CircuitState {
@@ -280,6 +289,35 @@ impl UpstreamHealth {
 
     pub fn is_ahead(&self) -> bool {
         self.ahead.load(Relaxed)
+    }
+
+    /// Marks the upstream's head as on a branch the others do not follow (or no longer).
+    pub fn set_forked(&self, forked: bool) {
+        if self.forked.swap(forked, Relaxed) != forked {
+            if forked {
+                tracing::warn!(upstream = %self.label, head = ?self.head(), "upstream's head is on a fork the other upstreams do not follow: it gets no traffic");
+            } else {
+                tracing::info!(upstream = %self.label, "upstream is back on the canonical chain");
+            }
+        }
+    }
+
+    pub fn is_forked(&self) -> bool {
+        self.forked.load(Relaxed)
+    }
+
+    /// Records a head the chain supervisor received (pushed or polled), with its timestamp.
+    pub fn feed_head(&self, head: u64, block_secs: u64, now: Millis) {
+        self.set_head(head, Some(block_secs), now);
+        self.fed_at.store(now.max(1), Relaxed);
+    }
+
+    /// How long ago the supervisor last delivered a head (`None`: never).
+    pub fn fed_age(&self, now: Millis) -> Option<Duration> {
+        match self.fed_at.load(Relaxed) {
+            0 => None,
+            at => Some(Duration::from_millis(now.saturating_sub(at))),
+        }
     }
 
     pub fn set_chain_id_ok(&self, ok: bool) {

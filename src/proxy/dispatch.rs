@@ -32,6 +32,8 @@ pub enum Target {
     Service(Endpoint),
     /// `GET`/`HEAD` under `/v1/chains`.
     Rest,
+    /// `GET /v1/chains/{chain}/events`: the chain's events as Server-Sent Events.
+    Events(Arc<Chain>),
     /// A `POST` to a chain that does not exist: every call's id gets the error.
     UnknownChain(Box<RpcError>),
     /// Refused without reading a body (which is drained to keep the connection). Boxed, like
@@ -60,6 +62,13 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
         _ => {}
     }
     if path == "/v1/chains" || path.starts_with("/v1/chains/") {
+        let events = path
+            .strip_prefix("/v1/chains/")
+            .and_then(|rest| rest.strip_suffix("/events"))
+            .and_then(|name| segment(name).and_then(|n| snapshot.chain(n)));
+        if let (Some(chain), "GET") = (events, method) {
+            return Target::Events(chain.clone());
+        }
         return if read_only {
             Target::Rest
         } else {
@@ -201,6 +210,7 @@ mod tests {
             Target::Preflight => "preflight".into(),
             Target::Service(e) => format!("{e:?}"),
             Target::Rest => "rest".into(),
+            Target::Events(c) => format!("events {}", c.name),
             Target::UnknownChain(_) => "unknown chain".into(),
             Target::Refuse(a) => format!("refuse {}", a.status),
         }
@@ -232,6 +242,15 @@ mod tests {
             ("GET", "/metrics", false, "Metrics"),
             ("GET", "/v1/chains", false, "rest"),
             ("GET", "/v1/chains/ethereum/blocks/latest", false, "rest"),
+            (
+                "GET",
+                "/v1/chains/ethereum/events",
+                false,
+                "events ethereum",
+            ),
+            ("GET", "/v1/chains/1/events", false, "events ethereum"),
+            ("GET", "/v1/chains/nowhere/events", false, "rest"),
+            ("POST", "/v1/chains/ethereum/events", false, "refuse 405"),
             ("DELETE", "/v1/chains", false, "refuse 405"),
         ];
         for (method, path, ws, want) in cases {

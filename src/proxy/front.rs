@@ -98,6 +98,8 @@ struct Request {
     media: Media,
     /// The path, for the few targets that need it after the head is gone.
     path: Option<Box<str>>,
+    /// The query of an event stream request.
+    query: Option<Box<str>>,
     websocket: Option<Box<ws::Handshake>>,
 }
 
@@ -153,6 +155,16 @@ impl ServerApp for Front {
                 }
                 Next::Request(req) => req,
             };
+            if let Target::Events(chain) = &req.target {
+                let chain = chain.clone();
+                match self.events(stream, &mut buf, &mut head, req, chain).await {
+                    Some(refused) => {
+                        stream = refused;
+                        continue;
+                    }
+                    None => return None,
+                }
+            }
             if let Target::WebSocket(chain) = &req.target {
                 let chain = chain.clone();
                 match self.upgrade(stream, &mut buf, &mut head, req, chain).await {
@@ -208,7 +220,12 @@ impl Front {
             parsed.websocket.is_some(),
             &snapshot,
         );
-        let path = matches!(target, Target::Rest).then(|| parsed.path.into());
+        let path =
+            matches!(target, Target::Rest | Target::WebSocket(_)).then(|| parsed.path.into());
+        let query = match &target {
+            Target::Events(_) => parsed.query.map(Into::into),
+            _ => None,
+        };
         let websocket = match &target {
             Target::WebSocket(_) => parsed
                 .websocket
@@ -225,6 +242,7 @@ impl Front {
             head_only: parsed.method == "HEAD",
             target,
             path,
+            query,
             websocket,
             snapshot,
         }))
@@ -282,7 +300,10 @@ impl Front {
                     }
                     Target::Refuse(answer) => *answer,
                     // Served above and in `process_new`.
-                    Target::JsonRpc(_) | Target::UnknownChain(_) | Target::WebSocket(_) => {
+                    Target::JsonRpc(_)
+                    | Target::UnknownChain(_)
+                    | Target::WebSocket(_)
+                    | Target::Events(_) => {
                         unreachable!("served elsewhere")
                     }
                 };
@@ -329,11 +350,17 @@ impl Front {
         } else {
             // Boxed, like the relay's start below: an upgrade's connect and handshake state
             // would otherwise be part of every keep-alive connection's future.
+            let native = req
+                .path
+                .as_deref()
+                .is_some_and(|p| p.starts_with("/v1/ws/"));
             Box::pin(ws::prepare(
                 &handshake,
                 &chain,
                 &limits,
                 &self.app.ws_counts,
+                &self.app.ws_services(),
+                native,
             ))
             .await
         };
@@ -341,6 +368,50 @@ impl Front {
             Ok(accepted) => {
                 self.app.log(&ctx, 101, None);
                 Box::pin(accepted.run(stream, buf.split().to_vec())).await;
+                None
+            }
+            Err(answer) => {
+                ctx.status = answer.status;
+                let written = answer::write(&mut stream, &answer, false, head).await;
+                self.app.log(&ctx, ctx.status, None);
+                (written.is_ok() && !answer.close && req.keep_alive).then_some(stream)
+            }
+        }
+    }
+}
+
+impl Front {
+    /// `GET /v1/chains/{chain}/events`: refused with an answer (`Some`: the connection goes
+    /// on), or streamed in a task of its own until the client goes (`None`).
+    async fn events(
+        &self,
+        mut stream: Conn,
+        buf: &mut BytesMut,
+        head: &mut Vec<u8>,
+        req: Request,
+        chain: Arc<crate::route::Chain>,
+    ) -> Option<Conn> {
+        let limits = req.snapshot.limits;
+        let mut ctx = RequestCtx::new();
+        ctx.chain = Some(chain.clone());
+        ctx.method = Some(std::borrow::Cow::Borrowed("events"));
+        ctx.access_log = limits.access_log;
+        buf.advance(req.head_len);
+        let refused = if req.body != Framing::Empty {
+            Err(super::rest::error(400, "an event stream request has no body").closing())
+        } else {
+            ws::sse::wanted(req.query.as_deref()).map_err(|e| super::rest::error(400, e))
+        };
+        match refused {
+            Ok(wanted) => {
+                self.app.log(&ctx, 200, None);
+                if stream.write_all(ws::sse::HEAD).await.is_err() {
+                    return None;
+                }
+                let name = chain.name.clone();
+                let canon = chain.canon.clone();
+                let send_timeout = limits.ws_send_timeout;
+                tokio::spawn(ws::sse::stream(stream, name, canon, wanted, send_timeout));
                 None
             }
             Err(answer) => {

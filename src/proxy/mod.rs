@@ -119,6 +119,44 @@ impl RequestCtx {
 }
 
 impl Livechain {
+    /// What managed WebSockets are served with: the table, and this proxy for their calls.
+    pub(crate) fn ws_services(&self) -> ws::Services {
+        ws::Services {
+            router: self.router.clone(),
+            calls: Arc::new(self.clone()),
+        }
+    }
+}
+
+/// Calls over a managed WebSocket take the HTTP path: parsed, checked against the deny list,
+/// sent with failover and retries, logged; the answer body comes back (empty for
+/// notifications).
+impl ws::Calls for Livechain {
+    fn call(
+        &self,
+        chain: &str,
+        body: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send>> {
+        let app = self.clone();
+        let chain = chain.to_owned();
+        Box::pin(async move {
+            let snapshot = app.router.load();
+            let Some(chain) = snapshot.chain_named(&chain).cloned() else {
+                let err = RpcError::new(code::INVALID_REQUEST, "the chain is no longer served");
+                return Bytes::from(jsonrpc::error::error_body(None, &err));
+            };
+            let limits = snapshot.limits;
+            let mut ctx = RequestCtx::new();
+            ctx.chain = Some(chain.clone());
+            ctx.access_log = limits.access_log;
+            let answer = app.jsonrpc(&chain, &limits, body, &mut ctx).await;
+            app.log(&ctx, answer.status, None);
+            answer.body
+        })
+    }
+}
+
+impl Livechain {
     /// Parses and forwards one JSON-RPC body for `chain`.
     pub(crate) async fn jsonrpc(
         &self,

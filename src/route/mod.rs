@@ -17,6 +17,7 @@ mod select;
 
 pub use policy::Policy;
 
+use crate::canon::Canon;
 use crate::health::ChainLive;
 
 /// Holder of the current routing snapshot.
@@ -54,6 +55,8 @@ pub struct Limits {
     pub ws_idle_timeout: std::time::Duration,
     pub ws_max_message_bytes: usize,
     pub ws_send_timeout: std::time::Duration,
+    /// Bytes a managed WebSocket client may have queued and unsent before it is closed.
+    pub ws_send_queue_bytes: usize,
     /// Connect timeout for upstream WebSockets (TCP + TLS + handshake).
     pub connect_timeout: std::time::Duration,
     /// Which requests get an access-log line.
@@ -81,6 +84,7 @@ impl Limits {
             ws_idle_timeout: server.ws_idle_timeout,
             ws_max_message_bytes: server.ws_max_message_bytes,
             ws_send_timeout: server.ws_send_timeout,
+            ws_send_queue_bytes: server.ws_send_queue_bytes,
             connect_timeout: server.connect_timeout,
             access_log: server.access_log,
         }
@@ -152,6 +156,8 @@ pub struct Chain {
     pub max_block_lag: u64,
     pub policy: Arc<Policy>,
     pub live: Arc<ChainLive>,
+    /// The canonical chain and its events, kept by the chain supervisor.
+    pub canon: Arc<Canon>,
     /// Its request counters and durations by method.
     pub requests: crate::metrics::RequestSeries,
     upstreams: Vec<Arc<Upstream>>,
@@ -162,10 +168,12 @@ impl Chain {
     pub fn new(
         name: String,
         live: Arc<ChainLive>,
+        canon: Arc<Canon>,
         policy: Arc<Policy>,
         upstreams: Vec<Arc<Upstream>>,
     ) -> Chain {
         Chain {
+            canon,
             requests: crate::metrics::RequestSeries::default(),
             name,
             chain_id: live.chain_id,

@@ -1,7 +1,9 @@
 //! A chain's routing rules, as read from the upstreams file: which methods are refused, which
 //! need upstreams with certain tags, and the retry, circuit and probe settings.
 
-use crate::config::{ChainConfig, ProbeConfig, RetryConfig, RouteConfig, UpstreamsConfig};
+use crate::config::{
+    ChainConfig, ProbeConfig, RetryConfig, RouteConfig, SubscriptionMode, UpstreamsConfig,
+};
 use crate::health::HealthPolicy;
 use crate::jsonrpc::classify::glob_match;
 
@@ -15,6 +17,12 @@ pub struct Policy {
     pub probe: ProbeConfig,
     /// Most WebSocket connections at once on this chain.
     pub ws_max_connections: Option<usize>,
+    /// Canonical blocks the chain supervisor keeps.
+    pub reorg_window: usize,
+    /// Depth taken as final where nodes do not answer the `finalized` tag.
+    pub finality_depth: u64,
+    /// Who serves client WebSockets' subscriptions.
+    pub subscriptions: SubscriptionMode,
 }
 
 impl Policy {
@@ -35,6 +43,9 @@ impl Policy {
             },
             probe: file.probe.clone(),
             ws_max_connections: chain.ws_max_connections,
+            reorg_window: chain.reorg_window,
+            finality_depth: chain.finality_depth,
+            subscriptions: chain.subscriptions,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod outcome;
 mod pool;
 pub mod redact;
 mod resolve;
+pub mod socket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;

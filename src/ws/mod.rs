@@ -1,22 +1,30 @@
-//! WebSocket upgrades (`GET /{chain}` or `/v1/ws/{chain}` with `Upgrade: websocket`), answered by
-//! the listener's front (`proxy::front`).
+//! Client WebSockets (`GET /{chain}` or `/v1/ws/{chain}` with `Upgrade: websocket`), answered by
+//! the listener's front (`proxy::front`), and the Server-Sent Events stream (`sse`).
 //!
-//! Pingora can pass an upgraded connection through as raw bytes, but then livechain could neither
-//! send the client a close frame when its upstream dies, nor bound message sizes, nor count
-//! messages. So both sides are terminated here: an upstream is chosen by the same score-weighted
-//! selection (upstreams without a `ws` URL skipped) and connected first ([`prepare`]), then the
-//! client gets its 101 and `relay` runs in a task of its own until either side ends
-//! ([`Accepted::run`]). Limits (connections globally and per chain) are checked before the 101;
-//! over them the client gets HTTP 503 with a JSON body.
+//! A chain's `subscriptions` setting says who serves its sockets:
+//! - `managed` (the default): livechain terminates the socket and is the client's node
+//!   (`session`): subscriptions are served from the chain supervisor's events, calls go through
+//!   the same selection and failover as HTTP, so no client is tied to an upstream socket;
+//! - `passthrough`: an upstream is chosen by the same score-weighted selection (upstreams
+//!   without a `ws` URL skipped) and connected first ([`prepare`]), and `relay` copies
+//!   messages both ways until either side ends. Both sides are terminated here, so livechain
+//!   can send the client a close frame when its upstream dies, bound message sizes and count
+//!   messages.
 //!
-//! Memory per idle socket is the figure that matters at scale: the relay task holds the two
-//! sockets, two 4 KiB read buffers and its own small state, and nothing of the HTTP request that
-//! opened it (relayed from inside Pingora's session it held 57 KiB; now 13 KiB).
+//! Limits (connections globally and per chain) are checked before the 101; over them the
+//! client gets HTTP 503 with a JSON body. Each socket lives in a task of its own
+//! ([`Accepted::run`]) holding nothing of the HTTP request that opened it: memory per idle
+//! socket is the figure that matters at scale.
 
-mod connect;
+mod native;
 mod relay;
+mod render;
+mod session;
+pub mod sse;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -28,12 +36,32 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::config::SubscriptionMode;
 use crate::h1::head::WebSocketHeads;
 use crate::h1::Answer;
 use crate::jsonrpc::{code, RpcError};
 use crate::metrics::metrics;
-use crate::route::{Chain, Limits};
+use crate::route::{Chain, Limits, Router};
+use crate::upstream::socket as connect;
 use crate::upstream::Upstream;
+
+/// Answers JSON-RPC bodies received over a managed socket the way an HTTP POST to the chain is
+/// answered (parsing, deny list, selection, retries, failover); implemented by the proxy.
+pub trait Calls: Send + Sync + 'static {
+    /// The answer body for `body` on chain `chain` (empty: nothing to send back).
+    fn call(
+        &self,
+        chain: &str,
+        body: bytes::Bytes,
+    ) -> Pin<Box<dyn Future<Output = bytes::Bytes> + Send>>;
+}
+
+/// What a managed socket is served with, from the proxy.
+#[derive(Clone)]
+pub struct Services {
+    pub router: Arc<Router>,
+    pub calls: Arc<dyn Calls>,
+}
 
 /// Open WebSocket connections: all chains, and per chain name (touched only when a socket opens
 /// or closes, never per message, so a mutex is fine here).
@@ -101,7 +129,7 @@ impl pingora::services::background::BackgroundService for ShutdownNotice {
     }
 }
 
-fn shutdown_channel() -> &'static watch::Sender<bool> {
+pub(crate) fn shutdown_channel() -> &'static watch::Sender<bool> {
     static TX: OnceLock<watch::Sender<bool>> = OnceLock::new();
     TX.get_or_init(|| watch::channel(false).0)
 }
@@ -124,25 +152,40 @@ impl Handshake {
     }
 }
 
-/// An upgrade with its upstream side open, waiting for the client's stream.
+/// An accepted upgrade, waiting for the client's stream.
 pub struct Accepted {
     chain: String,
-    upstream: Arc<Upstream>,
-    socket: connect::UpstreamSocket,
     /// The `Sec-WebSocket-Accept` and `Sec-WebSocket-Protocol` head of the 101.
     head: String,
     config: WebSocketConfig,
-    timeouts: relay::Timeouts,
     slot: Slot,
+    serve: Serve,
 }
 
-/// Checks an upgrade request on `chain`, takes a connection slot and connects an upstream; the
-/// `Err` is the answer that refuses it.
+/// Who serves the socket. Made once per upgrade and moved into the socket's task: the size of
+/// the relay's variant costs nothing per message.
+#[allow(clippy::large_enum_variant)]
+enum Serve {
+    /// Relayed 1:1 to an upstream socket, opened already.
+    Relay {
+        upstream: Arc<Upstream>,
+        socket: connect::UpstreamSocket,
+        timeouts: relay::Timeouts,
+    },
+    /// Served by livechain itself.
+    Managed(Box<session::SessionCtx>),
+}
+
+/// Checks an upgrade request on `chain`, takes a connection slot and, for a passthrough chain,
+/// connects an upstream; the `Err` is the answer that refuses it. `native`: the request came
+/// to `/v1/ws/{chain}`, where the native event protocol is served too.
 pub async fn prepare(
     req: &Handshake,
-    chain: &Chain,
+    chain: &Arc<Chain>,
     limits: &Limits,
     counts: &Arc<Counts>,
+    services: &Services,
+    native: bool,
 ) -> Result<Accepted, Answer> {
     let reject = |status: u16, reason: &'static str, msg: String| {
         metrics()
@@ -188,11 +231,38 @@ pub async fn prepare(
     };
     // Small buffers: tungstenite's defaults (128 KiB each way) would cost half a megabyte per
     // proxied socket, most of them idle subscriptions. Messages still grow buffers as needed.
+    let managed = chain.policy.subscriptions == SubscriptionMode::Managed;
     let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
+        .read_buffer_size(if managed {
+            MANAGED_READ_BUFFER
+        } else {
+            READ_BUFFER
+        })
         .write_buffer_size(0)
         .max_message_size(Some(limits.ws_max_message_bytes))
         .max_frame_size(Some(limits.ws_max_message_bytes));
+    let accept = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n",
+        derive_accept_key(key)
+    );
+    if managed {
+        // livechain speaks no subprotocol itself: none is chosen.
+        return Ok(Accepted {
+            chain: chain.name.clone(),
+            head: accept + "\r\n",
+            config,
+            slot,
+            serve: Serve::Managed(Box::new(session::SessionCtx {
+                chain: chain.name.clone(),
+                canon: chain.canon.clone(),
+                router: services.router.clone(),
+                calls: services.calls.clone(),
+                native,
+                limits: *limits,
+            })),
+        });
+    }
     let Some((upstream, socket, chosen)) =
         connect_any(chain, protocols.as_ref(), config, limits.connect_timeout).await
     else {
@@ -202,32 +272,32 @@ pub async fn prepare(
             format!("no WebSocket upstream available for chain {}", chain.name),
         ));
     };
-    let mut head = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\n",
-        derive_accept_key(key)
-    );
+    let mut head = accept;
     if let Some(p) = chosen.as_ref().and_then(|p| p.to_str().ok()) {
         head.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
     head.push_str("\r\n");
     Ok(Accepted {
         chain: chain.name.clone(),
-        upstream,
-        socket,
         head,
         config,
-        timeouts: relay::Timeouts {
-            idle: limits.ws_idle_timeout,
-            send: limits.ws_send_timeout,
-        },
         slot,
+        serve: Serve::Relay {
+            upstream,
+            socket,
+            timeouts: relay::Timeouts {
+                idle: limits.ws_idle_timeout,
+                send: limits.ws_send_timeout,
+            },
+        },
     })
 }
 
 /// Per-direction read buffer of a relayed socket: a newHeads notification fits; larger messages
 /// grow it as needed.
 const READ_BUFFER: usize = 4096;
+/// A managed socket only reads what its client sends (calls, subscribe requests): small.
+const MANAGED_READ_BUFFER: usize = 1024;
 
 impl Accepted {
     /// Answers the client's handshake on `stream` (whose first `read_ahead` bytes, if any, were
@@ -242,11 +312,9 @@ impl Accepted {
         }
         let Accepted {
             chain,
-            upstream,
-            socket,
             config,
-            timeouts,
             slot,
+            serve,
             ..
         } = self;
         tokio::spawn(async move {
@@ -256,28 +324,49 @@ impl Accepted {
                 WebSocketStream::from_partially_read(stream, read_ahead, Role::Server, Some(config))
                     .await
             };
-            let gauge = metrics()
-                .ws_connections
-                .with_label_values(&[&chain, &upstream.name]);
-            gauge.inc();
-            let end = relay::relay(
-                client,
-                socket,
-                &chain,
-                timeouts,
-                shutdown_channel().subscribe(),
-            )
-            .await;
-            gauge.dec();
+            let (upstream_name, end) = match serve {
+                Serve::Relay {
+                    upstream,
+                    socket,
+                    timeouts,
+                } => {
+                    let gauge = metrics()
+                        .ws_connections
+                        .with_label_values(&[&chain, &upstream.name]);
+                    gauge.inc();
+                    let end = relay::relay(
+                        client,
+                        socket,
+                        &chain,
+                        timeouts,
+                        shutdown_channel().subscribe(),
+                    )
+                    .await;
+                    gauge.dec();
+                    (upstream.name.clone(), end)
+                }
+                Serve::Managed(ctx) => {
+                    let gauge = metrics()
+                        .ws_connections
+                        .with_label_values(&[&chain, MANAGED]);
+                    gauge.inc();
+                    let end = session::serve(client, *ctx).await;
+                    gauge.dec();
+                    (MANAGED.to_owned(), end)
+                }
+            };
             metrics()
                 .ws_closes
                 .with_label_values(&[&chain, end.label()])
                 .inc();
-            tracing::info!(target: "livechain::access", chain = %chain, upstream = %upstream.name, websocket = true, end = end.label(), "websocket closed");
+            tracing::info!(target: "livechain::access", chain = %chain, upstream = %upstream_name, websocket = true, end = end.label(), "websocket closed");
             drop(slot);
         });
     }
 }
+
+/// The `upstream` label of managed sockets (no upstream name can have parentheses).
+const MANAGED: &str = "(managed)";
 
 /// Connects to the best usable upstream with a WebSocket URL, trying others if it fails.
 async fn connect_any(

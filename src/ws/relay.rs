@@ -22,8 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::connect::UpstreamSocket;
 use crate::metrics::metrics;
+use crate::upstream::socket::UpstreamSocket;
 
 /// Why a relayed connection ended (the `reason` label of `livechain_ws_closes_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub enum End {
     UpstreamSlow,
     /// The upstream sent a message over the limit (reported as `TooBig`).
     UpstreamTooBig,
+    /// A managed socket's send queue overflowed: the client does not keep up (1008).
+    SlowConsumer,
 }
 
 impl End {
@@ -56,12 +58,13 @@ impl End {
             End::ClientSlow => "client_slow",
             End::UpstreamSlow => "upstream_slow",
             End::UpstreamTooBig => "message_too_big",
+            End::SlowConsumer => "slow_consumer",
         }
     }
 }
 
 /// Resolves once the shutdown flag is up.
-async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
     loop {
         let down = *rx.borrow_and_update();
         if down {
@@ -199,7 +202,7 @@ where
 
 /// The close frames each side gets when the relay ends for `end` (`None`: none, because that
 /// side closed, is gone or stopped reading, or was already told).
-fn farewell(end: End) -> (Option<Message>, Option<Message>) {
+pub(super) fn farewell(end: End) -> (Option<Message>, Option<Message>) {
     let lost = || close(CloseCode::Error, "upstream connection lost");
     match end {
         // Forwarded as they came, in the loop.
@@ -223,6 +226,10 @@ fn farewell(end: End) -> (Option<Message>, Option<Message>) {
         End::Shutdown => (
             Some(close(CloseCode::Away, "server shutting down")),
             Some(close(CloseCode::Away, "")),
+        ),
+        End::SlowConsumer => (
+            Some(close(CloseCode::Policy, "client too slow: send queue full")),
+            None,
         ),
     }
 }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::upstream::Upstream;
+use super::Upstream;
 
 /// A byte stream to an upstream, plain or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

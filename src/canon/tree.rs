@@ -1,0 +1,490 @@
+//! The blocks the chain supervisor knows, as a tree by parent hash, and the choice of the
+//! canonical chain among its branches.
+//!
+//! Each upstream's latest head is a *vote*. From the oldest canonical block kept (the base), the
+//! choice walks down the tree taking, at every fork, the child whose subtree holds the most
+//! votes (ties: the child already canonical, then the one seen first), until no child has a
+//! vote. So the canonical head is the highest head on the branch most upstreams are on: one
+//! upstream on a fork of its own cannot move the chain, however long its branch, while a reorg
+//! that most upstreams report is followed as soon as they report it; a lone upstream's view is
+//! the chain's. A vote for an ancestor of the tip (an upstream a block behind) counts for the
+//! branch it is on.
+//!
+//! The tree keeps the last `window` canonical blocks and whatever branches hang off them;
+//! anything older is dropped, so memory is bounded whatever the nodes send.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::block::{Block, Hash};
+
+/// See [`Tree::link`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Joined,
+    Missing,
+    Unjoinable,
+}
+
+/// A change of the canonical chain: blocks that left it (oldest first) and blocks that joined
+/// it (oldest first). `removed` is empty unless the change is a reorg.
+#[derive(Debug, Default, Clone)]
+pub struct Change {
+    pub removed: Vec<Arc<Block>>,
+    pub added: Vec<Arc<Block>>,
+}
+
+struct Node {
+    block: Arc<Block>,
+    /// Order of arrival, for ties between branches.
+    seq: u64,
+}
+
+pub struct Tree {
+    nodes: HashMap<Hash, Node>,
+    children: HashMap<Hash, Vec<Hash>>,
+    /// Contiguous numbers, oldest first; the back is the tip.
+    canonical: VecDeque<Arc<Block>>,
+    window: usize,
+    seq: u64,
+}
+
+impl Tree {
+    pub fn new(window: usize) -> Tree {
+        Tree {
+            nodes: HashMap::new(),
+            children: HashMap::new(),
+            canonical: VecDeque::new(),
+            window: window.max(2),
+            seq: 0,
+        }
+    }
+
+    /// Changes how many canonical blocks are kept (a reload); older ones go at the next change.
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window.max(2);
+    }
+
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    pub fn canonical(&self) -> &VecDeque<Arc<Block>> {
+        &self.canonical
+    }
+
+    pub fn tip(&self) -> Option<&Arc<Block>> {
+        self.canonical.back()
+    }
+
+    pub fn base(&self) -> Option<&Arc<Block>> {
+        self.canonical.front()
+    }
+
+    pub fn get(&self, hash: &Hash) -> Option<&Arc<Block>> {
+        self.nodes.get(hash).map(|n| &n.block)
+    }
+
+    /// The canonical block at `number`, if kept.
+    pub fn canonical_at(&self, number: u64) -> Option<&Arc<Block>> {
+        let base = self.base()?.number;
+        let i = usize::try_from(number.checked_sub(base)?).ok()?;
+        self.canonical.get(i)
+    }
+
+    /// Adds a block (another copy of a known one is ignored); returns the one kept.
+    pub fn insert(&mut self, block: Arc<Block>) -> Arc<Block> {
+        if let Some(known) = self.nodes.get(&block.hash) {
+            if known.block.txs().is_none() {
+                if let Some(txs) = block.txs() {
+                    known.block.set_txs(txs.into());
+                }
+            }
+            return known.block.clone();
+        }
+        self.seq += 1;
+        self.children
+            .entry(block.parent)
+            .or_default()
+            .push(block.hash);
+        self.nodes.insert(
+            block.hash,
+            Node {
+                block: block.clone(),
+                seq: self.seq,
+            },
+        );
+        block
+    }
+
+    /// How `block` hangs on what is kept: by a known parent, by a parent still to be fetched
+    /// (it is above the base), or not at all (its branch left the kept chain at or below the
+    /// base).
+    pub fn link(&self, block: &Block) -> Link {
+        if block.number == 0 || self.nodes.contains_key(&block.parent) {
+            return Link::Joined;
+        }
+        match self.base() {
+            None => Link::Joined,
+            Some(base) if block.number > base.number + 1 => Link::Missing,
+            Some(_) => Link::Unjoinable,
+        }
+    }
+
+    /// Whether a block this high could connect within the window (else the gap is too wide
+    /// to fill block by block).
+    pub fn within_reach(&self, number: u64) -> bool {
+        match self.tip() {
+            Some(tip) => number <= tip.number.saturating_add(self.window as u64),
+            None => true,
+        }
+    }
+
+    /// Whether the branch ending at `head` agrees with the canonical chain: `Some(true)` when
+    /// `head` is canonical or descends from the tip, `Some(false)` when it has a different
+    /// block at a canonical height, `None` when that cannot be told from what is kept.
+    pub fn agrees(&self, head: &Hash) -> Option<bool> {
+        let tip = self.tip()?;
+        let mut block = self.get(head)?;
+        while block.number > tip.number {
+            block = self.get(&block.parent)?;
+        }
+        let canonical = self.canonical_at(block.number)?;
+        Some(canonical.hash == block.hash)
+    }
+
+    /// Chooses the canonical chain from the upstreams' votes (their head hashes) and applies
+    /// it; `None` when it did not change.
+    pub fn choose(&mut self, votes: &[Hash]) -> Option<Change> {
+        let Some(base) = self.base().cloned() else {
+            return self.start(votes);
+        };
+        let mut weight: HashMap<Hash, u32> = HashMap::new();
+        for vote in votes {
+            let mut path = Vec::new();
+            let mut at = match self.get(vote) {
+                Some(b) => b,
+                None => continue,
+            };
+            let joined = loop {
+                if at.hash == base.hash {
+                    break true;
+                }
+                if at.number <= base.number {
+                    break false;
+                }
+                path.push(at.hash);
+                match self.get(&at.parent) {
+                    Some(parent) => at = parent,
+                    None => break false,
+                }
+            };
+            if joined {
+                for h in path {
+                    *weight.entry(h).or_default() += 1;
+                }
+            }
+        }
+        let mut path = vec![base.clone()];
+        let mut at = base;
+        loop {
+            let next_canonical = self.canonical_at(at.number + 1).map(|b| b.hash);
+            let best = self
+                .children
+                .get(&at.hash)
+                .into_iter()
+                .flatten()
+                .filter_map(|h| Some((h, *weight.get(h)?, self.nodes.get(h)?)))
+                .max_by_key(|(h, w, node)| {
+                    (*w, next_canonical == Some(**h), std::cmp::Reverse(node.seq))
+                });
+            match best {
+                Some((_, _, node)) => {
+                    at = node.block.clone();
+                    path.push(at.clone());
+                }
+                None => break,
+            }
+        }
+        if self.tip().map(|t| t.hash) == Some(at.hash) {
+            return None;
+        }
+        // Votes that all lie below the tip on its own branch keep the tip where it is.
+        if path.len() < self.canonical.len()
+            && self.canonical_at(at.number).map(|b| b.hash) == Some(at.hash)
+        {
+            return None;
+        }
+        let same = self
+            .canonical
+            .iter()
+            .zip(&path)
+            .take_while(|(a, b)| a.hash == b.hash)
+            .count();
+        let removed: Vec<Arc<Block>> = self.canonical.drain(same..).collect();
+        let added: Vec<Arc<Block>> = path[same..].to_vec();
+        self.canonical.extend(added.iter().cloned());
+        self.prune();
+        Some(Change { removed, added })
+    }
+
+    /// The first choice: the head most upstreams report (then the highest), with the
+    /// ancestors known of it.
+    fn start(&mut self, votes: &[Hash]) -> Option<Change> {
+        let mut count: HashMap<Hash, u32> = HashMap::new();
+        for v in votes.iter().filter(|v| self.nodes.contains_key(*v)) {
+            *count.entry(*v).or_default() += 1;
+        }
+        let (&head, _) = count.iter().max_by_key(|(h, c)| {
+            let node = &self.nodes[*h];
+            (**c, node.block.number, std::cmp::Reverse(node.seq))
+        })?;
+        let mut chain = vec![self.nodes[&head].block.clone()];
+        while chain.len() < self.window {
+            let last = chain.last().expect("one at least");
+            match self.get(&last.parent) {
+                Some(p) if p.number + 1 == last.number => chain.push(p.clone()),
+                _ => break,
+            }
+        }
+        chain.reverse();
+        self.canonical = chain.iter().cloned().collect();
+        self.prune();
+        Some(Change {
+            removed: Vec::new(),
+            added: chain,
+        })
+    }
+
+    /// Starts again from `segment` (oldest first, linked by parent hash), which could not be
+    /// joined to the kept blocks: the gap since the tip is wider than the window, or a reorg
+    /// forked below the base. Kept canonical blocks at its heights or above are removed.
+    pub fn rebase(&mut self, segment: Vec<Arc<Block>>) -> Change {
+        let Some(first) = segment.first() else {
+            return Change::default();
+        };
+        let from = first.number;
+        let removed: Vec<Arc<Block>> = self
+            .canonical
+            .iter()
+            .filter(|b| b.number >= from)
+            .cloned()
+            .collect();
+        self.nodes.clear();
+        self.children.clear();
+        self.canonical.clear();
+        for b in &segment {
+            self.insert(b.clone());
+        }
+        self.canonical = segment.iter().cloned().collect();
+        self.prune();
+        Change {
+            removed,
+            added: segment,
+        }
+    }
+
+    /// Drops canonical blocks beyond the window, and every block below the base or too far
+    /// above the tip to be real.
+    fn prune(&mut self) {
+        while self.canonical.len() > self.window {
+            self.canonical.pop_front();
+        }
+        let (Some(base), Some(tip)) = (self.base(), self.tip()) else {
+            return;
+        };
+        let (low, high) = (base.number, tip.number.saturating_add(self.window as u64));
+        let gone: Vec<Hash> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.block.number < low || n.block.number > high)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in gone {
+            if let Some(node) = self.nodes.remove(&h) {
+                if let Some(list) = self.children.get_mut(&node.block.parent) {
+                    list.retain(|c| *c != h);
+                    if list.is_empty() {
+                        self.children.remove(&node.block.parent);
+                    }
+                }
+            }
+        }
+        // Children lists of parents that are gone themselves point at nothing.
+        let nodes = &self.nodes;
+        self.children
+            .retain(|parent, _| nodes.contains_key(parent) || *parent == [0u8; 32]);
+        self.children.retain(|_, list| {
+            list.retain(|c| nodes.contains_key(c));
+            !list.is_empty()
+        });
+    }
+
+    /// How many blocks are known (canonical and side branches).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Block `n` of branch `b` (0 = main), child of `parent`.
+    fn block(n: u64, branch: u8, parent: &Arc<Block>) -> Arc<Block> {
+        let mut hash = [branch; 32];
+        hash[24..].copy_from_slice(&n.to_be_bytes());
+        Arc::new(Block::bare(n, hash, parent.hash, n))
+    }
+
+    fn genesis() -> Arc<Block> {
+        let mut hash = [0; 32];
+        hash[0] = 0xee;
+        Arc::new(Block::bare(100, hash, [0xdd; 32], 100))
+    }
+
+    /// `len` blocks of branch `b` on top of `from`.
+    fn branch(tree: &mut Tree, from: &Arc<Block>, b: u8, len: usize) -> Vec<Arc<Block>> {
+        let mut out = Vec::new();
+        let mut at = from.clone();
+        for _ in 0..len {
+            at = tree.insert(block(at.number + 1, b, &at));
+            out.push(at.clone());
+        }
+        out
+    }
+
+    fn numbers(blocks: &[Arc<Block>]) -> Vec<u64> {
+        blocks.iter().map(|b| b.number).collect()
+    }
+
+    fn started() -> (Tree, Arc<Block>) {
+        let mut t = Tree::new(128);
+        let g = t.insert(genesis());
+        let c = t.choose(&[g.hash]).unwrap();
+        assert_eq!(numbers(&c.added), [100]);
+        (t, g)
+    }
+
+    #[test]
+    fn a_chain_grows_block_by_block_and_a_lagging_vote_does_not_hold_it_back() {
+        let (mut t, g) = started();
+        let main = branch(&mut t, &g, 1, 3);
+        // One upstream at 103, another still at 101: the tip is 103.
+        let c = t.choose(&[main[2].hash, main[0].hash]).unwrap();
+        assert_eq!(numbers(&c.added), [101, 102, 103]);
+        assert!(c.removed.is_empty());
+        assert!(t.choose(&[main[2].hash, main[0].hash]).is_none());
+        // Every vote moves back a block (an upstream reconnecting to a lagging node): the tip stays.
+        assert!(t.choose(&[main[1].hash]).is_none());
+        assert_eq!(t.tip().unwrap().number, 103);
+    }
+
+    #[test]
+    fn a_fork_reported_by_one_of_three_upstreams_is_not_followed_however_long() {
+        let (mut t, g) = started();
+        let main = branch(&mut t, &g, 1, 3);
+        let fork = branch(&mut t, &main[0], 2, 5);
+        let c = t
+            .choose(&[main[2].hash, main[2].hash, fork[4].hash])
+            .unwrap();
+        assert_eq!(numbers(&c.added), [101, 102, 103]);
+        assert_eq!(t.agrees(&fork[4].hash), Some(false));
+        assert_eq!(t.agrees(&main[2].hash), Some(true));
+        assert_eq!(t.agrees(&main[1].hash), Some(true));
+    }
+
+    #[test]
+    fn a_reorg_most_upstreams_report_is_followed_with_what_it_replaced() {
+        let (mut t, g) = started();
+        let main = branch(&mut t, &g, 1, 5);
+        t.choose(&[main[4].hash; 3]).unwrap();
+        // Blocks 104 and 105 replaced (a reorg of depth 2), reported first by one upstream.
+        let new = branch(&mut t, &main[2], 3, 2);
+        assert!(t
+            .choose(&[new[1].hash, main[4].hash, main[4].hash])
+            .is_none());
+        assert_eq!(t.agrees(&new[1].hash), Some(false));
+        // A second upstream reports it: a tie would keep the canonical branch, a majority moves.
+        assert!(t.choose(&[new[1].hash, main[4].hash]).is_none());
+        let c = t.choose(&[new[1].hash, new[1].hash, main[4].hash]).unwrap();
+        assert_eq!(numbers(&c.removed), [104, 105]);
+        assert_eq!(numbers(&c.added), [104, 105]);
+        assert_eq!(c.removed[0].hash, main[3].hash);
+        assert_eq!(c.added[1].hash, new[1].hash);
+        assert_eq!(t.agrees(&main[4].hash), Some(false));
+        // The new branch grows on.
+        let more = branch(&mut t, &new[1], 3, 1);
+        let c = t.choose(&[more[0].hash, new[1].hash]).unwrap();
+        assert_eq!(numbers(&c.added), [106]);
+    }
+
+    #[test]
+    fn a_lone_upstream_decides_and_ties_go_to_the_branch_seen_first() {
+        let (mut t, g) = started();
+        let a = branch(&mut t, &g, 1, 1);
+        let b = branch(&mut t, &g, 2, 1);
+        let c = t.choose(&[b[0].hash, a[0].hash]).unwrap();
+        assert_eq!(c.added[0].hash, a[0].hash, "first seen wins a tie");
+        let c = t.choose(&[b[0].hash]).unwrap();
+        assert_eq!(c.removed[0].hash, a[0].hash);
+        assert_eq!(c.added[0].hash, b[0].hash);
+    }
+
+    #[test]
+    fn unknown_votes_and_votes_below_the_base_change_nothing() {
+        let (mut t, g) = started();
+        let main = branch(&mut t, &g, 1, 2);
+        t.choose(&[main[1].hash]).unwrap();
+        assert!(t.choose(&[[0x77; 32]]).is_none());
+        assert!(t.choose(&[]).is_none());
+        assert_eq!(t.tip().unwrap().number, 102);
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_kept_and_missing_parents_are_asked_for() {
+        let mut t = Tree::new(8);
+        let g = t.insert(genesis());
+        t.choose(&[g.hash]);
+        let main = branch(&mut t, &g, 1, 20);
+        let side = branch(&mut t, &main[2], 2, 2);
+        t.choose(&[main[19].hash]).unwrap();
+        assert_eq!(t.canonical().len(), 8);
+        assert_eq!(t.base().unwrap().number, 113);
+        assert!(
+            t.get(&side[0].hash).is_none(),
+            "a side branch below the base is dropped"
+        );
+        assert!(t.len() <= 8);
+        let far = Block::bare(125, [5; 32], [6; 32], 125);
+        assert_eq!(t.link(&far), Link::Missing, "its parent is unknown");
+        assert_eq!(t.link(&block(121, 1, &main[19])), Link::Joined);
+        let low = Block::bare(90, [5; 32], [6; 32], 90);
+        assert_eq!(t.link(&low), Link::Unjoinable, "below the base");
+        let next_to_base = Block::bare(114, [5; 32], [6; 32], 114);
+        assert_eq!(
+            t.link(&next_to_base),
+            Link::Unjoinable,
+            "forks below the base"
+        );
+        assert!(t.within_reach(128) && !t.within_reach(129));
+    }
+
+    #[test]
+    fn a_rebase_replaces_what_it_overlaps() {
+        let (mut t, g) = started();
+        let main = branch(&mut t, &g, 1, 4);
+        t.choose(&[main[3].hash]).unwrap();
+        let mut other = Tree::new(128);
+        let seg = branch(&mut other, &main[1], 9, 3);
+        let c = t.rebase(seg.clone());
+        assert_eq!(numbers(&c.removed), [103, 104]);
+        assert_eq!(numbers(&c.added), [103, 104, 105]);
+        assert_eq!(t.tip().unwrap().hash, seg[2].hash);
+        assert_eq!(t.base().unwrap().number, 103);
+    }
+}

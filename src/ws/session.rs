@@ -1,0 +1,593 @@
+//! A managed WebSocket: livechain is the client's node. `eth_subscribe` for `newHeads`, `logs`
+//! and `newPendingTransactions` is served from the chain supervisor's events (`canon`), so the
+//! subscriptions outlive any upstream and cost the providers nothing per client; any other
+//! call goes through the same selection, retries and failover as HTTP (`Calls`); subscription
+//! kinds livechain does not serve itself (`syncing`, provider-specific ones, full pending
+//! transactions) are passed through on an upstream socket opened for this client. On
+//! `/v1/ws/{chain}` the native event stream (`native`) shares the socket.
+//!
+//! Everything for the client goes through one bounded send queue (`ws_send_queue_bytes`): a
+//! client that stops reading while events keep coming is closed with 1008 once its queue is
+//! full, and a message it does not take within `ws_send_timeout` closes it too, so a slow
+//! consumer never holds more than its queue.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, SplitSink, SplitStream};
+use futures::{Future, SinkExt, StreamExt};
+use serde_json::value::RawValue;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::native::{self, NativeMsg, NativeSub};
+use super::relay::{shutting_down, End};
+use super::render;
+use super::Calls;
+use crate::canon::{Canon, Event, Interest, LogFilter, Want};
+use crate::jsonrpc::{self, code, Item, Request, RpcError};
+use crate::metrics::metrics;
+use crate::route::{Limits, Router};
+use crate::upstream::socket::{self, UpstreamSocket};
+
+/// Calls in flight per socket; beyond it the client's next messages wait (backpressure).
+const MAX_CALLS: usize = 64;
+
+/// What a session needs.
+pub struct SessionCtx {
+    pub chain: String,
+    pub canon: Arc<Canon>,
+    pub router: Arc<Router>,
+    pub calls: Arc<dyn Calls>,
+    /// The native event protocol is served on this socket (`/v1/ws/{chain}`).
+    pub native: bool,
+    pub limits: Limits,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// A message waiting in the send queue.
+struct Out {
+    msg: Message,
+    /// When the head it carries arrived from an upstream (for the delivery-time histogram).
+    seen: Option<std::time::Instant>,
+}
+
+enum Kind {
+    Heads,
+    Logs(LogFilter),
+    Pending,
+}
+
+impl Kind {
+    fn label(&self) -> &'static str {
+        match self {
+            Kind::Heads => "newHeads",
+            Kind::Logs(_) => "logs",
+            Kind::Pending => "newPendingTransactions",
+        }
+    }
+}
+
+/// One managed subscription; its gauge and interest are withdrawn when it is dropped.
+struct Sub {
+    id: String,
+    kind: Kind,
+    _interest: Option<Interest>,
+    _gauge: Gauge,
+}
+
+/// `livechain_subscriptions{chain,kind}` held up while alive.
+pub(super) struct Gauge(prometheus::IntGauge);
+
+impl Gauge {
+    pub(super) fn new(chain: &str, kind: &str) -> Gauge {
+        let g = metrics().subscriptions.with_label_values(&[chain, kind]);
+        g.inc();
+        Gauge(g)
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The upstream socket of subscriptions passed through.
+struct Passthrough {
+    tx: SplitSink<UpstreamSocket, Message>,
+    rx: SplitStream<UpstreamSocket>,
+    /// A subscription was asked for on it: losing it must end the client's socket too.
+    subscribed: bool,
+    _gauge: Gauge,
+}
+
+struct Session {
+    ctx: SessionCtx,
+    subs: Vec<Sub>,
+    native: Option<NativeSub>,
+    events: Option<broadcast::Receiver<Event>>,
+    queue: VecDeque<Out>,
+    queued: usize,
+    calls: FuturesUnordered<Answer>,
+    pass: Option<Passthrough>,
+}
+
+/// Serves the client's socket until it ends; the reason it ended.
+pub async fn serve<S>(client: WebSocketStream<S>, ctx: SessionCtx) -> End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let limits = ctx.limits;
+    let mut s = Session {
+        ctx,
+        subs: Vec::new(),
+        native: None,
+        events: None,
+        queue: VecDeque::new(),
+        queued: 0,
+        calls: FuturesUnordered::new(),
+        pass: None,
+    };
+    let (mut tx, mut rx) = client.split();
+    let mut shutdown = super::shutdown_channel().subscribe();
+    let idle = limits.ws_idle_timeout;
+    let mut deadline = Instant::now() + idle;
+    // When the message at the front of the queue became the front: it must leave within the
+    // send timeout.
+    let mut front_since = Instant::now();
+    let mut unflushed = false;
+    let chain = s.ctx.chain.clone();
+    let delivery = metrics().head_delivery.with_label_values(&[&chain]);
+    let end = loop {
+        if s.queued > limits.ws_send_queue_bytes {
+            break End::SlowConsumer;
+        }
+        let front = s.queue.front().map(|o| o.msg.clone());
+        let sending = front.is_some();
+        let listening = s.events.is_some();
+        tokio::select! {
+            biased;
+            _ = shutting_down(&mut shutdown) => break End::Shutdown,
+            // One message handed to the socket, or (queue empty) what it holds flushed. A
+            // message is taken off the queue only once the socket accepted it whole.
+            written = async {
+                match front {
+                    Some(msg) => tx.feed(msg).await.map(|()| true),
+                    None => tx.flush().await.map(|()| false),
+                }
+            }, if sending || unflushed => match written {
+                Err(_) => break End::ClientGone,
+                Ok(true) => {
+                    let out = s.queue.pop_front().expect("the front was sent");
+                    s.queued -= out.msg.len();
+                    if let Some(seen) = out.seen {
+                        delivery.observe(seen.elapsed().as_secs_f64());
+                    }
+                    front_since = Instant::now();
+                    unflushed = true;
+                    deadline = Instant::now() + idle;
+                }
+                Ok(false) => unflushed = false,
+            },
+            _ = tokio::time::sleep_until(front_since + limits.ws_send_timeout), if sending => {
+                break End::ClientSlow;
+            }
+            msg = rx.next(), if s.calls.len() < MAX_CALLS => {
+                deadline = Instant::now() + idle;
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Err(end) = s.on_message(Bytes::from(text)).await {
+                            break end;
+                        }
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if let Err(end) = s.on_message(bytes).await {
+                            break end;
+                        }
+                    }
+                    // Pongs to pings are written by the socket layer itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                    Some(Err(WsError::Capacity(_))) => break End::TooBig,
+                    Some(Err(_)) | None => break End::ClientGone,
+                }
+            }
+            Some(answer) = s.calls.next(), if !s.calls.is_empty() => {
+                if !answer.is_empty() {
+                    s.push_text(answer, None);
+                }
+            }
+            event = recv(&mut s.events), if listening => match event {
+                Ok(event) => s.on_event(&event),
+                // Fell more than the channel's capacity behind: as slow as it gets.
+                Err(broadcast::error::RecvError::Lagged(_)) => break End::SlowConsumer,
+                Err(broadcast::error::RecvError::Closed) => s.events = None,
+            },
+            msg = pass_next(&mut s.pass), if s.pass.is_some() => match msg {
+                Some(Ok(Message::Text(text))) => s.push_text(Bytes::from(text), None),
+                Some(Ok(Message::Binary(bytes))) => s.push(Message::Binary(bytes), None),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    let subscribed = s.pass.as_ref().is_some_and(|p| p.subscribed);
+                    s.pass = None;
+                    if subscribed {
+                        break End::UpstreamLost;
+                    }
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => break End::Idle,
+        }
+        if s.queue.is_empty() {
+            front_since = Instant::now();
+        }
+    };
+    let (to_client, _) = super::relay::farewell(end);
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        if let Some(frame) = to_client {
+            let _ = tx.send(frame).await;
+        }
+        let _ = tx.close().await;
+        if let Some(mut p) = s.pass.take() {
+            let _ = p.tx.close().await;
+        }
+    })
+    .await;
+    end
+}
+
+async fn recv(
+    events: &mut Option<broadcast::Receiver<Event>>,
+) -> Result<Event, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn pass_next(pass: &mut Option<Passthrough>) -> Option<Result<Message, WsError>> {
+    match pass {
+        Some(p) => p.rx.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The JSON-RPC answer `{"jsonrpc":"2.0","id":ID,"result":RESULT}`.
+fn result(id: &[u8], result: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + id.len() + result.len());
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id);
+    out.extend_from_slice(br#","result":"#);
+    out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
+    out
+}
+
+fn is_subscription_method(m: &str) -> bool {
+    m == "eth_subscribe" || m == "eth_unsubscribe"
+}
+
+impl Session {
+    fn push(&mut self, msg: Message, seen: Option<std::time::Instant>) {
+        self.queued += msg.len();
+        self.queue.push_back(Out { msg, seen });
+    }
+
+    fn push_text(&mut self, text: Bytes, seen: Option<std::time::Instant>) {
+        // Answers come from the proxy's JSON path and are UTF-8; anything else is dropped.
+        if let Ok(t) = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(text) {
+            self.push(Message::Text(t), seen);
+        }
+    }
+
+    fn push_string(&mut self, text: String, seen: Option<std::time::Instant>, kind: &str) {
+        metrics()
+            .subscription_events
+            .with_label_values(&[&self.ctx.chain, kind])
+            .inc();
+        self.push(Message::text(text), seen);
+    }
+
+    /// Listens to the chain's events while anything is subscribed, not otherwise (a socket
+    /// used only for calls must not fall behind on events nobody reads).
+    fn update_listening(&mut self) {
+        let wanted = !self.subs.is_empty() || self.native.is_some();
+        if wanted && self.events.is_none() {
+            self.events = Some(self.ctx.canon.subscribe());
+        } else if !wanted {
+            self.events = None;
+        }
+    }
+
+    async fn on_message(&mut self, body: Bytes) -> Result<(), End> {
+        if self.ctx.native {
+            match native::read(&body) {
+                Some(Ok(msg)) => {
+                    self.on_native(msg);
+                    return Ok(());
+                }
+                Some(Err(e)) => {
+                    let text = render::native_error(&e);
+                    self.push(Message::text(text), None);
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        let bounds = self.ctx.limits.bounds();
+        let denied = |m: &str| {
+            self.ctx
+                .router
+                .load()
+                .chain_named(&self.ctx.chain)
+                .is_some_and(|c| c.policy.is_denied(m))
+        };
+        match jsonrpc::parse(&body, bounds) {
+            Ok(Request::Single(call)) if is_subscription_method(call.method(&body)) => {
+                if denied(call.method(&body)) {
+                    self.forward(body);
+                    return Ok(());
+                }
+                if let Some(answer) = self.subscription_call(&body, &call).await? {
+                    self.push_text(answer.into(), None);
+                }
+            }
+            Ok(Request::Batch(items))
+                if items.iter().any(
+                    |i| matches!(i, Item::Call(c) if is_subscription_method(c.method(&body))),
+                ) =>
+            {
+                self.batch(body, items).await?;
+            }
+            _ => self.forward(body),
+        }
+        Ok(())
+    }
+
+    /// Sends a JSON-RPC body the way HTTP requests go (its answer is queued when it comes).
+    fn forward(&mut self, body: Bytes) {
+        self.calls.push(self.ctx.calls.call(&self.ctx.chain, body));
+    }
+
+    /// A batch with subscription calls in it: those answered here, the rest forwarded one by
+    /// one, the answers put back in request order.
+    async fn batch(&mut self, body: Bytes, items: Vec<Item>) -> Result<(), End> {
+        let mut finals: Vec<Option<Bytes>> = vec![None; items.len()];
+        let mut forwarded = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Item::Call(call) = item else { continue };
+            if is_subscription_method(call.method(&body)) {
+                finals[i] = self.subscription_call(&body, call).await?.map(Bytes::from);
+            } else {
+                let one = body.slice(call.span.clone());
+                forwarded.push((i, self.ctx.calls.call(&self.ctx.chain, one)));
+            }
+        }
+        self.calls.push(Box::pin(async move {
+            let (index, answers): (Vec<usize>, Vec<_>) = forwarded.into_iter().unzip();
+            let answers = futures::future::join_all(answers).await;
+            for (i, a) in index.into_iter().zip(answers) {
+                finals[i] = (!a.is_empty()).then_some(a);
+            }
+            Bytes::from(jsonrpc::batch::assemble(&body, &items, &finals))
+        }));
+        Ok(())
+    }
+
+    /// `eth_subscribe` / `eth_unsubscribe`: the answer (`None` for a notification).
+    async fn subscription_call(
+        &mut self,
+        body: &Bytes,
+        call: &jsonrpc::Call,
+    ) -> Result<Option<Vec<u8>>, End> {
+        let id = call.id.clone().map(|r| &body[r]);
+        let params: Vec<&RawValue> = call
+            .params
+            .clone()
+            .and_then(|r| serde_json::from_slice(&body[r]).ok())
+            .unwrap_or_default();
+        let error = |code: i32, msg: String| {
+            Some(jsonrpc::error::error_body(id, &RpcError::new(code, msg)))
+        };
+        let first = params
+            .first()
+            .and_then(|p| serde_json::from_str::<String>(p.get()).ok());
+        if call.method(body) == "eth_unsubscribe" {
+            let Some(sub) = first else {
+                return Ok(error(
+                    code::INVALID_PARAMS,
+                    "missing subscription id".into(),
+                ));
+            };
+            if let Some(i) = self.subs.iter().position(|s| s.id == sub) {
+                self.subs.swap_remove(i);
+                self.update_listening();
+                return Ok(id.map(|id| result(id, "true")));
+            }
+            if let Some(p) = &mut self.pass {
+                // Perhaps one of the upstream's; its answer comes back on that socket.
+                let whole = body.slice(call.span.clone());
+                let msg = Message::Text(whole.try_into().map_err(|_| End::ClientGone)?);
+                if p.tx.send(msg).await.is_err() {
+                    self.pass = None;
+                }
+                return Ok(None);
+            }
+            return Ok(error(-32000, "subscription not found".into()));
+        }
+        let kind = match first.as_deref() {
+            Some("newHeads") => Kind::Heads,
+            Some("logs") => {
+                let filter = match params.get(1).map(|f| f.get()) {
+                    None | Some("null") => LogFilter::default(),
+                    Some(raw) => match LogFilter::parse(raw) {
+                        Ok(f) => f,
+                        Err(e) => return Ok(error(code::INVALID_PARAMS, e)),
+                    },
+                };
+                Kind::Logs(filter)
+            }
+            // `true` asks for whole transactions, which only a node can give: passed through.
+            Some("newPendingTransactions") if params.get(1).is_none_or(|p| p.get() == "false") => {
+                Kind::Pending
+            }
+            Some(_) => return Ok(self.pass_through(body, call).await),
+            None => {
+                return Ok(error(
+                    code::INVALID_PARAMS,
+                    "expected a subscription name as the first parameter".into(),
+                ))
+            }
+        };
+        let interest = match &kind {
+            Kind::Heads => None,
+            Kind::Logs(_) => Some(self.ctx.canon.want(Want::Logs)),
+            Kind::Pending => Some(self.ctx.canon.want(Want::Pending)),
+        };
+        let sub = render::new_id();
+        let answer = id.map(|id| result(id, &format!("\"{sub}\"")));
+        self.subs.push(Sub {
+            _gauge: Gauge::new(&self.ctx.chain, kind.label()),
+            id: sub,
+            kind,
+            _interest: interest,
+        });
+        self.update_listening();
+        Ok(answer)
+    }
+
+    /// A subscription livechain does not serve itself: sent as it came on an upstream socket
+    /// of this client's (opened on first use), whose messages are relayed back unchanged.
+    async fn pass_through(&mut self, body: &Bytes, call: &jsonrpc::Call) -> Option<Vec<u8>> {
+        let id = call.id.clone().map(|r| &body[r]);
+        if self.pass.is_none() {
+            self.pass = open_upstream(&self.ctx).await;
+        }
+        let Some(p) = &mut self.pass else {
+            let kind = call
+                .params
+                .clone()
+                .and_then(|r| serde_json::from_slice::<Vec<serde_json::Value>>(&body[r]).ok())
+                .and_then(|v| v.first().and_then(|k| k.as_str().map(str::to_owned)))
+                .unwrap_or_default();
+            return Some(jsonrpc::error::error_body(
+                id,
+                &RpcError::new(
+                    code::NO_UPSTREAM,
+                    format!(
+                        "no upstream with a WebSocket can serve {} subscriptions now",
+                        jsonrpc::error::quote(&kind)
+                    ),
+                ),
+            ));
+        };
+        p.subscribed = true;
+        let msg = match body.slice(call.span.clone()).try_into() {
+            Ok(text) => Message::Text(text),
+            Err(_) => return None,
+        };
+        if p.tx.send(msg).await.is_err() {
+            self.pass = None;
+            return Some(jsonrpc::error::error_body(
+                id,
+                &RpcError::new(code::UPSTREAM_FAILED, "upstream WebSocket failed"),
+            ));
+        }
+        None
+    }
+
+    fn on_native(&mut self, msg: NativeMsg) {
+        let reply = match msg {
+            NativeMsg::Subscribe(sub) => {
+                let reply = sub.ack();
+                self.native = Some(sub.start(&self.ctx.chain, &self.ctx.canon));
+                reply
+            }
+            NativeMsg::Unsubscribe => {
+                self.native = None;
+                r#"{"type":"unsubscribed"}"#.to_owned()
+            }
+        };
+        self.update_listening();
+        self.push(Message::text(reply), None);
+    }
+
+    /// Renders an event for every subscription it concerns.
+    fn on_event(&mut self, event: &Event) {
+        let chain = self.ctx.chain.clone();
+        let mut out: Vec<(String, Option<std::time::Instant>, &'static str)> = Vec::new();
+        for sub in &self.subs {
+            match (&sub.kind, event) {
+                (Kind::Heads, Event::Head(b)) => out.push((
+                    render::notification(&sub.id, &b.header),
+                    Some(b.seen),
+                    "newHeads",
+                )),
+                (Kind::Logs(filter), Event::Logs { block, removed }) => {
+                    for log in block.logs().into_iter().flat_map(|l| l.iter()) {
+                        if filter.matches(log) {
+                            let json = if *removed {
+                                log.removed_json()
+                            } else {
+                                &log.json
+                            };
+                            out.push((render::notification(&sub.id, json), None, "logs"));
+                        }
+                    }
+                }
+                (Kind::Pending, Event::Pending(h)) => out.push((
+                    render::notification(&sub.id, &render::hash_json(h)),
+                    None,
+                    "newPendingTransactions",
+                )),
+                _ => {}
+            }
+        }
+        if let Some(native) = &self.native {
+            for text in native.render(&chain, event) {
+                out.push((text, None, "native"));
+            }
+        }
+        for (text, seen, kind) in out {
+            self.push_string(text, seen, kind);
+        }
+    }
+}
+
+/// Opens the upstream socket of passed-through subscriptions: the best usable upstream with a
+/// WebSocket URL, the next ones if it fails.
+async fn open_upstream(ctx: &SessionCtx) -> Option<Passthrough> {
+    let snapshot = ctx.router.load();
+    let chain = snapshot.chain_named(&ctx.chain)?.clone();
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(ctx.limits.ws_max_message_bytes))
+        .max_frame_size(Some(ctx.limits.ws_max_message_bytes));
+    let mut tried: Vec<Arc<crate::upstream::Upstream>> = Vec::new();
+    while let Some(up) =
+        chain.select(|u| u.ws.is_some() && !tried.iter().any(|t| std::ptr::eq(&**t, u)))
+    {
+        match socket::connect(&up, None, config, ctx.limits.connect_timeout).await {
+            Ok((sock, _)) => {
+                let (tx, rx) = sock.split();
+                return Some(Passthrough {
+                    tx,
+                    rx,
+                    subscribed: false,
+                    _gauge: Gauge::new(&ctx.chain, "passthrough"),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(chain = %chain.name, upstream = %up.name, error = %e, "WebSocket connect for a passed-through subscription failed");
+                tried.push(up);
+            }
+        }
+    }
+    None
+}
