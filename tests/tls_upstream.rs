@@ -66,9 +66,11 @@ async fn https_upstream_verified_against_its_ca() {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["result"], "0x1");
     }
-    // Five requests over one pooled TLS connection (plus the stats call itself).
+    // Five requests over one pooled TLS connection; the probes and the chain supervisor (which
+    // polls this upstream's head: it has no ws URL) keep one each on their own threads; plus
+    // the stats call itself. Without reuse, each of the five would be a connection of its own.
     let accepted = stats(&eth).await["connections_accepted"].as_u64().unwrap();
-    assert!(accepted <= 3, "TLS connections reused, got {accepted}");
+    assert!(accepted <= 4, "TLS connections reused, got {accepted}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

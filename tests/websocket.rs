@@ -1,5 +1,7 @@
 //! WebSockets through a real livechain process: subscriptions, calls over the socket, many
-//! concurrent clients, an upstream dying, limits, quiet sockets, and back-to-back connects.
+//! concurrent clients, limits, quiet sockets, and back-to-back connects; and the relay of
+//! chains with `subscriptions = "passthrough"` (an upstream dying, clients that stop reading).
+//! Managed subscriptions have tests of their own (tests/subscriptions.rs).
 
 mod common;
 
@@ -171,7 +173,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn a_dying_upstream_closes_the_client_promptly_and_reconnects_go_elsewhere() {
     let a = mock_with(1, Duration::from_millis(200), (0, 0)).await;
     let b = mock_with(1, Duration::from_millis(200), (0, 0)).await;
-    let p = Proxy::start(&ws_upstreams(&[("a", &a), ("b", &b)], ""), "").await;
+    let p = Proxy::start(&ws_upstreams(&[("a", &a), ("b", &b)], PASSTHROUGH), "").await;
     // Find a socket that landed on `a` (its upstream connection count tells).
     let mut ws = None;
     for _ in 0..50 {
@@ -330,9 +332,12 @@ async fn flooding_node() -> (common::rawnode::RawNode, Arc<AtomicUsize>) {
     (node, closed)
 }
 
+/// A chain whose client sockets are relayed 1:1 to an upstream socket.
+const PASSTHROUGH: &str = "subscriptions = \"passthrough\"";
+
 fn flood_upstreams(node: &common::rawnode::RawNode) -> String {
     format!(
-        "[probe]\ninterval_ms = 100\n[chains.ethereum]\nchain_id = 1\n\
+        "[probe]\ninterval_ms = 100\n[chains.ethereum]\nchain_id = 1\n{PASSTHROUGH}\n\
          [[chains.ethereum.upstreams]]\nname = \"flood\"\nhttp = \"{}\"\nws = \"ws://{}\"\n",
         node.url(),
         node.addr()

@@ -266,8 +266,15 @@ impl ChainTask {
             .filter(|f| live(f))
             .filter_map(|f| f.vote)
             .collect();
+        // The first canonical head is where following starts, not news: subscribers get the
+        // heads that come after it, as from a node.
+        let first = self.tree.tip().is_none();
         if let Some(change) = self.tree.choose(&votes) {
-            self.apply(&chain, change).await;
+            if first {
+                self.adopt(&chain);
+            } else {
+                self.apply(&chain, change).await;
+            }
         }
         // With one voter, its branch is the chain: nobody to be forked from.
         for f in self.feeds.values() {
@@ -335,6 +342,14 @@ impl ChainTask {
                 });
             }
         }
+    }
+
+    /// Takes the first canonical chain without announcing it.
+    fn adopt(&self, chain: &Chain) {
+        if let Some(tip) = self.tree.tip() {
+            chain.live.set_canonical_head(tip.number);
+        }
+        self.publish(chain);
     }
 
     /// Fetches what a new canonical block lacks: its transaction hashes, and its logs when

@@ -145,7 +145,21 @@ where
     let mut front_since = Instant::now();
     let mut unflushed = false;
     let chain = s.ctx.chain.clone();
-    let delivery = metrics().head_delivery.with_label_values(&[&chain]);
+    let m = metrics();
+    let delivery = m.head_delivery.with_label_values(&[&chain]);
+    // For a managed socket livechain is the upstream: the relay's directions still apply.
+    let (in_msgs, in_bytes) = (
+        m.ws_messages
+            .with_label_values(&[&chain, "client_to_upstream"]),
+        m.ws_bytes
+            .with_label_values(&[&chain, "client_to_upstream"]),
+    );
+    let (out_msgs, out_bytes) = (
+        m.ws_messages
+            .with_label_values(&[&chain, "upstream_to_client"]),
+        m.ws_bytes
+            .with_label_values(&[&chain, "upstream_to_client"]),
+    );
     let end = loop {
         if s.queued > limits.ws_send_queue_bytes {
             break End::SlowConsumer;
@@ -168,6 +182,8 @@ where
                 Ok(true) => {
                     let out = s.queue.pop_front().expect("the front was sent");
                     s.queued -= out.msg.len();
+                    out_msgs.inc();
+                    out_bytes.inc_by(out.msg.len() as u64);
                     if let Some(seen) = out.seen {
                         delivery.observe(seen.elapsed().as_secs_f64());
                     }
@@ -182,6 +198,10 @@ where
             }
             msg = rx.next(), if s.calls.len() < MAX_CALLS => {
                 deadline = Instant::now() + idle;
+                if let Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) = &msg {
+                    in_msgs.inc();
+                    in_bytes.inc_by(msg.len() as u64);
+                }
                 match msg {
                     Some(Ok(Message::Text(text))) => {
                         if let Err(end) = s.on_message(Bytes::from(text)).await {
