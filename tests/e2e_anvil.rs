@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::anvil::*;
 use common::forward::Forwarder;
-use common::http::Client;
 use common::*;
 use serde_json::{json, Value};
 
@@ -95,7 +94,11 @@ async fn real_nodes_and_real_clients_through_livechain() {
     // And each upstream (forwarder) serves it, straight from the node.
     for f in &fwd {
         let r = rpc(f.addr, "/", "eth_getTransactionByHash", json!([hash])).await;
-        assert!(r["result"].is_object(), "forwarder {} lacks the tx: {r}", f.addr);
+        assert!(
+            r["result"].is_object(),
+            "forwarder {} lacks the tx: {r}",
+            f.addr
+        );
     }
 
     // viem: getBlockNumber, a batch, and watchBlocks over the WebSocket transport.

@@ -158,7 +158,12 @@ impl Drop for Feed {
 fn heads(results: &[Value]) -> Vec<BlockId> {
     results
         .iter()
-        .map(|h| (quantity(&h["number"]), h["hash"].as_str().unwrap_or("").to_owned()))
+        .map(|h| {
+            (
+                quantity(&h["number"]),
+                h["hash"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -372,7 +377,10 @@ async fn harness_emitter_ticker_and_reorg_against_anvil() {
     node.wait_block(start + 5, Duration::from_secs(20)).await;
     logs_each_block(&node, &contract, start + 1, start + 5).await;
 
-    let marks = (heads_feed.len(), logs_feed.len());
+    let marks = (
+        heads_feed.notes(&heads_sub).len(),
+        logs_feed.notes(&logs_sub).len(),
+    );
     let reorg = reorg_with_logs(&node, &contract, Some(&ticker), 2).await;
     eprintln!("reorg: {reorg:?}");
     assert_eq!(
@@ -380,7 +388,10 @@ async fn harness_emitter_ticker_and_reorg_against_anvil() {
         reorg.new.iter().map(|b| b.0).collect::<Vec<_>>()
     );
     let (first_new, head) = (reorg.new[0].0, reorg.new[1].0);
-    assert_eq!(node.block(first_new).await["parentHash"], node.hash(first_new - 1).await);
+    assert_eq!(
+        node.block(first_new).await["parentHash"],
+        node.hash(first_new - 1).await
+    );
     assert_eq!(node.block(head).await["parentHash"], reorg.new[0].1);
     logs_each_block(&node, &contract, first_new, head).await;
     // The ticker goes on on the new branch: the next blocks have logs again.
@@ -392,12 +403,10 @@ async fn harness_emitter_ticker_and_reorg_against_anvil() {
         .skip(marks.0.saturating_sub(1))
         .collect();
     let after_logs: Vec<String> = logs_feed
-        .all()
+        .notes(&logs_sub)
         .iter()
         .skip(marks.1)
-        .filter(|v| v["params"]["subscription"] == logs_sub.as_str())
-        .map(|v| {
-            let l = &v["params"]["result"];
+        .map(|l| {
             format!(
                 "{} {} removed={}",
                 quantity(&l["blockNumber"]),
@@ -434,10 +443,18 @@ async fn harness_clients_against_anvil_directly() {
         async move { ok }
     })
     .await;
-    assert!(started, "every client gets a first block; viem: {}", viem.stdout());
+    assert!(
+        started,
+        "every client gets a first block; viem: {}",
+        viem.stdout()
+    );
     let b0 = node.block_number().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(f.open_websockets(), 2, "both cut clients' sockets go through the forwarder");
+    assert_eq!(
+        f.open_websockets(),
+        2,
+        "both cut clients' sockets go through the forwarder"
+    );
     f.kill().await;
     let b1 = node.block_number().await;
     eventually(Duration::from_secs(10), || {
@@ -463,7 +480,10 @@ async fn harness_clients_against_anvil_directly() {
     assert!(
         eventually(Duration::from_secs(5), || {
             let ok = raw_cut.closed().is_some()
-                && viem_blocks(&viem_cut).1.iter().any(|e| e.get("close").is_some());
+                && viem_blocks(&viem_cut)
+                    .1
+                    .iter()
+                    .any(|e| e.get("close").is_some());
             async move { ok }
         })
         .await,
@@ -701,7 +721,11 @@ async fn a_reorg_reaches_heads_logs_and_native_subscribers() {
             let set = |v: &Value| {
                 let mut s: Vec<String> = v
                     .as_array()
-                    .map(|a| a.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|h| h.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 s.sort();
                 s
@@ -737,7 +761,10 @@ async fn a_reorg_reaches_heads_logs_and_native_subscribers() {
     }
     let (sent, failed) = ticker.stop().await;
     eprintln!("ticker: {sent} sent, {failed} failed");
-    report("a_reorg_reaches_heads_logs_and_native_subscribers", &problems);
+    report(
+        "a_reorg_reaches_heads_logs_and_native_subscribers",
+        &problems,
+    );
 }
 
 /// Whether log notification `n` is log `l` (same block hash, transaction and index).
@@ -764,10 +791,10 @@ async fn check_block_data(who: &str, data: &Value, node: &Anvil) -> Vec<String> 
             problems.push(format!("{who}: data.{key} is not a 0x string: {data}"));
         }
     }
-    if !data["transactions"]
-        .as_array()
-        .is_some_and(|t| t.iter().all(|h| h.as_str().is_some_and(|s| s.starts_with("0x"))))
-    {
+    if !data["transactions"].as_array().is_some_and(|t| {
+        t.iter()
+            .all(|h| h.as_str().is_some_and(|s| s.starts_with("0x")))
+    }) {
         problems.push(format!(
             "{who}: data.transactions is not a list of hashes: {data}"
         ));
@@ -816,7 +843,8 @@ async fn native_stream_and_sse_shapes() {
         if m["chain"] != "anvil" {
             problems.push(format!("native: block event without chain anvil: {m}"));
         }
-        problems.extend(check_block_data(&format!("native block event {i}"), &m["data"], &node).await);
+        problems
+            .extend(check_block_data(&format!("native block event {i}"), &m["data"], &node).await);
     }
     for w in blocks.windows(2) {
         let (a, b) = (&w[0]["data"]["number"], &w[1]["data"]["number"]);
@@ -826,7 +854,11 @@ async fn native_stream_and_sse_shapes() {
     }
 
     // Malformed messages get an error message; the socket stays usable.
-    for bad in [r#"{"type":"subscribe","events":"nope"}"#, "not json", r#"{"type":"bogus"}"#] {
+    for bad in [
+        r#"{"type":"subscribe","events":"nope"}"#,
+        "not json",
+        r#"{"type":"bogus"}"#,
+    ] {
         let mark = native.len();
         native.send_text(bad);
         let answered = native

@@ -240,9 +240,7 @@ impl Anvil {
     pub async fn receipt(&self, tx: &str, within: Duration) -> Value {
         let until = Instant::now() + within;
         loop {
-            let r = self
-                .result("eth_getTransactionReceipt", json!([tx]))
-                .await;
+            let r = self.result("eth_getTransactionReceipt", json!([tx])).await;
             if r.is_object() {
                 return r;
             }
@@ -367,7 +365,8 @@ impl Drop for NodeScript {
 }
 
 /// The topic of every log the emitter writes: keccak256("Tick(uint256)").
-pub const EMITTER_TOPIC: &str = "0xb8c95b3cea6303a753d912e243354ef08add1085ed07d34191514ef1001ef9d8";
+pub const EMITTER_TOPIC: &str =
+    "0xb8c95b3cea6303a753d912e243354ef08add1085ed07d34191514ef1001ef9d8";
 
 /// Creation code of the emitter, written by hand. Any call to it emits one LOG1 with topic
 /// [`EMITTER_TOPIC`] and as data the 32-byte number of the block that ran it.
@@ -413,9 +412,7 @@ pub async fn deploy_emitter(node: &Anvil) -> String {
         .as_str()
         .expect("contractAddress")
         .to_owned();
-    let code = node
-        .result("eth_getCode", json!([address, "latest"]))
-        .await;
+    let code = node.result("eth_getCode", json!([address, "latest"])).await;
     assert_eq!(
         code.as_str().unwrap().len(),
         2 + 2 * 0x2b,
@@ -601,9 +598,9 @@ impl<'a> PreparedReorg<'a> {
     pub async fn apply(self, contract: &str) -> Reorg {
         let node = self.node;
         let pairs: Vec<Value> = (0..self.depth)
-            .map(|i| {
-                json!([{ "from": REORGER, "to": contract, "data": "0x", "gas": "0x186a0" }, i])
-            })
+            .map(
+                |i| json!([{ "from": REORGER, "to": contract, "data": "0x", "gas": "0x186a0" }, i]),
+            )
             .collect();
         node.result("anvil_reorg", json!([self.depth, pairs])).await;
         // Transactions of the ticker still in the pool carry nonces of the old branch; drop
