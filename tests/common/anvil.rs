@@ -593,8 +593,13 @@ impl<'a> PreparedReorg<'a> {
     ///   ≥ depth is refused. An empty list gives empty new blocks.
     ///
     /// E.g. `{"method":"anvil_reorg","params":[2,[[{"from":"0x3C44…","to":"0x…","data":"0x"},0],
-    /// [{"from":"0x3C44…","to":"0x…","data":"0x"},1]]]}`. The node announces the new blocks to its
-    /// `newHeads` subscribers like any mined block.
+    /// [{"from":"0x3C44…","to":"0x…","data":"0x"},1]]]}` answers `null`. Found by experiment:
+    /// offset 2 at depth 2 is refused ("Block number 2 must not exceed (depth-1) 1"), a `tx`
+    /// that is neither an object nor valid raw bytes too ("data did not match any variant of
+    /// untagged enum TransactionData"). The replaced blocks' own transactions are dropped, not
+    /// returned to the pool (their senders' nonces go back to the common ancestor's). The node
+    /// announces the new blocks to its `newHeads` subscribers like mined blocks, and sends its
+    /// `logs` subscribers the new blocks' logs, but no `removed: true` for the replaced ones.
     pub async fn apply(self, contract: &str) -> Reorg {
         let node = self.node;
         let pairs: Vec<Value> = (0..self.depth)
@@ -603,8 +608,9 @@ impl<'a> PreparedReorg<'a> {
             )
             .collect();
         node.result("anvil_reorg", json!([self.depth, pairs])).await;
-        // Transactions of the ticker still in the pool carry nonces of the old branch; drop
-        // them so the ticker goes on from the new branch's nonce.
+        // Transactions of the ticker still in the pool carry nonces that follow the replaced
+        // blocks' (dropped) ones: they would wait forever for the gap to fill. Drop them so the
+        // ticker goes on from the new branch's nonce.
         if let Some(from) = self.ticker_from {
             node.result("anvil_removePoolTransactions", json!([from]))
                 .await;
