@@ -498,6 +498,37 @@ async fn harness_clients_against_anvil_directly() {
     );
 }
 
+/// The SSE reader: a chunked event stream, records split across chunks, an incomplete last one.
+#[test]
+fn harness_sse_parser() {
+    let body = "event: block\ndata: {\"number\":\"0x1\"}\n\nevent: reorg\r\ndata: {\"depth\":2}\r\n\r\n\
+                : a comment\n\nevent: block\ndata: {\"number\":\"0x2\"}\n\nevent: block\ndata: {\"nu";
+    let (a, b) = body.split_at(30);
+    let raw = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
+         {:x}\r\n{a}\r\n{:x}\r\n{b}\r\n",
+        a.len(),
+        b.len()
+    );
+    let sse = parse_sse(raw.as_bytes()).expect("a head");
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.content_type.as_deref(), Some("text/event-stream"));
+    assert!(!sse.complete);
+    assert_eq!(
+        sse.events,
+        [
+            ("block".to_owned(), r#"{"number":"0x1"}"#.to_owned()),
+            ("reorg".to_owned(), r#"{"depth":2}"#.to_owned()),
+            ("block".to_owned(), r#"{"number":"0x2"}"#.to_owned()),
+        ]
+    );
+    // Half a chunk: only what is complete counts.
+    let cut = &raw.as_bytes()[..raw.len() - b.len()];
+    assert_eq!(parse_sse(cut).unwrap().events.len(), 0);
+    let refused = parse_sse(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+    assert_eq!((refused.status, refused.complete), (404, true));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Acceptance tests of the supervisor.
 
