@@ -145,7 +145,8 @@ fn bind(addr: SocketAddr) -> TcpListener {
     socket.listen(1024).expect("forwarder listen")
 }
 
-/// Whether the first bytes of a connection are an HTTP request asking for a WebSocket.
+/// Whether the first bytes of a connection (its first read: a request head on loopback comes in
+/// one piece) are an HTTP request asking for a WebSocket.
 fn is_upgrade(head: &[u8]) -> bool {
     let head = String::from_utf8_lossy(head).to_ascii_lowercase();
     head.lines()
