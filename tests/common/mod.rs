@@ -2,6 +2,8 @@
 //! written to a private temporary directory, and mock upstreams started in-process.
 #![allow(dead_code)]
 
+pub mod anvil;
+pub mod forward;
 pub mod http;
 pub mod load;
 pub mod rawnode;

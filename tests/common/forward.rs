@@ -1,0 +1,232 @@
+//! A TCP forwarder: listens on an ephemeral 127.0.0.1 port and relays every connection byte for
+//! byte, both directions, to one target address. Several forwarders in front of ONE anvil (whose
+//! single port serves HTTP and WebSocket) act as several upstreams that agree on the chain, and
+//! each can be killed on its own like a crashed provider: [`Forwarder::kill`] stops listening and
+//! cuts every open connection at once (a TCP reset to both sides), so further connects are
+//! refused until [`Forwarder::restart`] listens again on the same port.
+//!
+//! It also counts the connections it relays, and among them those whose first bytes are an HTTP
+//! request asking for `Upgrade: websocket`, so a test can tell which upstream carries a socket.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Counters shared by the accept loop and the relays.
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+    open_ws: AtomicUsize,
+}
+
+/// One forwarder; killed when dropped.
+pub struct Forwarder {
+    /// Where clients connect (stays the same across [`Forwarder::restart`]).
+    pub addr: SocketAddr,
+    /// Where connections are relayed to.
+    pub target: SocketAddr,
+    counters: Arc<Counters>,
+    /// `true` tells every relay of this life to cut its connection.
+    cut: watch::Sender<bool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Starts relaying a fresh ephemeral port to `target`.
+    pub async fn start(target: SocketAddr) -> Forwarder {
+        let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let addr = listener.local_addr().expect("forwarder address");
+        let mut f = Forwarder {
+            addr,
+            target,
+            counters: Arc::default(),
+            cut: watch::channel(false).0,
+            accept: None,
+        };
+        f.serve(listener);
+        f
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (cut, gone) = watch::channel(false);
+        self.cut = cut;
+        let (counters, target) = (self.counters.clone(), self.target);
+        self.accept = Some(tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                counters.accepted.fetch_add(1, Ordering::SeqCst);
+                counters.open.fetch_add(1, Ordering::SeqCst);
+                let (counters, gone) = (counters.clone(), gone.clone());
+                tokio::spawn(async move {
+                    relay(client, target, &counters, gone).await;
+                    counters.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }));
+    }
+
+    /// Whether it is listening (not killed).
+    pub fn is_alive(&self) -> bool {
+        self.accept.is_some()
+    }
+
+    /// Connections accepted since it was started (all lives).
+    pub fn accepted(&self) -> usize {
+        self.counters.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections being relayed now.
+    pub fn open(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    /// Open connections that began with a WebSocket upgrade request.
+    pub fn open_websockets(&self) -> usize {
+        self.counters.open_ws.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening and resets every open connection, like a provider that crashed: when
+    /// this returns, a connect to [`Forwarder::addr`] is refused and no relay is left.
+    pub async fn kill(&mut self) {
+        self.cut.send_replace(true);
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            // The listener is dropped (the port closed) once the aborted task is reaped.
+            let _ = accept.await;
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.open() > 0 {
+            assert!(
+                Instant::now() < until,
+                "forwarder {}: {} relays still open 5 s after the kill",
+                self.addr,
+                self.open()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Listens again on the same port (after [`Forwarder::kill`]).
+    pub async fn restart(&mut self) {
+        if self.is_alive() {
+            return;
+        }
+        let listener = bind(self.addr);
+        self.serve(listener);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.cut.send_replace(true);
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> TcpListener {
+    let socket = TcpSocket::new_v4().expect("forwarder socket");
+    // The same port again after a kill, whatever its old connections left in TIME_WAIT.
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind(addr)
+        .unwrap_or_else(|e| panic!("forwarder bind {addr}: {e}"));
+    socket.listen(1024).expect("forwarder listen")
+}
+
+/// Whether the first bytes of a connection (its first read: a request head on loopback comes in
+/// one piece) are an HTTP request asking for a WebSocket.
+fn is_upgrade(head: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+    head.lines()
+        .take_while(|l| !l.trim().is_empty())
+        .any(|l| l.starts_with("upgrade:") && l.contains("websocket"))
+}
+
+/// Relays `client` to `target` until either side closes or `gone` says cut.
+async fn relay(
+    client: TcpStream,
+    target: SocketAddr,
+    counters: &Counters,
+    mut gone: watch::Receiver<bool>,
+) {
+    let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target));
+    let server = tokio::select! {
+        r = connect => r.ok().and_then(Result::ok),
+        _ = gone.wait_for(|cut| *cut) => None,
+    };
+    let Some(server) = server else {
+        reset(&client);
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let mut websocket = false;
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut first = true;
+        loop {
+            let n = match client_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if first {
+                first = false;
+                if is_upgrade(&buf[..n]) {
+                    websocket = true;
+                    counters.open_ws.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            if server_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_tx.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if client_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_tx.shutdown().await;
+    };
+    let killed = tokio::select! {
+        _ = async { tokio::join!(up, down) } => false,
+        _ = gone.wait_for(|cut| *cut) => true,
+    };
+    if websocket {
+        counters.open_ws.fetch_sub(1, Ordering::SeqCst);
+    }
+    let (client, server) = (
+        client_rx.reunite(client_tx).expect("same stream"),
+        server_rx.reunite(server_tx).expect("same stream"),
+    );
+    if killed {
+        reset(&client);
+        reset(&server);
+    }
+}
+
+/// Makes the close of `stream` (when it is dropped) a reset instead of an orderly FIN.
+fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
