@@ -1,12 +1,14 @@
 //! The load benchmark: the mock node as upstream, and the same JSON-RPC traffic sent to it directly,
 //! through nginx (a plain keep-alive reverse proxy) and through livechain, all in one run on one
-//! machine, then a WebSocket scale run. Run it with `benches/load.sh` (installs nginx, raises the
-//! descriptor limit) or `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000]
-//! [--ws-idle N] [--ws-active N] [--no-ws] [--no-http] [--open-rate R] [--open-rounds N]`
-//! [--baseline BIN]` (`--baseline` runs another livechain binary, an earlier build, in the
-//! closed-loop rounds in turns with this one; `--levels ""` skips the closed-loop runs; `--open-rate` sets the open-loop rate instead of
-//! half of livechain's best; `--open-rounds` the open-loop runs per target, pooled, 6 by
-//! default; `LOAD_KEEP=1` keeps the processes' logs).
+//! machine, then the WebSocket runs: proxied sockets (passthrough), and managed subscriptions at
+//! scale. Run it with `benches/load.sh` (installs nginx, raises the descriptor limit) or
+//! `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000] [--ws-idle N]
+//! [--ws-active N] [--ws-subscribers N] [--no-ws] [--no-managed] [--no-http] [--open-rate R]
+//! [--open-rounds N] [--baseline BIN]` (`--baseline` runs another livechain binary, an earlier
+//! build, in the closed-loop rounds in turns with this one; `--levels ""` skips the closed-loop
+//! runs; `--open-rate` sets the open-loop rate instead of half of livechain's best;
+//! `--open-rounds` the open-loop runs per target, pooled, 6 by default; `LOAD_KEEP=1` keeps the
+//! processes' logs).
 //!
 //! Everything listens on 127.0.0.1 ephemeral ports; every phase is bounded in time; every process
 //! started here is stopped by its PID when the run ends, also on panic.
@@ -33,6 +35,9 @@ struct Opts {
     levels: Vec<usize>,
     ws_idle: usize,
     ws_active: usize,
+    /// Client sockets subscribed to newHeads in the managed-subscription run.
+    ws_subscribers: usize,
+    managed: bool,
     /// Open-loop rate instead of half of livechain's best closed-loop throughput.
     open_rate: Option<f64>,
     /// Open-loop runs per target, taken in turns and pooled: the machine's stalls (see
@@ -53,6 +58,8 @@ fn opts() -> Opts {
         levels: vec![64, 1000, 10_000],
         ws_idle: 10_000,
         ws_active: 1000,
+        ws_subscribers: 10_000,
+        managed: true,
         open_rate: None,
         open_rounds: 6,
         http: true,
@@ -76,15 +83,16 @@ fn opts() -> Opts {
             "--ws-idle" => o.ws_idle = value.parse().expect("--ws-idle"),
             "--baseline" => o.baseline = Some(value.clone()),
             "--ws-active" => o.ws_active = value.parse().expect("--ws-active"),
+            "--ws-subscribers" => o.ws_subscribers = value.parse().expect("--ws-subscribers"),
             "--open-rate" => o.open_rate = Some(value.parse().expect("--open-rate")),
             "--open-rounds" => {
                 o.open_rounds = value.parse::<usize>().expect("--open-rounds").max(1)
             }
-            "--no-ws" | "--no-http" => {
-                if args[i] == "--no-ws" {
-                    o.ws = false;
-                } else {
-                    o.http = false;
+            "--no-ws" | "--no-http" | "--no-managed" => {
+                match args[i].as_str() {
+                    "--no-ws" => o.ws = false,
+                    "--no-http" => o.http = false,
+                    _ => o.managed = false,
                 }
                 i += 1;
                 continue;
@@ -186,6 +194,18 @@ fn start_livechain(
     threads: usize,
     log: &str,
 ) -> (Proc, SocketAddr) {
+    start_livechain_with(bin, dir, mock, threads, log, "")
+}
+
+/// [`start_livechain`] with extra keys in the chain's table (`subscriptions = …`).
+fn start_livechain_with(
+    bin: &str,
+    dir: &Path,
+    mock: SocketAddr,
+    threads: usize,
+    log: &str,
+    chain_extra: &str,
+) -> (Proc, SocketAddr) {
     std::fs::create_dir_all(dir).expect("livechain dir");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let main = dir.join("livechain.toml");
@@ -200,8 +220,8 @@ fn start_livechain(
     std::fs::write(
         dir.join("upstreams.toml"),
         format!(
-            "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"mock\"\n\
-             http = \"http://{mock}\"\nws = \"ws://{mock}\"\n"
+            "[chains.ethereum]\nchain_id = 1\n{chain_extra}\n[[chains.ethereum.upstreams]]\n\
+             name = \"mock\"\nhttp = \"http://{mock}\"\nws = \"ws://{mock}\"\n"
         ),
     )
     .expect("write upstreams");
@@ -1181,11 +1201,20 @@ async fn head_latencies(
     (all, expected, failed)
 }
 
+/// Proxied sockets (`subscriptions = "passthrough"`: each client socket relayed to an upstream
+/// socket of its own): memory per idle socket, and head latency through the relay.
 async fn ws_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     // One block every 500 ms: heads arrive often enough to sample in a few seconds.
     let (mock, mock_addr) = start_mock(bin, dir, 500, None);
     wait_http(mock_addr, "mock").await;
-    let (lc, lc_addr) = start_livechain(bin, dir, mock_addr, 2, "info");
+    let (lc, lc_addr) = start_livechain_with(
+        bin,
+        dir,
+        mock_addr,
+        2,
+        "info",
+        "subscriptions = \"passthrough\"",
+    );
     wait_http(lc_addr, "livechain").await;
     let lc_pid = lc.child.id();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1253,6 +1282,269 @@ async fn ws_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     out
 }
 
+/// The number in a newHeads notification's `"number":"0x…"` (found without parsing the JSON:
+/// at 10,000 sockets the generator's own time per message counts).
+fn head_number(text: &str) -> Option<u64> {
+    let i = text.find("\"number\":\"0x")? + 12;
+    let end = text[i..].find('"')? + i;
+    u64::from_str_radix(&text[i..end], 16).ok()
+}
+
+/// Reads newHeads notifications off `ws` until `heads` distinct numbers came, or `until`:
+/// (number, receive time in µs) of each.
+async fn collect_heads(ws: &mut Ws, heads: usize, until: tokio::time::Instant) -> Vec<(u64, u128)> {
+    let mut got = Vec::with_capacity(heads);
+    while got.len() < heads {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await else {
+            break;
+        };
+        let recv = now_us();
+        if let Message::Text(t) = msg {
+            if let Some(n) = head_number(t.as_str()) {
+                got.push((n, recv));
+            }
+        }
+    }
+    got
+}
+
+/// `GET path` on `addr`: the body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.write_all(req.as_bytes()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+/// Managed subscriptions at scale: `ws_subscribers` client sockets subscribed to newHeads
+/// through livechain, all served from one upstream subscription. Memory per subscribed socket;
+/// head delivery measured against a subscriber of the node itself (the same clock: for each
+/// head, a client's receive time minus the direct subscriber's), per client and for the last
+/// client of each head; what the node saw (its subscriptions) and livechain's own histogram.
+async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
+    let mut out = String::new();
+    let (mock, mock_addr) = start_mock(bin, dir, 1000, None);
+    wait_http(mock_addr, "mock").await;
+    let dir = dir.join("managed");
+    let (lc, lc_addr) = start_livechain_with(bin, &dir, mock_addr, 2, "warn", "");
+    wait_http(lc_addr, "livechain").await;
+    let lc_pid = lc.child.id();
+    // Until the supervisor follows the chain (a head on /status).
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until
+        && !http_get(lc_addr, "/v1/chains/ethereum/status")
+            .await
+            .contains("\"head_hash\":\"0x")
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One descriptor per client socket in livechain (and one here).
+    let limit = fd_limit();
+    let n = o.ws_subscribers.min(limit.saturating_sub(1000));
+    if n < o.ws_subscribers {
+        out.push_str(&format!(
+            "- note: the descriptor limit here is {limit}, so {n} subscribers instead of {}\n",
+            o.ws_subscribers
+        ));
+    }
+    let before = rss_kib(lc_pid);
+    let t = Instant::now();
+    let (sockets, open_failed) = open_many(lc_addr, n).await;
+    let gate = Arc::new(Semaphore::new(500));
+    let subscribing: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _p = gate.acquire().await.ok()?;
+                let sub =
+                    r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
+                ws.send(Message::text(sub)).await.ok()?;
+                loop {
+                    let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                        .await
+                        .ok()??
+                        .ok()?;
+                    if let Message::Text(t) = msg {
+                        if t.as_str().contains("\"id\":1") {
+                            return t.as_str().contains("\"result\":\"0x").then_some(ws);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut subscribed = Vec::with_capacity(n);
+    let mut sub_failed = 0;
+    for t in subscribing {
+        match t.await {
+            Ok(Some(ws)) => subscribed.push(ws),
+            _ => sub_failed += 1,
+        }
+    }
+    let took = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(lc_pid);
+    let per = after.saturating_sub(before) as f64 * 1024.0 / subscribed.len().max(1) as f64;
+    out.push_str(&format!(
+        "- {} client WebSockets subscribed to newHeads through livechain in {:.1} s ({} failed to \
+         open, {} to subscribe): livechain RSS {:.1} → {:.1} MiB, {:.1} KiB per subscribed socket\n",
+        subscribed.len(),
+        took.as_secs_f64(),
+        open_failed,
+        sub_failed,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        per / 1024.0
+    ));
+
+    // Heads to measure, after one to let every client's subscription settle.
+    let heads = 10;
+    let within = tokio::time::Instant::now() + Duration::from_secs(heads as u64 * 2 + 10);
+    let mut direct = match ws_connect(mock_addr, "/").await {
+        Ok(ws) => ws,
+        Err(e) => return format!("{out}- direct subscriber failed: {e}\n"),
+    };
+    let sub = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
+    let _ = direct.send(Message::text(sub)).await;
+    let reference =
+        tokio::spawn(async move { collect_heads(&mut direct, heads + 4, within).await });
+    let (cpu0, _) = cpu_secs(lc_pid);
+    let (sys0, _) = (cpu_secs(lc_pid).1, 0);
+    let clients: Vec<_> = subscribed
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move { (collect_heads(&mut ws, heads + 2, within).await, ws) })
+        })
+        .collect();
+    let mut per_client = Vec::with_capacity(clients.len());
+    let mut keep = Vec::with_capacity(clients.len());
+    for c in clients {
+        if let Ok((got, ws)) = c.await {
+            per_client.push(got);
+            keep.push(ws);
+        }
+    }
+    let (cpu1, sys1) = cpu_secs(lc_pid);
+    let sent_at: std::collections::HashMap<u64, u128> =
+        reference.await.unwrap_or_default().into_iter().collect();
+    // The first two heads a client sees may have been on their way before it subscribed.
+    let measured: Vec<u64> = {
+        let mut all: Vec<u64> = sent_at.keys().copied().collect();
+        all.sort_unstable();
+        all.into_iter().skip(2).take(heads).collect()
+    };
+    let mut lat = Vec::new();
+    let mut last_per_head = Vec::new();
+    let mut missing = 0usize;
+    let mut out_of_order = 0usize;
+    for head in &measured {
+        let at = sent_at[head];
+        let mut last = 0u32;
+        for got in &per_client {
+            match got.iter().find(|(n, _)| n == head) {
+                Some((_, recv)) => {
+                    let d = recv.saturating_sub(at).min(u32::MAX as u128) as u32;
+                    lat.push(d);
+                    last = last.max(d);
+                }
+                None => missing += 1,
+            }
+        }
+        last_per_head.push(last);
+    }
+    for got in &per_client {
+        if got.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
+            out_of_order += 1;
+        }
+    }
+    lat.sort_unstable();
+    last_per_head.sort_unstable();
+    out.push_str(&format!(
+        "- head delivery, node → livechain → {} clients, {} heads: per client p50 {:.2} ms, p99 {:.2} ms; \
+         to the last client of each head p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} deliveries missing, \
+         {} clients with a gap or repeat; livechain CPU {:.0} ms per head ({:.0} ms system)\n",
+        per_client.len(),
+        measured.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&last_per_head, 0.5),
+        percentile(&last_per_head, 0.99),
+        percentile(&last_per_head, 1.0),
+        missing,
+        out_of_order,
+        (cpu1 + sys1 - cpu0 - sys0) * 1000.0 / heads as f64,
+        (sys1 - sys0) * 1000.0 / heads as f64,
+    ));
+    let stats = http_get(mock_addr, "/__mock/stats").await;
+    let node_subs = serde_json::from_str::<serde_json::Value>(&stats)
+        .ok()
+        .and_then(|v| v.get("subscriptions").cloned());
+    let metrics = http_get(lc_addr, "/metrics").await;
+    let upstream_subs: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("livechain_upstream_subscriptions{"))
+        .collect();
+    out.push_str(&format!(
+        "- upstream subscriptions for {} clients: the node reports {}; livechain holds {}\n",
+        keep.len(),
+        node_subs.map_or_else(|| "(no subscription counts)".to_owned(), |v| v.to_string()),
+        upstream_subs.join(", ")
+    ));
+    let hist: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("livechain_head_delivery_seconds_bucket"))
+        .collect();
+    out.push_str(&format!(
+        "- livechain's own head delivery histogram (arrival from the node → write to a client): {}\n",
+        histogram_quantiles(&hist)
+    ));
+    drop(keep);
+    drop((lc, mock));
+    out
+}
+
+/// p50 and p99 read off a Prometheus histogram's cumulative buckets (upper bounds).
+fn histogram_quantiles(lines: &[&str]) -> String {
+    let mut buckets: Vec<(f64, f64)> = lines
+        .iter()
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        return "no samples".to_owned();
+    }
+    let q = |p: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= total * p)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    };
+    format!(
+        "{} samples, p50 ≤ {} ms, p99 ≤ {} ms",
+        total,
+        q(0.5) * 1000.0,
+        q(0.99) * 1000.0
+    )
+}
+
 fn main() {
     let o = opts();
     let bin = env!("CARGO_BIN_EXE_livechain");
@@ -1285,6 +1577,9 @@ fn main() {
     }
     if o.ws {
         report.push_str(&rt.block_on(ws_benchmark(&o, bin, &dir)));
+    }
+    if o.managed {
+        report.push_str(&rt.block_on(managed_benchmark(&o, bin, &dir)));
     }
     println!("\n{report}");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/load-report.md");
