@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, SplitSink, SplitStream};
-use futures::{Future, SinkExt, StreamExt};
+use futures::{Future, FutureExt, SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -79,6 +79,8 @@ impl Kind {
 struct Sub {
     id: String,
     kind: Kind,
+    /// `livechain_subscription_events_total` of its kind, resolved once.
+    sent: prometheus::IntCounter,
     _interest: Option<Interest>,
     _gauge: Gauge,
 }
@@ -109,13 +111,26 @@ struct Passthrough {
     _gauge: Gauge,
 }
 
+/// The send queue and its size in bytes.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Out>,
+    queued: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, msg: Message, seen: Option<std::time::Instant>) {
+        self.queued += msg.len();
+        self.queue.push_back(Out { msg, seen });
+    }
+}
+
 struct Session {
     ctx: SessionCtx,
     subs: Vec<Sub>,
     native: Option<NativeSub>,
     events: Option<broadcast::Receiver<Event>>,
-    queue: VecDeque<Out>,
-    queued: usize,
+    out: Outbox,
     calls: FuturesUnordered<Answer>,
     pass: Option<Passthrough>,
 }
@@ -131,19 +146,28 @@ where
         subs: Vec::new(),
         native: None,
         events: None,
-        queue: VecDeque::new(),
-        queued: 0,
+        out: Outbox::default(),
         calls: FuturesUnordered::new(),
         pass: None,
     };
     let (mut tx, mut rx) = client.split();
     let mut shutdown = super::shutdown_channel().subscribe();
     let idle = limits.ws_idle_timeout;
+    let send_timeout = limits.ws_send_timeout;
     let mut deadline = Instant::now() + idle;
     // When the message at the front of the queue became the front: it must leave within the
     // send timeout.
     let mut front_since = Instant::now();
+    // When a message last went to the client: the idle timeout counts both ways.
+    let mut last_out = Instant::now();
     let mut unflushed = false;
+    // Two timers for the socket's life, armed once and moved only when they fire early: a
+    // timer made and dropped per message would cost more than the message (at 10,000
+    // subscribers, every head is 10,000 messages).
+    let idle_timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(idle_timer);
+    let send_timer = tokio::time::sleep_until(front_since + send_timeout);
+    tokio::pin!(send_timer);
     let chain = s.ctx.chain.clone();
     let m = metrics();
     let delivery = m.head_delivery.with_label_values(&[&chain]);
@@ -161,17 +185,46 @@ where
             .with_label_values(&[&chain, "upstream_to_client"]),
     );
     let end = loop {
-        if s.queued > limits.ws_send_queue_bytes {
+        if s.out.queued > limits.ws_send_queue_bytes {
             break End::SlowConsumer;
         }
-        let front = s.queue.front().map(|o| o.msg.clone());
+        // Hand the socket what it takes without waiting; what is left waits for it below.
+        let mut gone = false;
+        while let Some(out) = s.out.queue.front() {
+            match tx.feed(out.msg.clone()).now_or_never() {
+                Some(Ok(())) => {
+                    let out = s.out.queue.pop_front().expect("the front was sent");
+                    s.out.queued -= out.msg.len();
+                    out_msgs.inc();
+                    out_bytes.inc_by(out.msg.len() as u64);
+                    if let Some(seen) = out.seen {
+                        delivery.observe(seen.elapsed().as_secs_f64());
+                    }
+                    front_since = Instant::now();
+                    last_out = front_since;
+                    unflushed = true;
+                }
+                Some(Err(_)) => {
+                    gone = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if gone {
+            break End::ClientGone;
+        }
+        let front = s.out.queue.front().map(|o| o.msg.clone());
         let sending = front.is_some();
+        if !sending {
+            front_since = Instant::now();
+        }
         let listening = s.events.is_some();
         tokio::select! {
             biased;
             _ = shutting_down(&mut shutdown) => break End::Shutdown,
-            // One message handed to the socket, or (queue empty) what it holds flushed. A
-            // message is taken off the queue only once the socket accepted it whole.
+            // One message handed to the socket once it takes it, or (queue empty) what it
+            // holds flushed. A message leaves the queue only once the socket accepted it whole.
             written = async {
                 match front {
                     Some(msg) => tx.feed(msg).await.map(|()| true),
@@ -180,21 +233,24 @@ where
             }, if sending || unflushed => match written {
                 Err(_) => break End::ClientGone,
                 Ok(true) => {
-                    let out = s.queue.pop_front().expect("the front was sent");
-                    s.queued -= out.msg.len();
+                    let out = s.out.queue.pop_front().expect("the front was sent");
+                    s.out.queued -= out.msg.len();
                     out_msgs.inc();
                     out_bytes.inc_by(out.msg.len() as u64);
                     if let Some(seen) = out.seen {
                         delivery.observe(seen.elapsed().as_secs_f64());
                     }
                     front_since = Instant::now();
+                    last_out = front_since;
                     unflushed = true;
-                    deadline = Instant::now() + idle;
                 }
                 Ok(false) => unflushed = false,
             },
-            _ = tokio::time::sleep_until(front_since + limits.ws_send_timeout), if sending => {
-                break End::ClientSlow;
+            _ = &mut send_timer, if sending => {
+                if front_since.elapsed() >= send_timeout {
+                    break End::ClientSlow;
+                }
+                send_timer.as_mut().reset(front_since + send_timeout);
             }
             msg = rx.next(), if s.calls.len() < MAX_CALLS => {
                 deadline = Instant::now() + idle;
@@ -203,13 +259,16 @@ where
                     in_bytes.inc_by(msg.len() as u64);
                 }
                 match msg {
+                    // Boxed: handling a message (a subscription passed through opens an
+                    // upstream socket) is rare next to waiting, and its state would otherwise
+                    // be part of every idle socket's task.
                     Some(Ok(Message::Text(text))) => {
-                        if let Err(end) = s.on_message(Bytes::from(text)).await {
+                        if let Err(end) = Box::pin(s.on_message(Bytes::from(text))).await {
                             break end;
                         }
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        if let Err(end) = s.on_message(bytes).await {
+                        if let Err(end) = Box::pin(s.on_message(bytes)).await {
                             break end;
                         }
                     }
@@ -225,12 +284,31 @@ where
                     s.push_text(answer, None);
                 }
             }
-            event = recv(&mut s.events), if listening => match event {
-                Ok(event) => s.on_event(&event),
-                // Fell more than the channel's capacity behind: as slow as it gets.
-                Err(broadcast::error::RecvError::Lagged(_)) => break End::SlowConsumer,
-                Err(broadcast::error::RecvError::Closed) => s.events = None,
-            },
+            event = recv(&mut s.events), if listening => {
+                // Everything already waiting too, so one wake-up serves a burst (a reorg).
+                let mut next = Some(event);
+                let mut lagged = false;
+                while let Some(event) = next.take() {
+                    match event {
+                        Ok(event) => s.on_event(&event),
+                        // Fell more than the channel's capacity behind: as slow as it gets.
+                        Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
+                        Err(broadcast::error::RecvError::Closed) => s.events = None,
+                    }
+                    if let Some(rx) = &mut s.events {
+                        next = match rx.try_recv() {
+                            Ok(e) => Some(Ok(e)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                Some(Err(broadcast::error::RecvError::Lagged(n)))
+                            }
+                            Err(_) => None,
+                        };
+                    }
+                }
+                if lagged {
+                    break End::SlowConsumer;
+                }
+            }
             msg = pass_next(&mut s.pass), if s.pass.is_some() => match msg {
                 Some(Ok(Message::Text(text))) => s.push_text(Bytes::from(text), None),
                 Some(Ok(Message::Binary(bytes))) => s.push(Message::Binary(bytes), None),
@@ -243,10 +321,14 @@ where
                     }
                 }
             },
-            _ = tokio::time::sleep_until(deadline) => break End::Idle,
-        }
-        if s.queue.is_empty() {
-            front_since = Instant::now();
+            _ = &mut idle_timer => {
+                // Messages in either direction move the deadline; the timer follows lazily.
+                if !unflushed && !sending && Instant::now() >= deadline {
+                    break End::Idle;
+                }
+                deadline = deadline.max(last_out + idle);
+                idle_timer.as_mut().reset(deadline.max(Instant::now() + Duration::from_millis(1)));
+            }
         }
     };
     let (to_client, _) = super::relay::farewell(end);
@@ -296,8 +378,7 @@ fn is_subscription_method(m: &str) -> bool {
 
 impl Session {
     fn push(&mut self, msg: Message, seen: Option<std::time::Instant>) {
-        self.queued += msg.len();
-        self.queue.push_back(Out { msg, seen });
+        self.out.push(msg, seen);
     }
 
     fn push_text(&mut self, text: Bytes, seen: Option<std::time::Instant>) {
@@ -305,14 +386,6 @@ impl Session {
         if let Ok(t) = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(text) {
             self.push(Message::Text(t), seen);
         }
-    }
-
-    fn push_string(&mut self, text: String, seen: Option<std::time::Instant>, kind: &str) {
-        metrics()
-            .subscription_events
-            .with_label_values(&[&self.ctx.chain, kind])
-            .inc();
-        self.push(Message::text(text), seen);
     }
 
     /// Listens to the chain's events while anything is subscribed, not otherwise (a socket
@@ -475,6 +548,9 @@ impl Session {
         let answer = id.map(|id| result(id, &format!("\"{sub}\"")));
         self.subs.push(Sub {
             _gauge: Gauge::new(&self.ctx.chain, kind.label()),
+            sent: metrics()
+                .subscription_events
+                .with_label_values(&[&self.ctx.chain, kind.label()]),
             id: sub,
             kind,
             _interest: interest,
@@ -541,15 +617,16 @@ impl Session {
 
     /// Renders an event for every subscription it concerns.
     fn on_event(&mut self, event: &Event) {
-        let chain = self.ctx.chain.clone();
-        let mut out: Vec<(String, Option<std::time::Instant>, &'static str)> = Vec::new();
+        let out = &mut self.out;
         for sub in &self.subs {
             match (&sub.kind, event) {
-                (Kind::Heads, Event::Head(b)) => out.push((
-                    render::notification(&sub.id, &b.header),
-                    Some(b.seen),
-                    "newHeads",
-                )),
+                (Kind::Heads, Event::Head(b)) => {
+                    sub.sent.inc();
+                    out.push(
+                        Message::text(render::notification(&sub.id, &b.header)),
+                        Some(b.seen),
+                    );
+                }
                 (Kind::Logs(filter), Event::Logs { block, removed }) => {
                     for log in block.logs().into_iter().flat_map(|l| l.iter()) {
                         if filter.matches(log) {
@@ -558,25 +635,23 @@ impl Session {
                             } else {
                                 &log.json
                             };
-                            out.push((render::notification(&sub.id, json), None, "logs"));
+                            sub.sent.inc();
+                            out.push(Message::text(render::notification(&sub.id, json)), None);
                         }
                     }
                 }
-                (Kind::Pending, Event::Pending(h)) => out.push((
-                    render::notification(&sub.id, &render::hash_json(h)),
-                    None,
-                    "newPendingTransactions",
-                )),
+                (Kind::Pending, Event::Pending(h)) => {
+                    sub.sent.inc();
+                    let hash = render::hash_json(h);
+                    out.push(Message::text(render::notification(&sub.id, &hash)), None);
+                }
                 _ => {}
             }
         }
         if let Some(native) = &self.native {
-            for text in native.render(&chain, event) {
-                out.push((text, None, "native"));
+            for text in native.render(&self.ctx.chain, event) {
+                out.push(Message::text(text), None);
             }
-        }
-        for (text, seen, kind) in out {
-            self.push_string(text, seen, kind);
         }
     }
 }
