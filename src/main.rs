@@ -138,6 +138,7 @@ fn run_mock(
         block_time: Duration::from_millis(block_time_ms),
         latency: (Duration::from_millis(lo), Duration::from_millis(hi)),
         failure_rate,
+        lag_blocks: 0,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -324,6 +324,9 @@ pub(crate) struct MockFile {
     pub latency_ms: Vec<u64>,
     #[serde(default = "default_failure_rate")]
     pub failure_rate: f64,
+    /// The mock serves its chain's head minus this many blocks.
+    #[serde(default)]
+    pub lag_blocks: u64,
 }
 
 fn default_block_time_ms() -> u64 {

@@ -17,7 +17,7 @@ use super::file::{MockFile, UpstreamFile};
 use super::interpolate::{expand, Env, Expanded};
 use super::model::{UpstreamConfig, UpstreamTarget};
 use super::validate::{key_segment, relative_to};
-use crate::mock::MockSpec;
+use crate::mock::{MockSpec, MAX_LAG_BLOCKS};
 
 /// Headers the proxy itself owns for every upstream request; letting config override them would
 /// break framing or routing (hop-by-hop headers never reach the upstream anyway).
@@ -293,11 +293,19 @@ fn mock_spec(m: &MockFile, cx: &Context<'_>, p: &mut Problems) -> Option<MockSpe
         );
         ok = false;
     }
+    if m.lag_blocks > MAX_LAG_BLOCKS {
+        p.push(
+            cx.key("mock.lag_blocks"),
+            format!("must be at most {MAX_LAG_BLOCKS}, got {}", m.lag_blocks),
+        );
+        ok = false;
+    }
     ok.then(|| MockSpec {
         chain_id: cx.chain_id,
         block_time: Duration::from_millis(m.block_time_ms),
         latency: (Duration::from_millis(min), Duration::from_millis(max)),
         failure_rate: m.failure_rate,
+        lag_blocks: m.lag_blocks,
     })
 }
 

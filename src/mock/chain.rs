@@ -1,60 +1,58 @@
-//! The simulated chain. The head is derived from the clock (no ticker task to keep alive), and
-//! every block, transaction and log is a pure function of `(chain_id, number)`, so two mocks of
-//! the same chain agree on hashes and a hash can be turned back into its block number.
+//! The simulated chain, shareable by several mock nodes so that they serve the same blocks. The
+//! head is derived from the clock (no ticker task to keep alive); every block, transaction and log
+//! is a pure function of `(chain_id, number, version)` (see [`Branch`]), so two chains of the same
+//! id agree on hashes until one of them reorgs, and a hash can be turned back into its number.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::enc::{fill, mix, push_data, Obj};
+use arc_swap::{ArcSwap, Guard};
+
+use super::branch::{Branch, TxLoc};
+use super::MockSpec;
 
 /// Head at start-up, so block numbers look like a live chain's rather than a fresh devnet's.
 pub const GENESIS_HEAD: u64 = 1000;
-/// `u64::MAX` in `stalled_at` means "following the clock".
-const RUNNING: u64 = u64::MAX;
-const GWEI: u64 = 1_000_000_000;
-pub const PRIORITY_FEE: u64 = GWEI;
-const GAS_LIMIT: u64 = 30_000_000;
-const EMPTY_UNCLES: &str = "\"0x1dcc4de8dec75d7aab85b567b6ccd41ad312451b948a7413f0a142fd40d49347\"";
-const EXTRA_DATA: &[u8] = b"livechain";
-/// Well-known event signatures (Transfer, Approval, Uniswap V2 Swap) so logs look familiar.
-const TOPICS: [&str; 3] = [
-    "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef",
-    "8c5be1e5ebec7d5bd14f71427d1e84f3dd0314c0f7b2291e5b200ac8c7c3b925",
-    "d78ad95fa46c994b6551d0da85fc275fe613ce37657fb8d5e3d130840159d822",
-];
-/// Logs come from a handful of contracts, so an address filter matches something.
-const LOG_CONTRACTS: u64 = 4;
+/// Deepest reorg [`MockChain::reorg`] makes; the `finalized` tag is 64 blocks back too.
+pub const MAX_REORG_DEPTH: u64 = 64;
+/// Reorgs one chain takes. Each one copies the fork list (it is swapped whole), so a test looping
+/// on `{"reorg":1}` gets an error rather than quadratic work.
+pub const MAX_REORGS: usize = 4096;
 /// Sent transactions remembered for lookups and duplicate detection.
 const MAX_SENT_TXS: usize = 100_000;
 
-// Salts keep the values derived from the same (chain, number) independent.
-const S_BLOCK: u64 = 1;
-const S_TXS: u64 = 2;
-const S_TX: u64 = 3;
-const S_FEE: u64 = 4;
-const S_ROOT: u64 = 5;
-const S_MINER: u64 = 6;
-const S_LOGS: u64 = 7;
-const S_ADDR: u64 = 8;
-const S_BLOOM: u64 = 9;
+/// Why a reorg was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReorgError {
+    #[error("reorg depth must be within 1..={MAX_REORG_DEPTH}, got {0}")]
+    Depth(u64),
+    #[error("this chain already took {MAX_REORGS} reorgs, the most it takes")]
+    TooMany,
+}
 
-pub struct Chain {
+/// A simulated chain: its clock, its history of reorgs and the transactions sent to it. Nodes
+/// serving the same `Arc<MockChain>` return identical blocks and, lag and stalls aside, the same
+/// head.
+pub struct MockChain {
     chain_id: u64,
     block_time: Duration,
     start: Instant,
-    genesis_unix_ms: u64,
-    stalled_at: AtomicU64,
+    /// Read on every block-related call, replaced whole by a reorg.
+    branch: ArcSwap<Branch>,
+    /// A plain Mutex: held for a map lookup or insert, never across an await.
     sent: Mutex<SentTxs>,
 }
 
-/// Where a transaction lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TxLoc {
-    pub hash: [u8; 32],
-    pub block: u64,
-    pub index: u64,
+impl std::fmt::Debug for MockChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockChain")
+            .field("chain_id", &self.chain_id)
+            .field("block_time", &self.block_time)
+            .field("head", &self.head())
+            .field("reorgs", &self.reorgs())
+            .finish()
+    }
 }
 
 #[derive(Default)]
@@ -64,34 +62,43 @@ struct SentTxs {
     seq: u64,
 }
 
-/// An `eth_getLogs` filter; empty `addresses` means any, `None` in `topics` means any.
-#[derive(Debug, Default)]
-pub struct LogFilter {
-    pub addresses: Vec<[u8; 20]>,
-    pub topics: Vec<Option<Vec<[u8; 32]>>>,
-}
-
-impl Chain {
-    pub fn new(chain_id: u64, block_time: Duration) -> Self {
+impl MockChain {
+    /// A chain at [`GENESIS_HEAD`] now, one block every `block_time` (a zero block time never
+    /// advances).
+    pub fn new(chain_id: u64, block_time: Duration) -> Arc<MockChain> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let block_ms = block_time.as_millis() as u64;
-        Chain {
+        let genesis_unix_ms = now_ms.saturating_sub(GENESIS_HEAD.saturating_mul(block_ms));
+        Arc::new(MockChain {
             chain_id,
             block_time,
             start: Instant::now(),
-            genesis_unix_ms: now_ms.saturating_sub(GENESIS_HEAD.saturating_mul(block_ms)),
-            stalled_at: AtomicU64::new(RUNNING),
+            branch: ArcSwap::from_pointee(Branch::new(chain_id, genesis_unix_ms, block_ms)),
             sent: Mutex::new(SentTxs::default()),
-        }
+        })
     }
 
     pub fn chain_id(&self) -> u64 {
         self.chain_id
     }
 
-    fn clock_head(&self) -> u64 {
+    pub fn block_time(&self) -> Duration {
+        self.block_time
+    }
+
+    /// A well-behaved node's spec for this chain, to adjust and pass to
+    /// [`MockNode::start_on`](super::MockNode::start_on).
+    pub fn spec(&self) -> MockSpec {
+        MockSpec {
+            block_time: self.block_time,
+            ..MockSpec::new(self.chain_id)
+        }
+    }
+
+    /// The live head: what a node with no lag and no stall serves.
+    pub fn head(&self) -> u64 {
         let bt = self.block_time.as_nanos();
         if bt == 0 {
             // A zero block time would divide by zero; such a chain simply never advances.
@@ -100,93 +107,64 @@ impl Chain {
         GENESIS_HEAD.saturating_add((self.start.elapsed().as_nanos() / bt) as u64)
     }
 
-    pub fn head(&self) -> u64 {
-        match self.stalled_at.load(Ordering::Relaxed) {
-            RUNNING => self.clock_head(),
-            h => h,
+    /// Replaces the last `depth` blocks (`head - depth + 1 ..= head`) with new ones of the same
+    /// numbers (new hashes, transactions and logs); every later block builds on the new branch.
+    /// Returns the first replaced number. Every node on this chain sees it, as with a real reorg.
+    pub fn reorg(&self, depth: u64) -> Result<u64, ReorgError> {
+        if !(1..=MAX_REORG_DEPTH).contains(&depth) {
+            return Err(ReorgError::Depth(depth));
         }
+        if self.reorgs() >= MAX_REORGS {
+            return Err(ReorgError::TooMany);
+        }
+        // Never below block 1: the genesis block has no parent to fork from.
+        let fork = self.head().saturating_sub(depth - 1).max(1);
+        self.branch.rcu(|b| b.forked_at(fork));
+        Ok(fork)
     }
 
-    /// Stalling freezes the head where it is; un-stalling jumps back to the clock's head.
-    pub fn set_stalled(&self, stalled: bool) {
-        if stalled {
-            let _ = self.stalled_at.compare_exchange(
-                RUNNING,
-                self.clock_head(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        } else {
-            self.stalled_at.store(RUNNING, Ordering::Relaxed);
-        }
+    /// Reorgs taken so far.
+    pub fn reorgs(&self) -> usize {
+        self.branch.load().reorgs()
     }
 
-    /// Last 8 bytes carry the number; the rest is mixed, so the hash is reversible but checkable.
+    /// The hash of block `n` on the current branch (whether or not `n` was mined yet).
     pub fn block_hash(&self, n: u64) -> [u8; 32] {
-        let mut h: [u8; 32] = fill(mix(self.chain_id, n, S_BLOCK));
-        h[24..].copy_from_slice(&n.to_be_bytes());
-        h
+        self.branch.load().block_hash(n)
     }
 
-    /// The number of the block with hash `h`, if it is one of ours and not in the future.
-    pub fn block_by_hash(&self, h: &[u8; 32]) -> Option<u64> {
-        let mut n = [0u8; 8];
-        n.copy_from_slice(&h[24..]);
-        let n = u64::from_be_bytes(n);
-        (n <= self.head() && self.block_hash(n) == *h).then_some(n)
+    /// The current branch, for one answer's worth of reads (cheap: no reference count touched).
+    pub(crate) fn branch(&self) -> Guard<Arc<Branch>> {
+        self.branch.load()
     }
 
-    pub fn timestamp(&self, n: u64) -> u64 {
-        let block_ms = self.block_time.as_millis() as u64;
-        self.genesis_unix_ms
-            .saturating_add(n.saturating_mul(block_ms))
-            / 1000
+    /// The current branch, to keep across awaits (a WebSocket compares it with the next one).
+    pub(crate) fn branch_full(&self) -> Arc<Branch> {
+        self.branch.load_full()
     }
 
-    pub fn base_fee(&self, n: u64) -> u64 {
-        GWEI + mix(self.chain_id, n, S_FEE) % (20 * GWEI)
-    }
-
-    /// One to four transactions per block.
-    pub fn tx_count(&self, n: u64) -> u64 {
-        1 + mix(self.chain_id, n, S_TXS) % 4
-    }
-
-    fn block_tx_hash(&self, n: u64, i: u64) -> [u8; 32] {
-        let mut h: [u8; 32] = fill(mix(self.chain_id, n ^ (i << 56), S_TX));
-        h[20..24].copy_from_slice(&(i as u32).to_be_bytes());
-        h[24..].copy_from_slice(&n.to_be_bytes());
-        h
+    pub(crate) fn base_fee(&self, n: u64) -> u64 {
+        super::branch::base_fee(self.chain_id, n)
     }
 
     /// Finds a transaction: sent ones by the store, block ones by decoding the hash. Either only
-    /// once its block is at or below the head.
-    pub fn find_tx(&self, h: &[u8; 32]) -> Option<TxLoc> {
-        let head = self.head();
+    /// once its block is at or below `head` (the asking node's view).
+    pub(crate) fn find_tx(&self, h: &[u8; 32], head: u64) -> Option<TxLoc> {
         if let Some(loc) = self.lock_sent().by_hash.get(h) {
             return (loc.block <= head).then_some(*loc);
         }
-        let mut n = [0u8; 8];
-        n.copy_from_slice(&h[24..]);
-        let n = u64::from_be_bytes(n);
-        let mut i = [0u8; 4];
-        i.copy_from_slice(&h[20..24]);
-        let i = u64::from(u32::from_be_bytes(i));
-        let found = n <= head && i < self.tx_count(n) && self.block_tx_hash(n, i) == *h;
-        found.then_some(TxLoc {
-            hash: *h,
-            block: n,
-            index: i,
-        })
+        self.branch().block_tx(h, head)
     }
 
     fn lock_sent(&self) -> std::sync::MutexGuard<'_, SentTxs> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a sent transaction for inclusion in the next block; `None` if already known.
-    pub fn send_tx(&self, hash: [u8; 32]) -> Option<TxLoc> {
+    /// Records a sent transaction for inclusion in the chain's next block (every node on the
+    /// chain sees it there); `None` if already known.
+    pub(crate) fn send_tx(&self, hash: [u8; 32]) -> Option<TxLoc> {
         let block = self.head().saturating_add(1);
+        let base = self.branch().tx_count(block);
         let mut s = self.lock_sent();
         if s.by_hash.contains_key(&hash) {
             return None;
@@ -200,208 +178,10 @@ impl Chain {
         let loc = TxLoc {
             hash,
             block,
-            index: self.tx_count(block) + s.seq % 256,
+            index: base + s.seq % 256,
         };
         s.by_hash.insert(hash, loc);
         s.order.push_back(hash);
         Some(loc)
     }
-
-    fn address(&self, seed: u64, salt: u64) -> [u8; 20] {
-        fill(mix(self.chain_id, seed, salt))
-    }
-
-    /// Writes a geth-style block object; `full` gives transaction objects instead of hashes.
-    pub fn write_block(&self, out: &mut Vec<u8>, n: u64, full: bool) {
-        let txs = self.tx_count(n);
-        let parent = if n == 0 {
-            [0u8; 32]
-        } else {
-            self.block_hash(n - 1)
-        };
-        let root = |k: u64| -> [u8; 32] { fill(mix(self.chain_id, n, S_ROOT + (k << 8))) };
-        let bloom: [u8; 256] = fill(mix(self.chain_id, n, S_BLOOM));
-        let mut o = Obj::new(out);
-        o.qty("baseFeePerGas", self.base_fee(n))
-            .qty("blobGasUsed", 0)
-            .qty("difficulty", 0)
-            .qty("excessBlobGas", 0)
-            .data("extraData", EXTRA_DATA)
-            .qty("gasLimit", GAS_LIMIT)
-            .qty(
-                "gasUsed",
-                txs * 21_000 + mix(self.chain_id, n, S_FEE) % 1_000_000,
-            )
-            .data("hash", &self.block_hash(n))
-            .data("logsBloom", &bloom)
-            .data("miner", &self.address(n % 8, S_MINER))
-            .data("mixHash", &root(1))
-            .data("nonce", &[0u8; 8])
-            .qty("number", n)
-            .data("parentBeaconBlockRoot", &root(2))
-            .data("parentHash", &parent)
-            .data("receiptsRoot", &root(3))
-            .raw("sha3Uncles", EMPTY_UNCLES)
-            .qty("size", 0x250 + txs * 0x75)
-            .data("stateRoot", &root(4))
-            .qty("timestamp", self.timestamp(n));
-        let list = o.key("transactions");
-        list.push(b'[');
-        for i in 0..txs {
-            if i > 0 {
-                list.push(b',');
-            }
-            let h = self.block_tx_hash(n, i);
-            if full {
-                self.write_tx(
-                    list,
-                    &TxLoc {
-                        hash: h,
-                        block: n,
-                        index: i,
-                    },
-                );
-            } else {
-                list.push(b'"');
-                push_data(list, &h);
-                list.push(b'"');
-            }
-        }
-        list.push(b']');
-        o.data("transactionsRoot", &root(5))
-            .raw("uncles", "[]")
-            .raw("withdrawals", "[]")
-            .data("withdrawalsRoot", &root(6))
-            .end();
-    }
-
-    fn tx_seed(tx: &TxLoc) -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&tx.hash[..8]);
-        u64::from_be_bytes(w)
-    }
-
-    /// Writes an EIP-1559 transaction object.
-    pub fn write_tx(&self, out: &mut Vec<u8>, tx: &TxLoc) {
-        let seed = Self::tx_seed(tx);
-        let max_fee = self.base_fee(tx.block) * 2 + PRIORITY_FEE;
-        let mut o = Obj::new(out);
-        o.raw("accessList", "[]")
-            .data("blockHash", &self.block_hash(tx.block))
-            .qty("blockNumber", tx.block)
-            .qty("chainId", self.chain_id)
-            .data("from", &self.address(seed, S_ADDR))
-            .qty("gas", 21_000)
-            .qty("gasPrice", self.base_fee(tx.block) + PRIORITY_FEE)
-            .data("hash", &tx.hash)
-            .data("input", &[])
-            .qty("maxFeePerGas", max_fee)
-            .qty("maxPriorityFeePerGas", PRIORITY_FEE)
-            .qty("nonce", seed % 5000)
-            .data("r", &fill::<32>(seed ^ 1))
-            .data("s", &fill::<32>(seed ^ 2))
-            .data("to", &self.address(seed ^ 3, S_ADDR))
-            .qty("transactionIndex", tx.index)
-            .qty("type", 2)
-            .qty("v", seed & 1)
-            .qty("value", seed % (10 * GWEI * GWEI))
-            .qty("yParity", seed & 1)
-            .end();
-    }
-
-    /// Writes a successful receipt with no logs.
-    pub fn write_receipt(&self, out: &mut Vec<u8>, tx: &TxLoc) {
-        let seed = Self::tx_seed(tx);
-        let mut o = Obj::new(out);
-        o.data("blockHash", &self.block_hash(tx.block))
-            .qty("blockNumber", tx.block)
-            .raw("contractAddress", "null")
-            .qty("cumulativeGasUsed", (tx.index + 1) * 21_000)
-            .qty("effectiveGasPrice", self.base_fee(tx.block) + PRIORITY_FEE)
-            .data("from", &self.address(seed, S_ADDR))
-            .qty("gasUsed", 21_000)
-            .raw("logs", "[]")
-            .data("logsBloom", &[0u8; 256])
-            .qty("status", 1)
-            .data("to", &self.address(seed ^ 3, S_ADDR))
-            .data("transactionHash", &tx.hash)
-            .qty("transactionIndex", tx.index)
-            .qty("type", 2)
-            .end();
-    }
-
-    /// Writes the JSON array of logs in `from..=to` that match `f`; zero to two per block.
-    pub fn write_logs(&self, out: &mut Vec<u8>, from: u64, to: u64, f: &LogFilter) {
-        out.push(b'[');
-        let mut first = true;
-        for n in from..=to {
-            let m = mix(self.chain_id, n, S_LOGS);
-            let txs = self.tx_count(n);
-            for k in 0..m % 3 {
-                let lm = mix(m, k, S_LOGS);
-                let address = self.address(lm % LOG_CONTRACTS, S_LOGS);
-                let mut topic0 = [0u8; 32];
-                for (i, b) in topic0.iter_mut().enumerate() {
-                    let t = TOPICS[(lm >> 8) as usize % TOPICS.len()].as_bytes();
-                    *b = hex_pair(t[2 * i], t[2 * i + 1]);
-                }
-                let mut topic1 = [0u8; 32];
-                topic1[12..].copy_from_slice(&self.address(lm >> 16, S_ADDR));
-                let topics = [topic0, topic1];
-                if !matches(f, &address, &topics) {
-                    continue;
-                }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                let tx_index = k % txs;
-                let mut o = Obj::new(out);
-                o.data("address", &address)
-                    .qty("blockNumber", n)
-                    .data("blockHash", &self.block_hash(n))
-                    .data("data", &fill::<32>(lm ^ 0x5a))
-                    .qty("logIndex", k)
-                    .raw("removed", "false");
-                let t = o.key("topics");
-                t.push(b'[');
-                for (i, topic) in topics.iter().enumerate() {
-                    if i > 0 {
-                        t.push(b',');
-                    }
-                    t.push(b'"');
-                    push_data(t, topic);
-                    t.push(b'"');
-                }
-                t.push(b']');
-                o.data("transactionHash", &self.block_tx_hash(n, tx_index))
-                    .qty("transactionIndex", tx_index)
-                    .end();
-            }
-        }
-        out.push(b']');
-    }
-}
-
-fn hex_pair(hi: u8, lo: u8) -> u8 {
-    let v = |c: u8| {
-        if c.is_ascii_digit() {
-            c - b'0'
-        } else {
-            c - b'a' + 10
-        }
-    };
-    v(hi) << 4 | v(lo)
-}
-
-fn matches(f: &LogFilter, address: &[u8; 20], topics: &[[u8; 32]]) -> bool {
-    if !f.addresses.is_empty() && !f.addresses.contains(address) {
-        return false;
-    }
-    f.topics.iter().enumerate().all(|(i, want)| match want {
-        None => true,
-        Some(set) => topics
-            .get(i)
-            .is_some_and(|t| set.is_empty() || set.contains(t)),
-    })
 }

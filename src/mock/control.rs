@@ -9,6 +9,8 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::chain::{ReorgError, MAX_REORG_DEPTH};
+use super::view::MAX_LAG_BLOCKS;
 use super::MockSpec;
 
 /// What an injected failure looks like to the client.
@@ -55,6 +57,8 @@ impl FailureKind {
 
 /// A patch to the mock's behaviour; every field is optional and absent fields are left alone.
 /// `reset` is applied first, so `{"reset":true,"failure_rate":1}` means "spec, then always fail".
+/// Everything concerns this node only, except `reorg`, which changes the chain it serves (and so
+/// every node on that chain; `reset` does not undo it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockControl {
@@ -65,10 +69,27 @@ pub struct MockControl {
     /// Inclusive `[min, max]` delay in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<(u64, u64)>,
+    /// Freezes this node's head where it is (`true`); `false` jumps back to the chain's head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall_head: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
+    /// This node serves the chain's head minus this many blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_blocks: Option<u64>,
+    /// `false` stops subscription notifications on this node's WebSockets (which stay open and
+    /// keep answering calls); `true` resumes them from the current head, without the blocks
+    /// that passed meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_heads: Option<bool>,
+    /// Drops the TCP connection of every open WebSocket on this node, without a close frame, as
+    /// a crashed provider would; new ones are accepted afterwards.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_ws: bool,
+    /// Replaces the chain's last N blocks (1..=64) with a new branch: see
+    /// [`MockChain::reorg`](super::MockChain::reorg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorg: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset: bool,
 }
@@ -103,6 +124,18 @@ impl MockControl {
                 return Err(format!("latency_ms min {lo} is above max {hi}"));
             }
         }
+        if let Some(lag) = self.lag_blocks {
+            if lag > MAX_LAG_BLOCKS {
+                return Err(format!(
+                    "lag_blocks must be at most {MAX_LAG_BLOCKS}, got {lag}"
+                ));
+            }
+        }
+        if let Some(depth) = self.reorg {
+            if !(1..=MAX_REORG_DEPTH).contains(&depth) {
+                return Err(ReorgError::Depth(depth).to_string());
+            }
+        }
         Ok(())
     }
 }
@@ -127,7 +160,8 @@ impl Behaviour {
         }
     }
 
-    /// Applies everything in `c` except `reset` and `stall_head`, which concern other state.
+    /// Applies what in `c` concerns answers to calls; `reset`, the head and WebSocket fields
+    /// concern other state.
     /// Values are clamped rather than rejected: the Rust API has no error channel.
     pub fn patch(&mut self, c: &MockControl) {
         if let Some(r) = c.failure_rate {
@@ -180,10 +214,42 @@ pub struct MockStats {
     pub failures_injected: u64,
     pub connections_accepted: u64,
     pub connections_open: u64,
+    /// The head this node serves (lag and stall included).
     pub head: u64,
     pub chain_id: u64,
     /// Calls per method name.
     pub methods: BTreeMap<String, u64>,
+    /// WebSockets open on this node (also counted in `connections_open`).
+    #[serde(default)]
+    pub ws_connections_open: u64,
+    /// Active subscriptions on this node by kind: always `newHeads`, `logs` and
+    /// `newPendingTransactions`, zero or not.
+    #[serde(default)]
+    pub subscriptions: BTreeMap<String, u64>,
+}
+
+/// What an `eth_subscribe` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubKind {
+    NewHeads = 0,
+    Logs = 1,
+    PendingTransactions = 2,
+}
+
+impl SubKind {
+    const ALL: [SubKind; 3] = [
+        SubKind::NewHeads,
+        SubKind::Logs,
+        SubKind::PendingTransactions,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SubKind::NewHeads => "newHeads",
+            SubKind::Logs => "logs",
+            SubKind::PendingTransactions => "newPendingTransactions",
+        }
+    }
 }
 
 /// Distinct method names remembered; beyond it, calls are counted under [`OTHER_METHODS`] so a
@@ -198,12 +264,19 @@ pub(crate) struct Counters {
     pub failures_injected: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_open: AtomicU64,
+    pub ws_connections_open: AtomicU64,
+    /// Indexed by `SubKind as usize`.
+    pub subscriptions: [AtomicU64; 3],
     methods: Mutex<HashMap<String, u64>>,
 }
 
 impl Counters {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dec(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn count_method(&self, method: &str) {
@@ -238,6 +311,14 @@ impl Counters {
             head,
             chain_id,
             methods,
+            ws_connections_open: self.ws_connections_open.load(Ordering::Relaxed),
+            subscriptions: SubKind::ALL
+                .iter()
+                .map(|&k| {
+                    let n = self.subscriptions[k as usize].load(Ordering::Relaxed);
+                    (k.name().to_owned(), n)
+                })
+                .collect(),
         }
     }
 }

@@ -282,9 +282,9 @@ impl Conn {
                 match serde_json::from_slice::<MockControl>(body.bytes(&self.buf))
                     .map_err(|e| e.to_string())
                     .and_then(|c| c.validate().map(|()| c))
+                    .and_then(|c| shared.apply(&c).map_err(|e| e.to_string()))
                 {
-                    Ok(c) => {
-                        shared.apply(&c);
+                    Ok(()) => {
                         self.out.extend_from_slice(b"{\"ok\":true}");
                         200
                     }
@@ -363,7 +363,7 @@ impl Conn {
     fn answer_rpc(&mut self, shared: &Shared, body: &Body, injected: Option<RpcError>) {
         let bytes = body.bytes(&self.buf);
         rpc::handle(
-            &shared.chain,
+            &shared.view,
             &shared.counters,
             bytes,
             injected,

@@ -7,12 +7,14 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::chain::{Chain, LogFilter, PRIORITY_FEE};
-use super::enc::{fill, hash_bytes, mix, parse_data, push_data, push_qty, tx_hash_bytes};
-use super::params::RpcError;
-use super::params::{
-    address, block_number, fixed, hash_number, one_or_many, quantity, state_block, Params,
+use super::branch::{LogFilter, PRIORITY_FEE};
+use super::chain::MockChain;
+use super::enc::{
+    fill, hash_bytes, mix, parse_data, parse_fixed, push_data, push_qty, tx_hash_bytes,
 };
+use super::params::RpcError;
+use super::params::{address, block_number, fixed, one_or_many, quantity, state_block, Params};
+use super::view::View;
 
 /// Largest `eth_getLogs` range, as many providers enforce.
 const MAX_LOG_RANGE: u64 = 10_000;
@@ -27,10 +29,11 @@ const REVERT_DATA: &str = "\"0x08c379a0\
 
 type Res = Result<(), RpcError>;
 
-/// Runs `method`, appending its result to `out`. On error `out` may hold partial output, which
-/// the caller discards.
-pub fn call(chain: &Chain, method: &str, params: Option<&RawValue>, out: &mut Vec<u8>) -> Res {
-    let head = chain.head();
+/// Runs `method` as the node with `view` sees the chain, appending its result to `out`. On error
+/// `out` may hold partial output, which the caller discards.
+pub fn call(view: &View, method: &str, params: Option<&RawValue>, out: &mut Vec<u8>) -> Res {
+    let chain = view.chain();
+    let head = view.head();
     let lit = |out: &mut Vec<u8>, s: &str| {
         out.extend_from_slice(s.as_bytes());
         Ok(())
@@ -51,11 +54,11 @@ pub fn call(chain: &Chain, method: &str, params: Option<&RawValue>, out: &mut Ve
         "eth_maxPriorityFeePerGas" => qty(out, PRIORITY_FEE),
         "eth_estimateGas" => lit(out, "\"0x5208\""),
         "eth_getBlockByNumber" => get_block_by_number(chain, head, Params::parse(params)?, out),
-        "eth_getBlockByHash" => get_block_by_hash(chain, Params::parse(params)?, out),
+        "eth_getBlockByHash" => get_block_by_hash(chain, head, Params::parse(params)?, out),
         "eth_getBlockTransactionCountByNumber" => {
             let p = Params::parse(params)?;
             match block_number(chain, head, p.req::<&RawValue>(0)?)? {
-                Some(n) if n <= head => qty(out, chain.tx_count(n)),
+                Some(n) if n <= head => qty(out, chain.branch().tx_count(n)),
                 _ => lit(out, "null"),
             }
         }
@@ -102,14 +105,14 @@ pub fn call(chain: &Chain, method: &str, params: Option<&RawValue>, out: &mut Ve
         "eth_getTransactionByHash" | "eth_getTransactionReceipt" => {
             let p = Params::parse(params)?;
             let h: [u8; 32] = fixed(&p, 0)?;
-            match chain.find_tx(&h) {
+            match chain.find_tx(&h, head) {
                 None => lit(out, "null"),
                 Some(tx) if method == "eth_getTransactionByHash" => {
-                    chain.write_tx(out, &tx);
+                    chain.branch().write_tx(out, &tx);
                     Ok(())
                 }
                 Some(tx) => {
-                    chain.write_receipt(out, &tx);
+                    chain.branch().write_receipt(out, &tx);
                     Ok(())
                 }
             }
@@ -162,27 +165,29 @@ fn blob(out: &mut Vec<u8>, n: usize) {
     out.push(b'"');
 }
 
-fn get_block_by_number(chain: &Chain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
+fn get_block_by_number(chain: &MockChain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
     let n = block_number(chain, head, p.req(0)?)?;
     let full = p.opt::<bool>(1)?.unwrap_or(false);
     match n {
-        Some(n) if n <= head => chain.write_block(out, n, full),
+        Some(n) if n <= head => chain.branch().write_block(out, n, full),
         _ => out.extend_from_slice(b"null"),
     }
     Ok(())
 }
 
-fn get_block_by_hash(chain: &Chain, p: Params<'_>, out: &mut Vec<u8>) -> Res {
+fn get_block_by_hash(chain: &MockChain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
     let h: [u8; 32] = fixed(&p, 0)?;
     let full = p.opt::<bool>(1)?.unwrap_or(false);
-    match chain.block_by_hash(&h) {
-        Some(n) => chain.write_block(out, n, full),
+    // One branch for both steps, so a reorg in between cannot give a block of another hash.
+    let branch = chain.branch();
+    match branch.block_by_hash(&h, head) {
+        Some(n) => branch.write_block(out, n, full),
         None => out.extend_from_slice(b"null"),
     }
     Ok(())
 }
 
-fn eth_call(chain: &Chain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
+fn eth_call(chain: &MockChain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
     #[derive(Deserialize)]
     struct CallArgs<'a> {
         to: Option<&'a str>,
@@ -212,7 +217,7 @@ fn eth_call(chain: &Chain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
     data(out, &fill::<32>(seed))
 }
 
-fn get_logs(chain: &Chain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
+fn get_logs(chain: &MockChain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Filter<'a> {
@@ -234,11 +239,19 @@ fn get_logs(chain: &Chain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
     for t in f.topics.unwrap_or_default() {
         filter.topics.push(t.map(one_or_many).transpose()?);
     }
+    // One branch for the hash lookup and the logs: a reorg in between cannot mix the two.
+    let branch = chain.branch();
     let (from, to) = if let Some(h) = f.block_hash {
         if f.from_block.is_some() || f.to_block.is_some() {
             return Err(RpcError::invalid_params("blockHash with fromBlock/toBlock"));
         }
-        let n = hash_number(chain, h)?.ok_or(RpcError::new(-32000, "unknown block"))?;
+        let h: [u8; 32] =
+            parse_fixed(h).ok_or_else(|| RpcError::invalid_params("invalid block hash"))?;
+        // Like geth: a hash not on the node's chain (unknown, replaced by a reorg, or above its
+        // head) is an error, not an empty list.
+        let n = branch
+            .block_by_hash(&h, head)
+            .ok_or(RpcError::new(-32000, "unknown block"))?;
         (n, n)
     } else {
         let resolve = |r: Option<&RawValue>| -> Result<u64, RpcError> {
@@ -261,11 +274,11 @@ fn get_logs(chain: &Chain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
             "query returned more than 10000 results",
         ));
     }
-    chain.write_logs(out, from, to, &filter);
+    branch.write_logs(out, from, to, &filter);
     Ok(())
 }
 
-fn fee_history(chain: &Chain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
+fn fee_history(chain: &MockChain, head: u64, p: Params<'_>, out: &mut Vec<u8>) -> Res {
     let count = quantity(p.req(0)?)?.min(MAX_FEE_HISTORY);
     let newest = match block_number(chain, head, p.req(1)?)? {
         Some(n) if n <= head => n,

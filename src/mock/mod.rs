@@ -2,13 +2,20 @@
 //! used by the default config (so the proxy runs with no network), by integration tests (with
 //! failure injection through `POST /__mock/control`) and by benchmarks.
 //!
+//! Several nodes can serve one [`MockChain`] (the same blocks, head and reorgs), each with a view
+//! of its own on top: lag, stall, latency, failures, WebSocket trouble.
+//!
 //! Layout: [`http`] serves connections, [`rpc`] handles the JSON-RPC envelope, [`methods`] the
-//! calls, [`chain`] derives blocks and transactions, [`control`] holds the knobs and counters,
-//! [`enc`] the hex/JSON writing they share.
+//! calls, [`chain`] holds the shared chain's clock and reorgs, [`branch`] derives blocks,
+//! transactions and logs, [`view`] is a node's own head, [`ws`] and [`follow`] serve WebSockets and
+//! their subscriptions, [`control`] holds the knobs and counters, [`enc`] the hex/JSON writing
+//! they share.
 
+mod branch;
 mod chain;
 mod control;
 mod enc;
+mod follow;
 mod http;
 mod methods;
 mod params;
@@ -16,6 +23,7 @@ mod request;
 mod rpc;
 #[cfg(test)]
 mod tests;
+mod view;
 mod ws;
 
 use std::net::SocketAddr;
@@ -25,16 +33,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use chain::GENESIS_HEAD;
+pub use chain::{MockChain, ReorgError, GENESIS_HEAD, MAX_REORGS, MAX_REORG_DEPTH};
 pub use control::{FailureKind, MockControl, MockStats, OTHER_METHODS};
 pub use enc::tx_hash;
 pub use http::MAX_BODY;
 pub use methods::MAX_BLOB;
+pub use view::MAX_LAG_BLOCKS;
 
-use chain::Chain;
 use control::{Behaviour, Counters};
+use view::View;
 
-/// How a mock node behaves; `chain_id` comes from the chain it serves.
+/// How a mock node behaves; `chain_id` and `block_time` are the chain's (a node started on a
+/// shared [`MockChain`] must be given the chain's; [`MockChain::spec`] starts from them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MockSpec {
     pub chain_id: u64,
@@ -43,16 +53,19 @@ pub struct MockSpec {
     pub latency: (Duration, Duration),
     /// Probability in [0, 1] that a request fails with the configured failure (HTTP 500 by default).
     pub failure_rate: f64,
+    /// The node serves the chain's head minus this many blocks (at most [`MAX_LAG_BLOCKS`]).
+    pub lag_blocks: u64,
 }
 
 impl MockSpec {
-    /// A well-behaved node: 1 s blocks, no latency, no failures.
+    /// A well-behaved node: 1 s blocks, no latency, no failures, no lag.
     pub fn new(chain_id: u64) -> Self {
         MockSpec {
             chain_id,
             block_time: Duration::from_secs(1),
             latency: (Duration::ZERO, Duration::ZERO),
             failure_rate: 0.0,
+            lag_blocks: 0,
         }
     }
 }
@@ -60,17 +73,20 @@ impl MockSpec {
 /// State shared by the accept loop, every connection and the [`MockNode`] handle.
 pub(crate) struct Shared {
     spec: MockSpec,
-    chain: Chain,
+    view: View,
     behaviour: Mutex<Behaviour>,
     counters: Counters,
+    /// Bumped by `drop_ws`; every WebSocket of the node watches it and drops its connection.
+    ws_drop: watch::Sender<u64>,
 }
 
 impl Shared {
-    fn new(spec: MockSpec) -> Self {
+    fn new(spec: MockSpec, chain: Arc<MockChain>) -> Self {
         Shared {
-            chain: Chain::new(spec.chain_id, spec.block_time),
+            view: View::new(chain, spec.lag_blocks.min(MAX_LAG_BLOCKS)),
             behaviour: Mutex::new(Behaviour::from_spec(&spec)),
             counters: Counters::default(),
+            ws_drop: watch::channel(0).0,
             spec,
         }
     }
@@ -84,7 +100,12 @@ impl Shared {
         *self.lock_behaviour()
     }
 
-    fn apply(&self, c: &MockControl) {
+    /// Applies a patch whose values are in range (clamped by the caller or validated). A reorg
+    /// goes first, so a refused one leaves everything else as it was.
+    fn apply(&self, c: &MockControl) -> Result<(), ReorgError> {
+        if let Some(depth) = c.reorg {
+            self.view.chain().reorg(depth)?;
+        }
         {
             let mut b = self.lock_behaviour();
             if c.reset {
@@ -93,16 +114,28 @@ impl Shared {
             b.patch(c);
         }
         if c.reset {
-            self.chain.set_stalled(false);
+            self.view.set_stalled(false);
+            self.view.set_lag(self.spec.lag_blocks.min(MAX_LAG_BLOCKS));
+            self.view.set_ws_heads(true);
+        }
+        if let Some(lag) = c.lag_blocks {
+            self.view.set_lag(lag.min(MAX_LAG_BLOCKS));
         }
         if let Some(stall) = c.stall_head {
-            self.chain.set_stalled(stall);
+            self.view.set_stalled(stall);
         }
+        if let Some(on) = c.ws_heads {
+            self.view.set_ws_heads(on);
+        }
+        if c.drop_ws {
+            self.ws_drop.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        Ok(())
     }
 
     fn stats(&self) -> MockStats {
         self.counters
-            .snapshot(self.chain.head(), self.chain.chain_id())
+            .snapshot(self.view.head(), self.view.chain().chain_id())
     }
 }
 
@@ -127,8 +160,21 @@ impl std::fmt::Debug for MockNode {
 const LISTEN_BACKLOG: u32 = 8192;
 
 impl MockNode {
-    /// Binds `listen` and serves on the current tokio runtime until shut down or dropped.
+    /// Binds `listen` and serves a chain of its own on the current tokio runtime until shut down
+    /// or dropped.
     pub async fn start(listen: SocketAddr, spec: MockSpec) -> std::io::Result<MockNode> {
+        let chain = MockChain::new(spec.chain_id, spec.block_time);
+        Self::start_on(listen, spec, chain).await
+    }
+
+    /// Same, serving `chain`, which other nodes may serve too. `spec.chain_id` and
+    /// `spec.block_time` must be the chain's (an `InvalidInput` error otherwise).
+    pub async fn start_on(
+        listen: SocketAddr,
+        spec: MockSpec,
+        chain: Arc<MockChain>,
+    ) -> std::io::Result<MockNode> {
+        check_spec(&spec, &chain)?;
         let socket = if listen.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
@@ -140,24 +186,40 @@ impl MockNode {
         // clients): with tokio's backlog of 1,024 SYNs were dropped, which a client sees as a
         // connect stalled for the 1 s of a SYN retransmission, or timed out.
         let listener = socket.listen(LISTEN_BACKLOG)?;
-        Self::serve(listener, spec)
+        Self::serve(listener, spec, chain)
     }
 
-    /// Same, from an already-bound std listener (so a caller can bind synchronously first).
-    /// Must be called inside a tokio runtime (an error, not a panic, otherwise).
+    /// Same as [`MockNode::start`], from an already-bound std listener (so a caller can bind
+    /// synchronously first). Must be called inside a tokio runtime (an error, not a panic,
+    /// otherwise).
     pub fn from_std(listener: std::net::TcpListener, spec: MockSpec) -> std::io::Result<MockNode> {
+        let chain = MockChain::new(spec.chain_id, spec.block_time);
+        Self::from_std_on(listener, spec, chain)
+    }
+
+    /// Same as [`MockNode::start_on`], from an already-bound std listener.
+    pub fn from_std_on(
+        listener: std::net::TcpListener,
+        spec: MockSpec,
+        chain: Arc<MockChain>,
+    ) -> std::io::Result<MockNode> {
+        check_spec(&spec, &chain)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(std::io::Error::other(
                 "MockNode::from_std needs a tokio runtime",
             ));
         }
         listener.set_nonblocking(true)?;
-        Self::serve(tokio::net::TcpListener::from_std(listener)?, spec)
+        Self::serve(tokio::net::TcpListener::from_std(listener)?, spec, chain)
     }
 
-    fn serve(listener: tokio::net::TcpListener, spec: MockSpec) -> std::io::Result<MockNode> {
+    fn serve(
+        listener: tokio::net::TcpListener,
+        spec: MockSpec,
+        chain: Arc<MockChain>,
+    ) -> std::io::Result<MockNode> {
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(spec));
+        let shared = Arc::new(Shared::new(spec, chain));
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(http::accept_loop(listener, shared.clone(), stop_rx));
         Ok(MockNode {
@@ -172,7 +234,7 @@ impl MockNode {
         self.addr
     }
 
-    /// `http://IP:PORT`, ready to be used as an upstream URL.
+    /// `http://IP:PORT`, ready to be used as an upstream URL (WebSocket on the same port).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -181,10 +243,22 @@ impl MockNode {
         &self.shared.spec
     }
 
+    /// The chain this node serves, to start more nodes on it or to reorg it.
+    pub fn chain(&self) -> Arc<MockChain> {
+        self.shared.view.chain_arc().clone()
+    }
+
     /// Same effect as `POST /__mock/control`, except that out-of-range values are clamped
-    /// (rate to [0, 1], latency bounds ordered) instead of rejected.
-    pub fn control(&self, c: MockControl) {
-        self.shared.apply(&c);
+    /// (rate to [0, 1], latency bounds ordered, lag to [`MAX_LAG_BLOCKS`], reorg depth to
+    /// [`MAX_REORG_DEPTH`], a zero depth meaning no reorg) instead of rejected. A reorg the
+    /// chain refuses (past [`MAX_REORGS`]) is logged and skipped; [`MockChain::reorg`] reports it.
+    pub fn control(&self, mut c: MockControl) {
+        c.reorg = c.reorg.filter(|&d| d > 0).map(|d| d.min(MAX_REORG_DEPTH));
+        if let Err(e) = self.shared.apply(&c) {
+            tracing::warn!(error = %e, "mock reorg refused; the rest of the patch applied");
+            c.reorg = None;
+            let _ = self.shared.apply(&c);
+        }
     }
 
     /// Same data as `GET /__mock/stats`.
@@ -192,8 +266,9 @@ impl MockNode {
         self.shared.stats()
     }
 
+    /// The head this node serves (lag and stall included).
     pub fn head(&self) -> u64 {
-        self.shared.chain.head()
+        self.shared.view.head()
     }
 
     /// Stops accepting and closes every open connection (idle, in flight, or hanging on an
@@ -202,6 +277,23 @@ impl MockNode {
         self.stop.send_replace(true);
         let _ = self.task.await;
     }
+}
+
+fn check_spec(spec: &MockSpec, chain: &MockChain) -> std::io::Result<()> {
+    if spec.chain_id != chain.chain_id() || spec.block_time != chain.block_time() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "mock spec (chain id {}, block time {:?}) differs from its chain's \
+                 (chain id {}, block time {:?})",
+                spec.chain_id,
+                spec.block_time,
+                chain.chain_id(),
+                chain.block_time()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs a standalone mock until SIGINT/SIGTERM: used by `livechain mock --listen ADDR ...`.

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::chain::Chain;
+use super::chain::MockChain;
 use super::enc::{parse_fixed, parse_qty, push_str};
 
 /// A JSON-RPC error object; `data` is raw JSON when present.
@@ -95,7 +95,7 @@ pub fn quantity(raw: &RawValue) -> Result<u64, RpcError> {
 /// Resolves a block parameter (tag, hex number, 32-byte hash, or `{"blockNumber"}` /
 /// `{"blockHash"}` object) to a number; `None` for an unknown hash. Numbers above the head are
 /// returned as-is: whether that is `null` or an error is the caller's business.
-pub fn block_number(chain: &Chain, head: u64, raw: &RawValue) -> Result<Option<u64>, RpcError> {
+pub fn block_number(chain: &MockChain, head: u64, raw: &RawValue) -> Result<Option<u64>, RpcError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Sel<'a> {
@@ -107,7 +107,7 @@ pub fn block_number(chain: &Chain, head: u64, raw: &RawValue) -> Result<Option<u
         let sel: Sel = serde_json::from_str(text).map_err(RpcError::invalid_params)?;
         return match (sel.block_number, sel.block_hash) {
             (Some(n), None) => tag_or_number(head, n).map(Some),
-            (None, Some(h)) => hash_number(chain, h),
+            (None, Some(h)) => hash_number(chain, head, h),
             _ => Err(RpcError::invalid_params(
                 "exactly one of blockNumber, blockHash",
             )),
@@ -115,17 +115,20 @@ pub fn block_number(chain: &Chain, head: u64, raw: &RawValue) -> Result<Option<u
     }
     let s: &str = serde_json::from_str(text).map_err(RpcError::invalid_params)?;
     if s.len() == 66 {
-        return hash_number(chain, s);
+        return hash_number(chain, head, s);
     }
     tag_or_number(head, s).map(Some)
 }
 
-pub fn hash_number(chain: &Chain, h: &str) -> Result<Option<u64>, RpcError> {
+/// The number of the block with hash `h` on the current branch, if it is at or below `head`.
+fn hash_number(chain: &MockChain, head: u64, h: &str) -> Result<Option<u64>, RpcError> {
     let h: [u8; 32] =
         parse_fixed(h).ok_or_else(|| RpcError::invalid_params("invalid block hash"))?;
-    Ok(chain.block_by_hash(&h))
+    Ok(chain.branch().block_by_hash(&h, head))
 }
 
+/// A tag or a number; tags are relative to the asking node's head (`safe` 32 blocks back,
+/// `finalized` 64, as on mainnet under normal finality).
 pub fn tag_or_number(head: u64, s: &str) -> Result<u64, RpcError> {
     Ok(match s {
         "latest" | "pending" => head,
@@ -140,7 +143,12 @@ pub fn tag_or_number(head: u64, s: &str) -> Result<u64, RpcError> {
 
 /// The block a state query runs against (`latest` when omitted); unknown or future blocks are
 /// geth's "header not found".
-pub fn state_block(chain: &Chain, head: u64, p: &Params<'_>, i: usize) -> Result<u64, RpcError> {
+pub fn state_block(
+    chain: &MockChain,
+    head: u64,
+    p: &Params<'_>,
+    i: usize,
+) -> Result<u64, RpcError> {
     match p.raw(i) {
         None => Ok(head),
         Some(raw) => match block_number(chain, head, raw)? {

@@ -4,10 +4,10 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::chain::Chain;
 use super::control::Counters;
 use super::methods;
 use super::params::{write_error, RpcError};
+use super::view::View;
 
 const PARSE_ERROR: RpcError = RpcError::new(-32700, "parse error");
 const INVALID_REQUEST: RpcError = RpcError::new(-32600, "invalid request");
@@ -32,7 +32,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 /// Answers a JSON-RPC body into `out` (left empty when nothing is to be answered: only
 /// notifications). `injected` replaces every call's outcome with that error.
 pub fn handle(
-    chain: &Chain,
+    view: &View,
     counters: &Counters,
     body: &[u8],
     injected: Option<RpcError>,
@@ -44,7 +44,7 @@ pub fn handle(
     };
     let text = doc.get();
     if !text.starts_with('[') {
-        answer(chain, counters, doc, injected.as_ref(), out);
+        answer(view, counters, doc, injected.as_ref(), out);
         return;
     }
     let items: Vec<&RawValue> = match serde_json::from_str(text) {
@@ -66,7 +66,7 @@ pub fn handle(
         if any {
             out.push(b',');
         }
-        if answer(chain, counters, item, injected.as_ref(), out) {
+        if answer(view, counters, item, injected.as_ref(), out) {
             any = true;
         } else {
             out.truncate(before);
@@ -81,7 +81,7 @@ pub fn handle(
 
 /// Answers one call; false when it was a notification and nothing was written.
 fn answer(
-    chain: &Chain,
+    view: &View,
     counters: &Counters,
     raw: &RawValue,
     injected: Option<&RpcError>,
@@ -124,7 +124,7 @@ fn answer(
     write_prefix(out, id);
     out.extend_from_slice(b"\"result\":");
     let result_at = out.len();
-    match methods::call(chain, &method, params, out) {
+    match methods::call(view, &method, params, out) {
         Ok(()) => out.push(b'}'),
         Err(e) => {
             out.truncate(result_at - b"\"result\":".len());

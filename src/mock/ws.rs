@@ -1,8 +1,8 @@
 //! WebSocket on the mock's HTTP port: plain JSON-RPC calls over the socket, and
 //! `eth_subscribe` / `eth_unsubscribe` for `newHeads` (one notification per block, consistent
-//! with `eth_blockNumber`), `logs` (with an address/topics filter) and `newPendingTransactions`.
+//! with `eth_blockNumber`), `logs` (with an address/topics filter) and `newPendingTransactions`;
+//! [`follow`](super::follow) decides what they are sent. `drop_ws` ends every socket here.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -15,18 +15,33 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::chain::LogFilter;
+use super::branch::LogFilter;
+use super::control::Counters;
+use super::follow::{Follower, Subscription, Subscriptions};
 use super::params::one_or_many;
 use super::{rpc, Shared};
 
-enum Subscription {
-    NewHeads,
-    Logs(LogFilter),
-    PendingTransactions,
+/// Counts the socket in `ws_connections_open` for as long as it lives, abort included.
+struct OpenWs<'a>(&'a Counters);
+
+impl<'a> OpenWs<'a> {
+    fn new(c: &'a Counters) -> Self {
+        Counters::inc(&c.ws_connections_open);
+        OpenWs(c)
+    }
 }
 
-/// Answers the upgrade and serves the socket until the client closes it or the node stops.
+impl Drop for OpenWs<'_> {
+    fn drop(&mut self) {
+        Counters::dec(&self.0.ws_connections_open);
+    }
+}
+
+/// Answers the upgrade and serves the socket until the client closes it, the node stops, or
+/// `drop_ws` drops it.
 pub async fn serve(mut stream: TcpStream, key: &str, shared: &Shared) {
+    // Before anything else, so a `drop_ws` sent while this socket is being set up still drops it.
+    let mut dropped = shared.ws_drop.subscribe();
     let accept = derive_accept_key(key.as_bytes());
     let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -35,11 +50,12 @@ pub async fn serve(mut stream: TcpStream, key: &str, shared: &Shared) {
     if stream.write_all(answer.as_bytes()).await.is_err() {
         return;
     }
+    let _open = OpenWs::new(&shared.counters);
     let ws = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
     let (mut tx, mut rx) = ws.split();
-    let mut subs: HashMap<String, Subscription> = HashMap::new();
+    let mut subs = Subscriptions::new(&shared.counters);
     let mut next_id: u64 = 1;
-    let mut last_head = shared.chain.head();
+    let mut follower = Follower::new(&shared.view);
     // Polling the time-derived head a few times per block keeps notifications within a quarter
     // block of the block time without a ticker task per node.
     let poll =
@@ -48,16 +64,21 @@ pub async fn serve(mut stream: TcpStream, key: &str, shared: &Shared) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut out: Vec<Message> = Vec::new();
+        // Returning drops the TCP stream: no close frame, as when a provider crashes.
         tokio::select! {
+            biased;
+            _ = dropped.changed() => return,
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = call(shared, text.as_str(), &mut subs, &mut next_id) {
+                    let since = follower.last();
+                    if let Some(reply) = call(shared, text.as_str(), &mut subs, &mut next_id, since) {
                         out.push(Message::text(reply));
                     }
                 }
                 Some(Ok(Message::Binary(bytes))) => {
                     if let Ok(text) = std::str::from_utf8(&bytes) {
-                        if let Some(reply) = call(shared, text, &mut subs, &mut next_id) {
+                        let since = follower.last();
+                        if let Some(reply) = call(shared, text, &mut subs, &mut next_id, since) {
                             out.push(Message::text(reply));
                         }
                     }
@@ -67,32 +88,38 @@ pub async fn serve(mut stream: TcpStream, key: &str, shared: &Shared) {
                 Some(Ok(_)) => {}
             },
             _ = tick.tick() => {
-                let head = shared.chain.head();
-                if head > last_head {
-                    for n in (last_head + 1).max(head.saturating_sub(16))..=head {
-                        notify(shared, n, &subs, &mut out);
-                    }
+                let mut notes = Vec::new();
+                follower.advance(&shared.view, &subs, &mut notes);
+                out.extend(notes.into_iter().map(Message::text));
+            }
+        }
+        let send = async {
+            for m in out {
+                tx.feed(m).await?;
+            }
+            tx.flush().await
+        };
+        // A client that stops reading must not keep its socket out of `drop_ws`'s reach.
+        tokio::select! {
+            biased;
+            _ = dropped.changed() => return,
+            r = send => {
+                if r.is_err() {
+                    return;
                 }
-                last_head = head;
             }
-        }
-        for m in out {
-            if tx.feed(m).await.is_err() {
-                return;
-            }
-        }
-        if tx.flush().await.is_err() {
-            return;
         }
     }
 }
 
 /// One JSON-RPC message over the socket; `None` when nothing is to be answered.
+/// A new subscription starts after block `since`, the last one the socket announced.
 fn call(
     shared: &Shared,
     text: &str,
-    subs: &mut HashMap<String, Subscription>,
+    subs: &mut Subscriptions<'_>,
     next_id: &mut u64,
+    since: u64,
 ) -> Option<String> {
     #[derive(Deserialize)]
     struct Call<'a> {
@@ -112,7 +139,7 @@ fn call(
         _ => {
             let mut out = Vec::new();
             rpc::handle(
-                &shared.chain,
+                &shared.view,
                 &shared.counters,
                 text.as_bytes(),
                 None,
@@ -131,7 +158,7 @@ fn call(
         let sub = params
             .first()
             .and_then(|p| serde_json::from_str::<String>(p.get()).ok());
-        let removed = sub.is_some_and(|s| subs.remove(&s).is_some());
+        let removed = sub.is_some_and(|s| subs.remove(&s));
         return Some(reply(removed.to_string()));
     }
     let kind = params
@@ -151,7 +178,7 @@ fn call(
         u128::from(*next_id) << 64 | u128::from(shared.spec.chain_id)
     );
     *next_id += 1;
-    subs.insert(sub_id.clone(), sub);
+    subs.insert(sub_id.clone(), sub, since);
     Some(reply(format!("\"{sub_id}\"")))
 }
 
@@ -174,41 +201,4 @@ fn log_filter(raw: &RawValue) -> Result<LogFilter, ()> {
             .push(t.map(one_or_many).transpose().map_err(|_| ())?);
     }
     Ok(filter)
-}
-
-/// The notifications block `n` produces for the subscriptions.
-fn notify(shared: &Shared, n: u64, subs: &HashMap<String, Subscription>, out: &mut Vec<Message>) {
-    for (id, sub) in subs {
-        match sub {
-            Subscription::NewHeads => {
-                let mut block = Vec::with_capacity(2048);
-                shared.chain.write_block(&mut block, n, false);
-                out.push(notification(id, &String::from_utf8_lossy(&block)));
-            }
-            Subscription::Logs(filter) => {
-                let mut logs = Vec::new();
-                shared.chain.write_logs(&mut logs, n, n, filter);
-                if let Ok(list) = serde_json::from_slice::<Vec<&RawValue>>(&logs) {
-                    for log in list {
-                        out.push(notification(id, log.get()));
-                    }
-                }
-            }
-            Subscription::PendingTransactions => {
-                let h = super::enc::tx_hash(format!("0x{n:064x}").as_bytes());
-                out.push(notification(id, &format!("\"{h}\"")));
-            }
-        }
-    }
-}
-
-/// `emittedAtUs` (wall clock, µs since the epoch, not part of the Ethereum API) lets benchmarks
-/// measure delivery latency from the node to a client behind the proxy.
-fn notification(sub: &str, result: &str) -> Message {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros());
-    Message::text(format!(
-        r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"{sub}","result":{result},"emittedAtUs":{now}}}}}"#
-    ))
 }

@@ -215,6 +215,7 @@ pub async fn mock_with(chain_id: u64, block_time: Duration, latency_ms: (u64, u6
             Duration::from_millis(latency_ms.1),
         ),
         failure_rate: 0.0,
+        lag_blocks: 0,
     };
     MockNode::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), spec)
         .await

@@ -253,6 +253,20 @@ fn mock_failure_rate_within_0_and_1() {
 }
 
 #[test]
+fn mock_lag_blocks_at_most_the_genesis_head() {
+    assert_eq!(
+        upstream_err("mock = { lag_blocks = 1001 }"),
+        "conf/upstreams.toml: chains.ethereum.upstreams[0].mock.lag_blocks: must be at most \
+         1000, got 1001"
+    );
+    let config = upstreams_ok(&one_upstream("mock = { lag_blocks = 2 }"));
+    let UpstreamTarget::Mock(spec) = &config.chains["ethereum"].upstreams[0].target else {
+        panic!("should be a mock");
+    };
+    assert_eq!(spec.lag_blocks, 2);
+}
+
+#[test]
 fn missing_env_var_names_variable_and_key() {
     assert_eq!(
         upstream_err("http = \"http://n\"\nheaders = { x-api-key = \"${NOT_SET}\" }"),

@@ -46,6 +46,7 @@ fn example_parses() {
             block_time: Duration::from_millis(1000),
             latency: (Duration::from_millis(2), Duration::from_millis(10)),
             failure_rate: 0.0,
+            lag_blocks: 0,
         }
     );
 }
@@ -64,6 +65,7 @@ fn defaults_when_keys_are_omitted() {
     assert_eq!(spec.block_time, Duration::from_millis(1000));
     assert_eq!(spec.latency, (Duration::ZERO, Duration::ZERO));
     assert_eq!(spec.failure_rate, 0.0);
+    assert_eq!(spec.lag_blocks, 0);
 
     let remote = upstreams_ok(&one_upstream("http = \"http://node:8545\""));
     let a = &remote.chains["ethereum"].upstreams[0];

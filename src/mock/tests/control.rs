@@ -102,6 +102,10 @@ async fn control_rejects_bad_patches() {
         r#"{"failure": "explode"}"#,
         r#"{"latency_ms": [5, 1]}"#,
         r#"{"latency_ms": 5}"#,
+        r#"{"reorg": 0}"#,
+        r#"{"reorg": 65}"#,
+        r#"{"lag_blocks": 1001}"#,
+        r#"{"ws_heads": "off"}"#,
         "not json",
     ] {
         let r = c.control(body).await;
@@ -110,6 +114,7 @@ async fn control_rejects_bad_patches() {
     }
     assert_eq!(c.control("{}").await.status, 200);
     assert_healthy(&mut c).await;
+    assert_eq!(node.chain().reorgs(), 0, "a refused patch reorged");
 }
 
 #[tokio::test]
@@ -199,6 +204,8 @@ async fn stats_count_requests_calls_and_methods() {
         "head",
         "chain_id",
         "methods",
+        "ws_connections_open",
+        "subscriptions",
     ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }

@@ -4,6 +4,8 @@
 mod control;
 mod http;
 mod rpc;
+mod shared;
+mod ws;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -362,3 +362,35 @@ async fn null_params_and_echo() {
         r#"{"jsonrpc":"2.0","id":2,"result":{"a": [1.50, "\u00e9"]}}"#
     );
 }
+
+/// What the calls a benchmark makes most cost the mock, network aside: `cargo test --release --lib
+/// mock::tests::rpc::call_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn call_cost() {
+    use serde_json::value::RawValue;
+    let chain = crate::mock::MockChain::new(1, Duration::from_secs(1));
+    let shared = crate::mock::Shared::new(chain.spec(), chain);
+    let calls = [
+        ("eth_blockNumber", "[]"),
+        (
+            "eth_getBalance",
+            r#"["0x00000000219ab540356cbb839cbe05303d7705fa","latest"]"#,
+        ),
+        ("eth_getBlockByNumber", r#"["latest",false]"#),
+        ("eth_getBlockByNumber", r#"["0x3e0",true]"#),
+    ];
+    let mut out = Vec::with_capacity(16 << 10);
+    for (method, params) in calls {
+        let params: &RawValue = serde_json::from_str(params).expect("params");
+        let rounds = 200_000;
+        let began = std::time::Instant::now();
+        for _ in 0..rounds {
+            out.clear();
+            let r = crate::mock::methods::call(&shared.view, method, Some(params), &mut out);
+            assert!(r.is_ok());
+        }
+        let ns = began.elapsed().as_nanos() as f64 / f64::from(rounds);
+        println!("{method} {}: {ns:.0} ns", params.get());
+    }
+}
