@@ -1290,18 +1290,23 @@ fn head_number(text: &str) -> Option<u64> {
     u64::from_str_radix(&text[i..end], 16).ok()
 }
 
-/// Reads newHeads notifications off `ws` until `heads` distinct numbers came, or `until`:
-/// (number, receive time in µs) of each.
-async fn collect_heads(ws: &mut Ws, heads: usize, until: tokio::time::Instant) -> Vec<(u64, u128)> {
-    let mut got = Vec::with_capacity(heads);
-    while got.len() < heads {
-        let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await else {
-            break;
-        };
+/// Reads newHeads notifications off `ws` until `until`: (number, receive time, the node's
+/// emit time when the notification carries it (direct from the mock)), in µs.
+async fn collect_heads(ws: &mut Ws, until: tokio::time::Instant) -> Vec<(u64, u128, Option<u128>)> {
+    let mut got = Vec::with_capacity(32);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
         let recv = now_us();
         if let Message::Text(t) = msg {
-            if let Some(n) = head_number(t.as_str()) {
-                got.push((n, recv));
+            let t = t.as_str();
+            if let Some(n) = head_number(t) {
+                let emitted = t.find("\"emittedAtUs\":").and_then(|i| {
+                    let digits: String = t[i + 14..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    digits.parse().ok()
+                });
+                got.push((n, recv, emitted));
             }
         }
     }
@@ -1405,24 +1410,22 @@ async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
         per / 1024.0
     ));
 
-    // Heads to measure, after one to let every client's subscription settle.
-    let heads = 10;
-    let within = tokio::time::Instant::now() + Duration::from_secs(heads as u64 * 2 + 10);
+    // Every client and a subscriber of the node itself read heads for the same span; the
+    // node's notifications carry when it sent them (`emittedAtUs`), which is what each
+    // client's receive time is measured from.
+    let heads = 10u64;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1000 * heads + 1500);
     let mut direct = match ws_connect(mock_addr, "/").await {
         Ok(ws) => ws,
         Err(e) => return format!("{out}- direct subscriber failed: {e}\n"),
     };
     let sub = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
     let _ = direct.send(Message::text(sub)).await;
-    let reference =
-        tokio::spawn(async move { collect_heads(&mut direct, heads + 4, within).await });
-    let (cpu0, _) = cpu_secs(lc_pid);
-    let (sys0, _) = (cpu_secs(lc_pid).1, 0);
+    let reference = tokio::spawn(async move { collect_heads(&mut direct, until).await });
+    let (user0, sys0) = cpu_secs(lc_pid);
     let clients: Vec<_> = subscribed
         .into_iter()
-        .map(|mut ws| {
-            tokio::spawn(async move { (collect_heads(&mut ws, heads + 2, within).await, ws) })
-        })
+        .map(|mut ws| tokio::spawn(async move { (collect_heads(&mut ws, until).await, ws) }))
         .collect();
     let mut per_client = Vec::with_capacity(clients.len());
     let mut keep = Vec::with_capacity(clients.len());
@@ -1432,25 +1435,31 @@ async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
             keep.push(ws);
         }
     }
-    let (cpu1, sys1) = cpu_secs(lc_pid);
-    let sent_at: std::collections::HashMap<u64, u128> =
-        reference.await.unwrap_or_default().into_iter().collect();
-    // The first two heads a client sees may have been on their way before it subscribed.
-    let measured: Vec<u64> = {
-        let mut all: Vec<u64> = sent_at.keys().copied().collect();
-        all.sort_unstable();
-        all.into_iter().skip(2).take(heads).collect()
-    };
+    let (user1, sys1) = cpu_secs(lc_pid);
+    let reference = reference.await.unwrap_or_default();
+    let sent_at: std::collections::HashMap<u64, u128> = reference
+        .iter()
+        .map(|(n, recv, emitted)| (*n, emitted.unwrap_or(*recv)))
+        .collect();
+    // Not the first heads (a client's subscription may have been settling) nor the last (the
+    // span may end while it is on its way).
+    let mut numbers: Vec<u64> = sent_at.keys().copied().collect();
+    numbers.sort_unstable();
+    let measured: Vec<u64> = numbers
+        .iter()
+        .copied()
+        .skip(1)
+        .take(numbers.len().saturating_sub(2))
+        .collect();
     let mut lat = Vec::new();
     let mut last_per_head = Vec::new();
     let mut missing = 0usize;
-    let mut out_of_order = 0usize;
     for head in &measured {
         let at = sent_at[head];
         let mut last = 0u32;
         for got in &per_client {
-            match got.iter().find(|(n, _)| n == head) {
-                Some((_, recv)) => {
+            match got.iter().find(|(n, _, _)| n == head) {
+                Some((_, recv, _)) => {
                     let d = recv.saturating_sub(at).min(u32::MAX as u128) as u32;
                     lat.push(d);
                     last = last.max(d);
@@ -1460,17 +1469,18 @@ async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
         }
         last_per_head.push(last);
     }
-    for got in &per_client {
-        if got.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
-            out_of_order += 1;
-        }
-    }
+    let gaps = per_client
+        .iter()
+        .filter(|got| got.windows(2).any(|w| w[1].0 != w[0].0 + 1))
+        .count();
     lat.sort_unstable();
     last_per_head.sort_unstable();
+    let cpu = (user1 + sys1 - user0 - sys0) / numbers.len().max(1) as f64;
     out.push_str(&format!(
-        "- head delivery, node → livechain → {} clients, {} heads: per client p50 {:.2} ms, p99 {:.2} ms; \
-         to the last client of each head p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} deliveries missing, \
-         {} clients with a gap or repeat; livechain CPU {:.0} ms per head ({:.0} ms system)\n",
+        "- head delivery, node → livechain → {} clients, {} heads measured: per client p50 {:.2} ms, \
+         p99 {:.2} ms; to the last client of each head p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         {} deliveries missing, {} clients with a gap or repeat; livechain CPU {:.1} ms per head \
+         ({:.1} ms system), {:.1} µs per client per head\n",
         per_client.len(),
         measured.len(),
         percentile(&lat, 0.5),
@@ -1479,9 +1489,10 @@ async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
         percentile(&last_per_head, 0.99),
         percentile(&last_per_head, 1.0),
         missing,
-        out_of_order,
-        (cpu1 + sys1 - cpu0 - sys0) * 1000.0 / heads as f64,
-        (sys1 - sys0) * 1000.0 / heads as f64,
+        gaps,
+        cpu * 1000.0,
+        (sys1 - sys0) * 1000.0 / numbers.len().max(1) as f64,
+        cpu * 1e6 / per_client.len().max(1) as f64,
     ));
     let stats = http_get(mock_addr, "/__mock/stats").await;
     let node_subs = serde_json::from_str::<serde_json::Value>(&stats)

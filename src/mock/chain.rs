@@ -107,6 +107,17 @@ impl MockChain {
         GENESIS_HEAD.saturating_add((self.start.elapsed().as_nanos() / bt) as u64)
     }
 
+    /// When the live head next moves: nodes announce blocks at that moment, all of them at once
+    /// (a benchmark compares a notification through a proxy with one straight from the node).
+    pub fn next_block_at(&self) -> Instant {
+        let bt = self.block_time.as_nanos();
+        if bt == 0 {
+            return self.start + Duration::from_secs(3600);
+        }
+        let next = self.start.elapsed().as_nanos() / bt + 1;
+        self.start + Duration::from_nanos(u64::try_from(next * bt).unwrap_or(u64::MAX))
+    }
+
     /// Replaces the last `depth` blocks (`head - depth + 1 ..= head`) with new ones of the same
     /// numbers (new hashes, transactions and logs); every later block builds on the new branch.
     /// Returns the first replaced number. Every node on this chain sees it, as with a real reorg.

@@ -56,13 +56,14 @@ pub async fn serve(mut stream: TcpStream, key: &str, shared: &Shared) {
     let mut subs = Subscriptions::new(&shared.counters);
     let mut next_id: u64 = 1;
     let mut follower = Follower::new(&shared.view);
-    // Polling the time-derived head a few times per block keeps notifications within a quarter
-    // block of the block time without a ticker task per node.
+    // The time-derived head is looked at when the next block is due (every socket of the node,
+    // and of every node on the chain, at the same moment) and a few times per block besides,
+    // for what controls change (a stall, lag, a reorg), without a ticker task per node.
     let poll =
         (shared.spec.block_time / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
-    let mut tick = tokio::time::interval(poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let wake = tokio::time::Instant::from_std(shared.view.chain().next_block_at())
+            .min(tokio::time::Instant::now() + poll);
         let mut out: Vec<Message> = Vec::new();
         // Returning drops the TCP stream: no close frame, as when a provider crashes.
         tokio::select! {
@@ -87,7 +88,7 @@ pub async fn serve(mut stream: TcpStream, key: &str, shared: &Shared) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(wake) => {
                 let mut notes = Vec::new();
                 follower.advance(&shared.view, &subs, &mut notes);
                 out.extend(notes.into_iter().map(Message::text));

@@ -16,6 +16,7 @@
 //! ([`Accepted::run`]) holding nothing of the HTTP request that opened it: memory per idle
 //! socket is the figure that matters at scale.
 
+mod fanout;
 mod native;
 mod relay;
 mod render;
@@ -297,7 +298,7 @@ pub async fn prepare(
 /// grow it as needed.
 const READ_BUFFER: usize = 4096;
 /// A managed socket only reads what its client sends (calls, subscribe requests): small.
-const MANAGED_READ_BUFFER: usize = 1024;
+const MANAGED_READ_BUFFER: usize = 256;
 
 impl Accepted {
     /// Answers the client's handshake on `stream` (whose first `read_ahead` bytes, if any, were

@@ -52,6 +52,19 @@ pub struct SessionCtx {
 
 type Answer = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
+/// The chain's events as a stream that owns its receiver: a wait for the next event stays
+/// registered while other branches of the socket's loop run (a `recv()` made per loop turn
+/// registered and unregistered a waiter under the channel's lock every time).
+type Events =
+    Pin<Box<dyn futures::Stream<Item = Result<Event, broadcast::error::RecvError>> + Send>>;
+
+fn events(rx: broadcast::Receiver<Event>) -> Events {
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        let next = rx.recv().await;
+        Some((next, rx))
+    }))
+}
+
 /// A message waiting in the send queue.
 struct Out {
     msg: Message,
@@ -129,7 +142,7 @@ struct Session {
     ctx: SessionCtx,
     subs: Vec<Sub>,
     native: Option<NativeSub>,
-    events: Option<broadcast::Receiver<Event>>,
+    events: Option<Events>,
     out: Outbox,
     calls: FuturesUnordered<Answer>,
     pass: Option<Passthrough>,
@@ -152,6 +165,8 @@ where
     };
     let (mut tx, mut rx) = client.split();
     let mut shutdown = super::shutdown_channel().subscribe();
+    let shutdown = shutting_down(&mut shutdown);
+    tokio::pin!(shutdown);
     let idle = limits.ws_idle_timeout;
     let send_timeout = limits.ws_send_timeout;
     let mut deadline = Instant::now() + idle;
@@ -211,6 +226,13 @@ where
                 None => break,
             }
         }
+        if unflushed && s.out.queue.is_empty() {
+            match tx.flush().now_or_never() {
+                Some(Ok(())) => unflushed = false,
+                Some(Err(_)) => gone = true,
+                None => {}
+            }
+        }
         if gone {
             break End::ClientGone;
         }
@@ -222,7 +244,7 @@ where
         let listening = s.events.is_some();
         tokio::select! {
             biased;
-            _ = shutting_down(&mut shutdown) => break End::Shutdown,
+            _ = &mut shutdown => break End::Shutdown,
             // One message handed to the socket once it takes it, or (queue empty) what it
             // holds flushed. A message leaves the queue only once the socket accepted it whole.
             written = async {
@@ -284,28 +306,23 @@ where
                     s.push_text(answer, None);
                 }
             }
-            event = recv(&mut s.events), if listening => {
+            event = next_event(&mut s.events), if listening => {
                 // Everything already waiting too, so one wake-up serves a burst (a reorg).
                 let mut next = Some(event);
-                let mut lagged = false;
+                let mut ended = false;
                 while let Some(event) = next.take() {
                     match event {
-                        Ok(event) => s.on_event(&event),
-                        // Fell more than the channel's capacity behind: as slow as it gets.
-                        Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
-                        Err(broadcast::error::RecvError::Closed) => s.events = None,
+                        Some(Ok(event)) => s.on_event(&event),
+                        // Fell more than the channel's capacity behind (or this thread's
+                        // relay did, and closed): end rather than miss events unnoticed.
+                        Some(Err(_)) | None => ended = true,
                     }
-                    if let Some(rx) = &mut s.events {
-                        next = match rx.try_recv() {
-                            Ok(e) => Some(Ok(e)),
-                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                                Some(Err(broadcast::error::RecvError::Lagged(n)))
-                            }
-                            Err(_) => None,
-                        };
+                    if ended {
+                        break;
                     }
+                    next = s.events.as_mut().and_then(|e| e.next().now_or_never());
                 }
-                if lagged {
+                if ended {
                     break End::SlowConsumer;
                 }
             }
@@ -345,11 +362,11 @@ where
     end
 }
 
-async fn recv(
-    events: &mut Option<broadcast::Receiver<Event>>,
-) -> Result<Event, broadcast::error::RecvError> {
+async fn next_event(
+    events: &mut Option<Events>,
+) -> Option<Result<Event, broadcast::error::RecvError>> {
     match events {
-        Some(rx) => rx.recv().await,
+        Some(e) => e.next().await,
         None => std::future::pending().await,
     }
 }
@@ -393,7 +410,7 @@ impl Session {
     fn update_listening(&mut self) {
         let wanted = !self.subs.is_empty() || self.native.is_some();
         if wanted && self.events.is_none() {
-            self.events = Some(self.ctx.canon.subscribe());
+            self.events = Some(events(super::fanout::subscribe(&self.ctx.canon)));
         } else if !wanted {
             self.events = None;
         }

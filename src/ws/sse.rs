@@ -82,7 +82,7 @@ pub async fn stream<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let sub = wanted.start(&chain, &canon);
-    let mut events = canon.subscribe();
+    let mut events = super::fanout::subscribe(&canon);
     let mut shutdown = super::shutdown_channel().subscribe();
     let mut scratch = [0u8; 512];
     let sent = metrics()
