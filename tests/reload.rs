@@ -311,3 +311,111 @@ async fn health_survives_a_reload_and_changed_upstreams_start_fresh() {
         "probed before traffic: {s}"
     );
 }
+
+/// Managed subscriptions live through reloads: a client subscribed to newHeads gets every head,
+/// once and in order, while SIGHUPs add and remove upstreams; the supervisor keeps its socket to
+/// the upstream the reloads keep, opens one to the added upstream and closes the removed one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_the_supervisors_sockets_live_through_reloads() {
+    use futures::{SinkExt, StreamExt};
+    use livechain::mock::MockChain;
+    use std::net::SocketAddr;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let chain = MockChain::new(1, Duration::from_millis(200));
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        nodes.push(
+            MockNode::start_on(addr, chain.spec(), chain.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let file = |ups: &[(&str, &MockNode)]| {
+        let mut out = "[probe]\ninterval_ms = 100\n[chains.ethereum]\nchain_id = 1\n".to_owned();
+        for (name, node) in ups {
+            out.push_str(&format!(
+                "[[chains.ethereum.upstreams]]\nname = \"{name}\"\nhttp = \"{}\"\nws = \"ws://{}\"\n",
+                node.url(),
+                node.addr()
+            ));
+        }
+        out
+    };
+    let heads_subs = |node: &MockNode| node.stats().subscriptions["newHeads"];
+    let p = Proxy::start(&file(&[("a", a), ("b", b)]), "").await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            heads_subs(a) == 1 && heads_subs(b) == 1
+        })
+        .await,
+        "the supervisor subscribes to both upstreams"
+    );
+    let accepted_a = a.stats().connections_accepted;
+
+    let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ethereum", p.addr), stream)
+        .await
+        .unwrap();
+    let sub = r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
+    ws.send(Message::text(sub)).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut numbers = Vec::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(until, ws.next()).await {
+                Err(_) => return (numbers, true),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if let Some(n) = v["params"]["result"]["number"].as_str() {
+                        numbers.push(u64::from_str_radix(&n[2..], 16).unwrap());
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                // Closed or broken: the socket did not live through the reloads.
+                Ok(_) => return (numbers, false),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    p.dir.write("upstreams.toml", &file(&[("a", a), ("c", c)]));
+    p.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            heads_subs(c) == 1 && heads_subs(b) == 0
+        })
+        .await,
+        "after the reload: c {} b {}",
+        heads_subs(c),
+        heads_subs(b)
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    p.dir.write("upstreams.toml", &file(&[("a", a)]));
+    p.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || async { heads_subs(c) == 0 }).await,
+        "c's subscription closed"
+    );
+    let (numbers, open) = reader.await.unwrap();
+    assert!(open, "the client's socket closed during the reloads");
+    assert!(
+        numbers.len() >= 15,
+        "heads over 5 s of 200 ms blocks: {numbers:?}"
+    );
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "every head once and in order: {numbers:?}"
+    );
+    assert_eq!(heads_subs(a), 1, "a's subscription was kept");
+    assert_eq!(
+        a.stats().ws_connections_open,
+        1,
+        "the supervisor's socket to a is the one it had"
+    );
+    assert!(
+        a.stats().connections_accepted - accepted_a <= 2,
+        "a was not reconnected by the reloads"
+    );
+}
