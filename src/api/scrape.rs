@@ -5,6 +5,15 @@ use crate::health::now_ms;
 use crate::metrics::{metrics, Metrics};
 use crate::route::Snapshot;
 
+/// The kinds of `livechain_subscriptions`, each shown from the start (0, not missing).
+const SUBSCRIPTION_KINDS: &[&str] = &[
+    "newHeads",
+    "logs",
+    "newPendingTransactions",
+    "native",
+    "passthrough",
+];
+
 /// The exposition of every metric, gauges from `snapshot`.
 pub fn render(snapshot: &Snapshot) -> String {
     metrics().render(|m| fill(m, snapshot))
@@ -17,6 +26,12 @@ fn fill(m: &Metrics, snapshot: &Snapshot) {
         // Series that exist from the start, so rate() and alerts see zeros, not gaps.
         m.retries.with_label_values(&[&chain.name]);
         m.reorgs.with_label_values(&[&chain.name]);
+        m.reorg_depth.with_label_values(&[&chain.name]);
+        m.head_delivery.with_label_values(&[&chain.name]);
+        for kind in SUBSCRIPTION_KINDS {
+            m.subscriptions
+                .with_label_values(&[chain.name.as_str(), kind]);
+        }
         let view = chain.canon.view();
         if let Some(safe) = view.safe {
             m.chain_safe
@@ -36,6 +51,8 @@ fn fill(m: &Metrics, snapshot: &Snapshot) {
         for u in chain.upstreams() {
             let labels = [chain.name.as_str(), u.name.as_str()];
             m.ws_connections.with_label_values(&labels);
+            m.upstream_subscriptions
+                .with_label_values(&[&chain.name, &u.name, "newHeads"]);
             let score = u.score(now);
             m.upstream_score.with_label_values(&labels).set(score);
             m.upstream_up
