@@ -281,6 +281,88 @@ async fn livechain_before(node: &Anvil, n: usize) -> (Vec<Forwarder>, Proxy) {
     (fwd, p)
 }
 
+/// Real clients work unchanged on a managed socket: ethers' `WebSocketProvider` (`on('block')`)
+/// and web3.py's `eth.subscribe("newHeads")` get consecutive blocks that match the node's,
+/// web3.py's `eth_unsubscribe` is answered `true`, and calls on the same socket are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethers_and_web3py_subscribe_unchanged() {
+    let dir = tools();
+    let node = Anvil::start(&dir).await;
+    let (_fwd, p) = livechain_before(&node, 2).await;
+    let url = format!("ws://{}/anvil", p.addr);
+    let ethers = NodeScript::spawn(
+        &dir,
+        &format!(
+            r#"import {{ WebSocketProvider }} from 'ethers';
+const provider = new WebSocketProvider('{url}');
+const blocks = [];
+await provider.on('block', async n => {{
+  blocks.push(n);
+  if (blocks.length === 4) {{
+    const chainId = Number((await provider.getNetwork()).chainId);
+    console.log(JSON.stringify({{ blocks, chainId }}));
+    process.exit(0);
+  }}
+}});
+setTimeout(() => {{ console.log(JSON.stringify({{ timeout: blocks }})); process.exit(1); }}, 25000);
+"#
+        ),
+    );
+    let web3 = NodeScript::spawn_python(
+        &dir,
+        &format!(
+            r#"import asyncio, json
+from web3 import AsyncWeb3, WebSocketProvider
+async def main():
+    async with AsyncWeb3(WebSocketProvider("{url}")) as w3:
+        sub = await w3.eth.subscribe("newHeads")
+        heads = []
+        async for msg in w3.socket.process_subscriptions():
+            heads.append([msg["result"]["number"], msg["result"]["hash"].to_0x_hex()])
+            if len(heads) == 4:
+                break
+        gone = await w3.eth.unsubscribe(sub)
+        print(json.dumps({{"sub": sub, "heads": heads, "unsubscribed": gone,
+                          "chain_id": await w3.eth.chain_id}}))
+asyncio.run(asyncio.wait_for(main(), 25))
+"#
+        ),
+    );
+    let ethers: Value = serde_json::from_str(ethers.finish(Duration::from_secs(40)).await.trim())
+        .expect("ethers printed JSON");
+    let blocks: Vec<u64> = ethers["blocks"]
+        .as_array()
+        .expect("ethers blocks")
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    assert!(
+        blocks.windows(2).all(|w| w[1] == w[0] + 1),
+        "ethers got consecutive blocks: {blocks:?}"
+    );
+    assert_eq!(ethers["chainId"], CHAIN_ID);
+    let web3: Value = serde_json::from_str(web3.finish(Duration::from_secs(40)).await.trim())
+        .expect("web3.py printed JSON");
+    let sub = web3["sub"].as_str().expect("a subscription id");
+    assert!(sub.starts_with("0x") && sub.len() == 34, "{sub}");
+    assert_eq!(web3["unsubscribed"], true);
+    assert_eq!(web3["chain_id"], CHAIN_ID);
+    let heads = web3["heads"].as_array().expect("web3.py heads");
+    let numbers: Vec<u64> = heads.iter().map(|h| h[0].as_u64().unwrap()).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "web3.py got consecutive heads: {numbers:?}"
+    );
+    for h in heads {
+        let n = h[0].as_u64().unwrap();
+        assert_eq!(
+            h[1].as_str().unwrap(),
+            node.hash(n).await,
+            "head {n} is the node's"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The harness itself (passes on any livechain: no livechain involved).
 

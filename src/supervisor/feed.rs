@@ -127,6 +127,15 @@ async fn poll_once(
     ctx: &FeedCtx,
     last: &mut Option<Hash>,
 ) -> Result<(), ()> {
+    // An upstream whose circuit is open is left to the probes, which try it when it may serve
+    // again; polling it meanwhile would only add failures (and cost a metered provider).
+    let now = crate::health::now_ms();
+    if matches!(
+        up.health.circuit(now),
+        crate::health::CircuitState::Open { .. }
+    ) {
+        return Ok(());
+    }
     let max = ctx.limits.borrow().max_response_bytes;
     let Ok(Some(json)) = rpc::call(
         chain,

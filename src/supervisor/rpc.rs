@@ -3,7 +3,7 @@
 //! in the upstream's health like a probe's, the `result` handed back as JSON text.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -124,6 +124,3 @@ pub async fn call_any(
     }
     None
 }
-
-/// How long a supervisor call may take at most, whatever the probe timeout.
-pub const MAX_CALL: Duration = Duration::from_secs(10);

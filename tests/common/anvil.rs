@@ -279,22 +279,32 @@ pub struct NodeScript {
 
 impl NodeScript {
     pub fn spawn(tools: &Path, source: &str) -> NodeScript {
+        NodeScript::spawn_with(tools, "node", "mjs", source)
+    }
+
+    /// A Python script run by the tools' venv (web3.py is installed there).
+    pub fn spawn_python(tools: &Path, source: &str) -> NodeScript {
+        let python = tools.join("venv/bin/python");
+        NodeScript::spawn_with(tools, &python.to_string_lossy(), "py", source)
+    }
+
+    fn spawn_with(tools: &Path, program: &str, ext: &str, source: &str) -> NodeScript {
         static N: AtomicUsize = AtomicUsize::new(0);
         let script = tools.join(format!(
-            "script-{}-{}.mjs",
+            "script-{}-{}.{ext}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&script, source).expect("write node script");
+        std::fs::write(&script, source).expect("write script");
         let out = TempDir::new();
-        let child = Command::new("node")
+        let child = Command::new(program)
             .arg(&script)
             .current_dir(tools)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(out.0.join("stdout")).expect("stdout file"))
             .stderr(std::fs::File::create(out.0.join("stderr")).expect("stderr file"))
             .spawn()
-            .expect("run node");
+            .expect("run the script");
         NodeScript { child, script, out }
     }
 
