@@ -121,7 +121,10 @@ impl Tree {
     /// (it is above the base), or not at all (its branch left the kept chain at or below the
     /// base).
     pub fn link(&self, block: &Block) -> Link {
-        if block.number == 0 || self.nodes.contains_key(&block.parent) {
+        if block.number == 0
+            || self.nodes.contains_key(&block.parent)
+            || self.base().is_some_and(|b| b.hash == block.hash)
+        {
             return Link::Joined;
         }
         match self.base() {
@@ -129,6 +132,19 @@ impl Tree {
             Some(base) if block.number > base.number + 1 => Link::Missing,
             Some(_) => Link::Unjoinable,
         }
+    }
+
+    /// `block` and its ancestors that are known, newest first (at most the window's length).
+    pub fn known_branch(&self, block: &Arc<Block>) -> Vec<Arc<Block>> {
+        let mut out = vec![block.clone()];
+        while out.len() <= self.window {
+            let last = out.last().expect("one at least");
+            match self.get(&last.parent) {
+                Some(p) if p.number + 1 == last.number => out.push(p.clone()),
+                _ => break,
+            }
+        }
+        out
     }
 
     /// Whether a block this high could connect within the window (else the gap is too wide

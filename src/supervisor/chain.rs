@@ -25,6 +25,10 @@ use crate::upstream::{Connector, Upstream};
 
 /// `safe` and `finalized` are asked for every this many new blocks.
 const FINALITY_EVERY: u64 = 8;
+/// Ancestors one head's walk may fetch, and the time it may take, before the chain's other
+/// heads are taken again (the walk goes on with that upstream's next head).
+const JOIN_FETCHES: usize = 32;
+const JOIN_TIME: Duration = Duration::from_secs(2);
 /// Pending transaction hashes remembered (twice this at most) to send each once.
 const SEEN_PENDING: usize = 50_000;
 /// Attempts to fetch a new block's transaction hashes or logs, and the pause before each retry
@@ -195,12 +199,23 @@ impl ChainTask {
     async fn join(&mut self, chain: &Arc<Chain>, up: &Arc<Upstream>, head: Arc<Block>) {
         let max = self.limits.borrow().max_response_bytes;
         let others = self.voters_except(up);
-        let mut at = head.clone();
-        let mut branch = vec![head];
+        // From the lowest ancestor already known: an earlier head's walk may have stopped on
+        // its budget, and this one goes on from there.
+        let mut branch = self.tree.known_branch(&head);
+        let mut at = branch.last().cloned().unwrap_or(head.clone());
+        let reachable = self.tree.within_reach(head.number);
+        let started = tokio::time::Instant::now();
+        let mut fetched = 0;
         loop {
             match self.tree.link(&at) {
                 Link::Joined => return,
-                Link::Missing if branch.len() < self.tree.window() => {}
+                Link::Missing if reachable && branch.len() < self.tree.window() => {
+                    // One slow or foreign upstream must not hold the chain's other heads
+                    // back: the rest of its walk waits for its next head.
+                    if fetched >= JOIN_FETCHES || started.elapsed() > JOIN_TIME {
+                        return;
+                    }
+                }
                 Link::Missing | Link::Unjoinable => {
                     if !self.anyone_on_kept_chain(up) {
                         branch.reverse();
@@ -222,6 +237,7 @@ impl ChainTask {
                 max,
             )
             .await;
+            fetched += 1;
             let parent = json.and_then(|j| Block::parse(&j).ok());
             match parent {
                 Some(p) if p.hash == at.parent && p.number + 1 == at.number => {
@@ -245,11 +261,13 @@ impl ChainTask {
             .collect()
     }
 
-    /// Whether another voting upstream's head is on the chain as kept.
+    /// Whether another upstream's live vote is on the chain as kept.
     fn anyone_on_kept_chain(&self, except: &Arc<Upstream>) -> bool {
+        let stale = vote_lifetime(&self.current());
         self.feeds.values().any(|f| {
             !Arc::ptr_eq(&f.up, except)
-                && votes(&f.up)
+                && votes_now(&f.up)
+                && f.voted_at.elapsed() <= stale
                 && f.vote.is_some_and(|v| self.tree.agrees(&v) == Some(true))
         })
     }
