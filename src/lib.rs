@@ -1,9 +1,11 @@
 //! livechain: a JSON-RPC reverse proxy for blockchain node providers, built on Pingora.
 //!
-//! A request's path through the crate: [`proxy`] (Pingora phases) → [`jsonrpc`] (parse and
-//! classify the body) → [`route`] (chain and upstream table) → [`upstream`] (selection and the HTTP
-//! exchange) → back through [`proxy`] to the client. [`config`] turns the user's TOML into the typed
-//! config everything else uses; [`mock`] is the built-in node used by the default config and tests.
+//! A request's path through the crate: [`proxy`] (the HTTP/1.1 front, on [`h1`]) → [`jsonrpc`]
+//! (parse and classify the body) → [`route`] (chain and upstream table) → [`upstream`] (selection
+//! and the HTTP exchange) → back through [`proxy`] to the client. Beside it, [`supervisor`]
+//! follows every upstream's head and keeps each chain's canonical blocks in [`canon`], from which
+//! [`ws`] serves client subscriptions. [`config`] turns the user's TOML into the typed config
+//! everything else uses; [`mock`] is the built-in node used by the default config and tests.
 // One audited exception: `conn::Conn::adopt` borrows a descriptor Pingora owns.
 #![deny(unsafe_code)]
 
