@@ -432,16 +432,9 @@ impl Session {
             }
         }
         let bounds = self.ctx.limits.bounds();
-        let denied = |m: &str| {
-            self.ctx
-                .router
-                .load()
-                .chain_named(&self.ctx.chain)
-                .is_some_and(|c| c.policy.is_denied(m))
-        };
         match jsonrpc::parse(&body, bounds) {
             Ok(Request::Single(call)) if is_subscription_method(call.method(&body)) => {
-                if denied(call.method(&body)) {
+                if self.denied(call.method(&body)) {
                     self.forward(body);
                     return Ok(());
                 }
@@ -461,6 +454,15 @@ impl Session {
         Ok(())
     }
 
+    /// Whether the chain's deny list has `method` (then the HTTP path answers it, refusing).
+    fn denied(&self, method: &str) -> bool {
+        self.ctx
+            .router
+            .load()
+            .chain_named(&self.ctx.chain)
+            .is_some_and(|c| c.policy.is_denied(method))
+    }
+
     /// Sends a JSON-RPC body the way HTTP requests go (its answer is queued when it comes).
     fn forward(&mut self, body: Bytes) {
         self.calls.push(self.ctx.calls.call(&self.ctx.chain, body));
@@ -473,7 +475,8 @@ impl Session {
         let mut forwarded = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let Item::Call(call) = item else { continue };
-            if is_subscription_method(call.method(&body)) {
+            let method = call.method(&body);
+            if is_subscription_method(method) && !self.denied(method) {
                 finals[i] = self.subscription_call(&body, call).await?.map(Bytes::from);
             } else {
                 let one = body.slice(call.span.clone());
