@@ -322,11 +322,12 @@ where
                 }
             },
             _ = &mut idle_timer => {
-                // Messages in either direction move the deadline; the timer follows lazily.
+                // Messages in either direction move the deadline; the timer follows lazily, so
+                // the messages sent since it was armed count before it is judged.
+                deadline = deadline.max(last_out + idle);
                 if !unflushed && !sending && Instant::now() >= deadline {
                     break End::Idle;
                 }
-                deadline = deadline.max(last_out + idle);
                 idle_timer.as_mut().reset(deadline.max(Instant::now() + Duration::from_millis(1)));
             }
         }
