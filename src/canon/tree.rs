@@ -228,17 +228,37 @@ impl Tree {
         Some(Change { removed, added })
     }
 
-    /// The first choice: the head most upstreams report (then the highest), with the
-    /// ancestors known of it.
+    /// The first choice: the highest head of the branch most upstreams are on, with the
+    /// ancestors known of it. Before anything is kept, a branch is what the known blocks link up
+    /// by parent hash (an upstream a block ahead of another is on its branch), so one upstream
+    /// on a fork of its own cannot be chosen over two that agree, whichever is highest.
     fn start(&mut self, votes: &[Hash]) -> Option<Change> {
-        let mut count: HashMap<Hash, u32> = HashMap::new();
-        for v in votes.iter().filter(|v| self.nodes.contains_key(*v)) {
-            *count.entry(*v).or_default() += 1;
+        let known: Vec<&Arc<Block>> = votes.iter().filter_map(|v| self.get(v)).collect();
+        // The oldest known ancestor of a block (within the window).
+        let root = |b: &Arc<Block>| {
+            let mut at = b.clone();
+            for _ in 0..self.window {
+                match self.get(&at.parent) {
+                    Some(p) if p.number + 1 == at.number => at = p.clone(),
+                    _ => break,
+                }
+            }
+            at.hash
+        };
+        let mut support: HashMap<Hash, u32> = HashMap::new();
+        for b in &known {
+            *support.entry(root(b)).or_default() += 1;
         }
-        let (&head, _) = count.iter().max_by_key(|(h, c)| {
-            let node = &self.nodes[*h];
-            (**c, node.block.number, std::cmp::Reverse(node.seq))
-        })?;
+        let head = known
+            .iter()
+            .max_by_key(|b| {
+                (
+                    support[&root(b)],
+                    b.number,
+                    std::cmp::Reverse(self.nodes[&b.hash].seq),
+                )
+            })?
+            .hash;
         let mut chain = vec![self.nodes[&head].block.clone()];
         while chain.len() < self.window {
             let last = chain.last().expect("one at least");
@@ -433,6 +453,22 @@ mod tests {
         let c = t.choose(&[b[0].hash]).unwrap();
         assert_eq!(c.removed[0].hash, a[0].hash);
         assert_eq!(c.added[0].hash, b[0].hash);
+    }
+
+    #[test]
+    fn the_first_choice_is_the_branch_most_upstreams_are_on_not_the_highest_head() {
+        let mut t = Tree::new(128);
+        let g = genesis();
+        // Two upstreams on one branch, one a block ahead of the other; a third on a fork of
+        // its own (its parent unknown), as high as the highest, heard first.
+        let fork = t.insert(block(102, 2, &block(101, 2, &g)));
+        let a = t.insert(block(101, 1, &g));
+        let b = t.insert(block(102, 1, &a));
+        let c = t.choose(&[fork.hash, a.hash, b.hash]).unwrap();
+        assert_eq!(numbers(&c.added), [101, 102]);
+        assert_eq!(t.tip().unwrap().hash, b.hash);
+        assert_eq!(t.agrees(&fork.hash), Some(false));
+        assert_eq!(t.agrees(&a.hash), Some(true));
     }
 
     #[test]

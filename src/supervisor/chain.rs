@@ -27,6 +27,11 @@ use crate::upstream::{Connector, Upstream};
 const FINALITY_EVERY: u64 = 8;
 /// Pending transaction hashes remembered (twice this at most) to send each once.
 const SEEN_PENDING: usize = 50_000;
+/// How long the first canonical head waits at most for every upstream that can vote to report
+/// its head: the first choice is the branch most of them are on, not whichever arrived first (a
+/// lone upstream on a fork, chosen first, would hold the chain: the others' blocks cannot be
+/// joined below what is kept).
+const FIRST_CHOICE_WAIT: Duration = Duration::from_secs(2);
 /// Attempts to fetch a new block's transaction hashes or logs, and the pause before each retry
 /// (a node may not have processed a block it announced a moment ago).
 const FETCH_RETRIES: [Duration; 3] = [
@@ -63,6 +68,8 @@ pub struct ChainTask {
     /// The head number at which `safe`/`finalized` are next asked for.
     finality_at: u64,
     reorgs: u64,
+    /// When the first vote came (the first choice waits for the others from then on).
+    first_vote_at: Option<Instant>,
     seen_now: HashSet<Hash>,
     seen_before: HashSet<Hash>,
 }
@@ -96,6 +103,7 @@ impl ChainTask {
             from_tags: view.finality_from_tags,
             finality_at: 0,
             reorgs: view.reorgs,
+            first_vote_at: None,
             seen_now: HashSet::new(),
             seen_before: HashSet::new(),
         }
@@ -269,6 +277,16 @@ impl ChainTask {
         // The first canonical head is where following starts, not news: subscribers get the
         // heads that come after it, as from a node.
         let first = self.tree.tip().is_none();
+        if first && !votes.is_empty() {
+            let since = *self.first_vote_at.get_or_insert_with(Instant::now);
+            let waiting = self
+                .feeds
+                .values()
+                .any(|f| votes_now(&f.up) && f.vote.is_none());
+            if waiting && since.elapsed() < FIRST_CHOICE_WAIT {
+                return;
+            }
+        }
         if let Some(change) = self.tree.choose(&votes) {
             if first {
                 self.adopt(&chain);
