@@ -3108,3 +3108,132 @@ async fn idle_sockets_close_busy_subscribers_stay_and_shutdown_says_1001() {
     }
     report("idle_and_shutdown", &problems);
 }
+
+// =============================================================================================
+// Beyond the window
+
+/// Every upstream's head stands still (an outage of all of them, as seen from livechain) and
+/// then jumps by more than `reorg_window` blocks; or the chain reorgs deeper than the window.
+/// The supervisor cannot join the new heads to what it kept and must start again from the
+/// upstreams' branch: subscribers go on getting heads (in order, canonical, none twice; blocks
+/// beyond the window may be skipped), the upstreams are not marked forked, calls are served.
+async fn beyond_the_window(test: &str, ws_urls: bool, reorg: bool) {
+    let chain = MockChain::new(1, ms(100));
+    let nodes = nodes_on(&chain, 2).await;
+    let p = Proxy::start(&config_all(&nodes, ws_urls, "reorg_window = 4"), "").await;
+    let (f, sub) = Feed::subscribe(p.addr, "/ethereum", json!(["newHeads"])).await;
+    assert!(f.wait_notes(&sub, 3, Duration::from_secs(10)).await);
+    let before = heads(&f.notes(&sub)).last().unwrap().0;
+    let mut fork = 0;
+    if reorg {
+        // The subscriber has the head; 8 blocks replaced.
+        let h = chain.head();
+        f.wait(Duration::from_secs(3), |m| {
+            heads(&notes_in(m, &sub)).last().is_some_and(|b| b.0 >= h)
+        })
+        .await;
+        fork = chain.reorg(8).expect("reorg");
+    } else {
+        // 30 blocks pass while every node's head stands still.
+        for n in &nodes {
+            control(n, json!({"stall_head": true})).await;
+        }
+        tokio::time::sleep(ms(3000)).await;
+        for n in &nodes {
+            control(n, json!({"stall_head": false})).await;
+        }
+    }
+    let after = chain.head();
+    let mut problems = Vec::new();
+    let resumed = f
+        .wait(Duration::from_secs(10), |m| {
+            heads(&notes_in(m, &sub))
+                .last()
+                .is_some_and(|b| b.0 >= after + 3)
+        })
+        .await;
+    let seen = heads(&f.notes(&sub));
+    eprintln!(
+        "{test}: heads {:?}",
+        seen.iter()
+            .map(|(n, h)| format!(
+                "{n}{}",
+                if *h == hash_hex(chain.block_hash(*n)) {
+                    ""
+                } else {
+                    "(old)"
+                }
+            ))
+            .collect::<Vec<_>>()
+    );
+    if !resumed {
+        let s = chain_status(&p).await;
+        problems.push(format!(
+            "no head past {} within 10 s (last {:?}, {before} before); status head {} head_hash {} \
+             (the chain's block {} is {}), upstreams n0 {} n1 {}",
+            after + 3,
+            seen.last(),
+            s["head"],
+            s["head_hash"],
+            after,
+            hash_hex(chain.block_hash(after)),
+            upstream_state(&s, "n0"),
+            upstream_state(&s, "n1"),
+        ));
+    }
+    // Before the jump (the reorg, or the outage) and from the first head after it on: every
+    // head once, consecutive, canonical. Blocks beyond the window may be skipped at the jump.
+    let canonical = |(n, h): &(u64, String)| *h == hash_hex(chain.block_hash(*n));
+    let first_after = if reorg {
+        seen.iter().position(|b| b.0 >= fork && canonical(b))
+    } else {
+        seen.iter().position(|b| b.0 > before)
+    };
+    match first_after {
+        None => problems.push("no head after the jump".into()),
+        Some(i) => {
+            if !reorg {
+                problems.extend(sequence_problems("before the outage", &seen[..i], &chain));
+            } else if seen[..i].windows(2).any(|w| w[1].0 != w[0].0 + 1) {
+                problems.push(format!("heads before the reorg not consecutive: {seen:?}"));
+            }
+            problems.extend(sequence_problems("after the jump", &seen[i..], &chain));
+        }
+    }
+    let s = chain_status(&p).await;
+    for up in ["n0", "n1"] {
+        if upstream_state(&s, up) != "up" {
+            problems.push(format!("{up} is {} after the jump", upstream_state(&s, up)));
+        }
+    }
+    let r = p
+        .client()
+        .post("/ethereum", &call(1, "eth_blockNumber", json!([])))
+        .await;
+    if r.status != 200 || !r.json()["result"].is_string() {
+        problems.push(format!(
+            "eth_blockNumber after the jump: {} {}",
+            r.status,
+            r.text()
+        ));
+    }
+    if let Some(why) = f.closed() {
+        problems.push(format!("socket ended: {why}"));
+    }
+    report(test, &problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_window_is_followed_polled() {
+    beyond_the_window("outage beyond the window (http)", false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_window_is_followed_pushed() {
+    beyond_the_window("outage beyond the window (ws)", true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_the_window_is_followed() {
+    beyond_the_window("reorg beyond the window (ws)", true, true).await;
+}
