@@ -131,6 +131,29 @@ impl Tree {
         }
     }
 
+    /// For a block whose parent is known (`Link::Joined`): `None` when its branch reaches the
+    /// canonical chain (or nothing is kept yet); otherwise the known ancestors it hangs on,
+    /// newest first (at most a window of them), down to one whose parent is not known: blocks
+    /// fetched for a branch that could not be joined.
+    pub fn unjoined_ancestors(&self, block: &Block) -> Option<Vec<Arc<Block>>> {
+        self.tip()?;
+        let mut out = Vec::new();
+        let mut at = self.get(&block.parent)?;
+        loop {
+            if self
+                .canonical_at(at.number)
+                .is_some_and(|c| c.hash == at.hash)
+            {
+                return None;
+            }
+            out.push(at.clone());
+            match self.get(&at.parent) {
+                Some(p) if p.number + 1 == at.number && out.len() < self.window => at = p,
+                _ => return Some(out),
+            }
+        }
+    }
+
     /// Whether a block this high could connect within the window (else the gap is too wide
     /// to fill block by block).
     pub fn within_reach(&self, number: u64) -> bool {
@@ -508,6 +531,33 @@ mod tests {
             "forks below the base"
         );
         assert!(t.within_reach(128) && !t.within_reach(129));
+    }
+
+    #[test]
+    fn a_block_hanging_on_an_unjoined_branch_is_told_apart_from_a_joined_one() {
+        let mut t = Tree::new(4);
+        let g = t.insert(genesis());
+        t.choose(&[g.hash]);
+        let main = branch(&mut t, &g, 1, 6);
+        t.choose(&[main[5].hash]).unwrap();
+        assert_eq!(t.base().unwrap().number, 103);
+        // On the tip, or on a side branch off a canonical block: joined.
+        let next = block(107, 1, &main[5]);
+        assert!(t.unjoined_ancestors(&next).is_none());
+        let side = branch(&mut t, &main[3], 2, 2);
+        assert!(t.unjoined_ancestors(&block(107, 2, &side[1])).is_none());
+        // Blocks fetched for a branch whose parent is beyond the window (an upstream that came
+        // back after a long outage): another head on them is not joined either.
+        let far = Arc::new(Block::bare(130, [7; 32], [6; 32], 130));
+        let far = branch(&mut t, &far, 3, 3);
+        let head = block(134, 3, &far[2]);
+        let below = t.unjoined_ancestors(&head).expect("not joined");
+        assert_eq!(numbers(&below), [133, 132, 131]);
+        assert_eq!(
+            t.link(&head),
+            Link::Joined,
+            "its parent is known all the same"
+        );
     }
 
     #[test]

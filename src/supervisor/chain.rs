@@ -45,6 +45,9 @@ struct Feed {
     /// Its latest head, as delivered, and when.
     vote: Option<Hash>,
     voted_at: Instant,
+    /// The highest of its heads that was on the kept chain when it came: a lower head after
+    /// it is a replay (see [`ChainTask::went_back`]).
+    high: u64,
     task: JoinHandle<()>,
 }
 
@@ -166,6 +169,7 @@ impl ChainTask {
                     up: up.clone(),
                     vote: None,
                     voted_at: Instant::now(),
+                    high: 0,
                     task,
                 },
             );
@@ -189,9 +193,13 @@ impl ChainTask {
         }
         let block = self.tree.insert(block);
         self.join(&chain, &up, block.clone()).await;
+        let kept = self.tree.agrees(&block.hash) == Some(true);
         if let Some(f) = self.feeds.get_mut(&key) {
             f.vote = Some(block.hash);
             f.voted_at = Instant::now();
+            if kept {
+                f.high = f.high.max(block.number);
+            }
         }
         self.settle().await;
     }
@@ -199,18 +207,30 @@ impl ChainTask {
     /// Fetches the ancestors of `head` the tree lacks (heights skipped between two heads, or
     /// the branch of a reorg) from its upstream (or another), up to the window. When it cannot
     /// be joined within the window and no other upstream is still on the kept chain (a long
-    /// outage, or a reorg deeper than the window), starts again from its branch.
+    /// outage, or a reorg deeper than the window), starts again from its branch. A head whose
+    /// parent is known but hangs on blocks that could not be joined themselves (another
+    /// upstream's branch, fetched before) is in the same case: joining it to them is not joining
+    /// it to the chain, and every later head would hang there too.
     async fn join(&mut self, chain: &Arc<Chain>, up: &Arc<Upstream>, head: Arc<Block>) {
         let max = self.limits.borrow().max_response_bytes;
         let others = self.voters_except(up);
         let mut at = head.clone();
         let mut branch = vec![head];
         loop {
-            match self.tree.link(&at) {
-                Link::Joined => return,
+            let link = match self.tree.link(&at) {
+                Link::Joined => match self.tree.unjoined_ancestors(&at) {
+                    None => return,
+                    Some(below) => {
+                        branch.extend(below);
+                        Link::Unjoinable
+                    }
+                },
+                link => link,
+            };
+            match link {
                 Link::Missing if branch.len() < self.tree.window() => {}
-                Link::Missing | Link::Unjoinable => {
-                    if !self.anyone_on_kept_chain(up) {
+                _ => {
+                    if !self.went_back(up, &branch[0]) && !self.anyone_on_kept_chain(up) {
                         branch.reverse();
                         tracing::warn!(chain = %chain.name, upstream = %up.name, from = branch[0].number, "the chain moved beyond the kept blocks; starting again from this upstream's branch");
                         let change = self.tree.rebase(branch);
@@ -253,11 +273,25 @@ impl ChainTask {
             .collect()
     }
 
-    /// Whether another voting upstream's head is on the chain as kept.
+    /// Whether `head` is lower than a head `up` gave before on the kept chain: the upstream is
+    /// replaying (a reorg's new branch from the fork point, or blocks it announced already, as
+    /// a node catching up does). Its branch is judged once it is as high again; starting again
+    /// from it now would take the chain back to a block it had passed, and announce again every
+    /// block from there.
+    fn went_back(&self, up: &Arc<Upstream>, head: &Block) -> bool {
+        self.feeds
+            .get(&key(up))
+            .is_some_and(|f| f.high > head.number)
+    }
+
+    /// Whether another upstream of the chain has its head on the chain as kept. Whether the
+    /// head judgement takes it for `ahead` does not matter here: a head on the kept chain is
+    /// believable by definition, and a reorg's new branch, replayed from the fork point by
+    /// another upstream, lowers that one's head for a moment and makes this one look ahead.
     fn anyone_on_kept_chain(&self, except: &Arc<Upstream>) -> bool {
         self.feeds.values().any(|f| {
             !Arc::ptr_eq(&f.up, except)
-                && votes(&f.up)
+                && f.up.health.chain_id_status() == ChainIdStatus::Ok
                 && f.vote.is_some_and(|v| self.tree.agrees(&v) == Some(true))
         })
     }
