@@ -1179,6 +1179,38 @@ async fn pending_transactions_are_merged_from_all_upstreams_once_each() {
             ));
         }
     }
+    // The upstream sockets drop: the feeds subscribe again, hashes go on, still each once.
+    for n in &nodes {
+        control(n, json!({"drop_ws": true})).await;
+    }
+    let mark = ws.notes(&s1).len();
+    let back = eventually(Duration::from_secs(5), || async {
+        let mut ok = true;
+        for n in &nodes {
+            ok &= stats(n).await["subscriptions"]["newPendingTransactions"] == 1;
+        }
+        ok
+    })
+    .await;
+    if !back {
+        problems.push(
+            "no newPendingTransactions subscription on the nodes after their sockets dropped"
+                .into(),
+        );
+    }
+    if !ws.wait_notes(&s1, mark + 10, Duration::from_secs(5)).await {
+        problems.push("pending hashes stopped after the upstream sockets dropped".into());
+    }
+    let numbers: Vec<u64> = ws
+        .notes(&s1)
+        .iter()
+        .filter_map(|h| hash_of.get(h.as_str().unwrap_or("")).copied())
+        .collect();
+    if numbers.windows(2).any(|w| w[1] <= w[0]) {
+        problems.push(format!(
+            "pending hashes repeated across the drop: blocks {numbers:?}"
+        ));
+    }
     // Nobody wants them any more: the upstream subscriptions go.
     for s in [&s1, &s2] {
         assert_eq!(ws.call("eth_unsubscribe", json!([s])).await["result"], true);
@@ -1403,6 +1435,37 @@ async fn calls_and_mixed_batches_over_a_managed_socket() {
             problems.push("the batch's logs subscription gets no logs".into());
         }
     }
+
+    // Many calls at once on the socket (more than it takes in flight), while heads flow: every
+    // one answered, under its own id.
+    let heads_sub = ws.sub(json!(["newHeads"])).await;
+    for i in 0..200 {
+        ws.send(json!({"jsonrpc":"2.0","id":format!("p{i}"),"method":"eth_getBlockByNumber","params":["latest", false]}));
+    }
+    let is_p = |v: &Value| v["id"].as_str().is_some_and(|s| s.starts_with('p'));
+    let all_in = ws
+        .wait(Duration::from_secs(15), |m| {
+            m.iter().filter(|v| is_p(v)).count() >= 200
+        })
+        .await;
+    let answers: Vec<Value> = ws.all().into_iter().filter(is_p).collect();
+    let ids: HashSet<&str> = answers.iter().filter_map(|v| v["id"].as_str()).collect();
+    let empty = answers
+        .iter()
+        .filter(|a| !a["result"]["hash"].is_string())
+        .count();
+    if !all_in || ids.len() != 200 || empty > 0 {
+        problems.push(format!(
+            "200 pipelined calls: {} answers, {} distinct ids, {empty} without a block",
+            answers.len(),
+            ids.len(),
+        ));
+    }
+    problems.extend(sequence_problems(
+        "heads during the calls",
+        &heads(&ws.notes(&heads_sub)),
+        &chain,
+    ));
 
     // Failover: one node fails every call; calls over the socket still get answers.
     control(&nodes[0], json!({"failure":"http_500","failure_rate":1.0})).await;
@@ -2657,6 +2720,32 @@ async fn sse_streams_blocks_and_logs_and_refuses_bad_queries() {
     if r.status != 404 {
         problems.push(format!("unknown chain: {} {}", r.status, r.text()));
     }
+    // Each stream is a subscription while it is open, and none once its client is gone.
+    let open = metric(
+        &metrics_text(&p).await,
+        "livechain_subscriptions",
+        &[("chain", "ethereum"), ("kind", "native")],
+    );
+    if open != Some(2.0) {
+        problems.push(format!(
+            "livechain_subscriptions native {open:?} with two streams open"
+        ));
+    }
+    drop(sse);
+    drop(by_id);
+    let gone = wait_metric(
+        &p,
+        "livechain_subscriptions",
+        &[("chain", "ethereum"), ("kind", "native")],
+        0.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    if gone != Some(0.0) {
+        problems.push(format!(
+            "livechain_subscriptions native {gone:?} after the streams' clients left"
+        ));
+    }
     report("sse", &problems);
 }
 
@@ -3220,6 +3309,15 @@ async fn beyond_the_window(test: &str, ws_urls: bool, reorg: bool) {
     if let Some(why) = f.closed() {
         problems.push(format!("socket ended: {why}"));
     }
+    eprintln!(
+        "{test}: {} 'ahead' warning(s) in the log: {:?}",
+        p.log().matches("no block time supports").count(),
+        p.log()
+            .lines()
+            .filter(|l| l.contains("no block time supports"))
+            .map(|l| l.rsplit("upstream=").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+    );
     report(test, &problems);
 }
 
@@ -3236,4 +3334,110 @@ async fn an_outage_longer_than_the_window_is_followed_pushed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorg_deeper_than_the_window_is_followed() {
     beyond_the_window("reorg beyond the window (ws)", true, true).await;
+}
+
+/// Reorgs deeper than `max_block_lag` with two upstreams, each replaying the new branch from
+/// the fork point: the first right after start (forking below the few blocks kept so far), the
+/// second once more than its depth is kept. Client calls made meanwhile must all be served:
+/// neither upstream is honest but unusable (the one still at the old height taken for `ahead`,
+/// the replaying one for behind or forked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_served_through_deep_reorgs_with_two_upstreams() {
+    let chain = MockChain::new(1, ms(150));
+    let nodes = nodes_on(&chain, 2).await;
+    let p = Proxy::start(&config_all(&nodes, true, ""), "").await;
+    let (f, sub) = Feed::subscribe(p.addr, "/ethereum", json!(["newHeads"])).await;
+    let (_logs, _lsub) = Feed::subscribe(p.addr, "/ethereum", json!(["logs"])).await;
+    assert!(f.wait_notes(&sub, 2, Duration::from_secs(10)).await);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, addr) = (stop.clone(), p.addr);
+        load.push(tokio::spawn(async move {
+            let mut c = Client::new(addr);
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let r = c
+                    .post("/ethereum", &call(1, "eth_chainId", json!([])))
+                    .await;
+                if r.status == 200 && r.json()["result"] == "0x1" {
+                    ok += 1;
+                } else {
+                    failed.push(format!("{} {}", r.status, r.text()));
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let mark = p.log().len();
+    let mut problems = Vec::new();
+    for (round, kept) in [(1, 0), (2, 16)] {
+        let ready = eventually(Duration::from_secs(10), || async {
+            chain_status(&p).await["canonical_blocks"]
+                .as_u64()
+                .unwrap_or(0)
+                >= kept
+        })
+        .await;
+        assert!(ready, "{kept} blocks kept before reorg {round}");
+        tokio::time::sleep(ms(300)).await;
+        chain.reorg(8).expect("reorg");
+        let after = chain.head();
+        if !f
+            .wait(Duration::from_secs(5), |m| {
+                heads(&notes_in(m, &sub))
+                    .last()
+                    .is_some_and(|b| b.0 >= after + 2)
+            })
+            .await
+        {
+            problems.push(format!("no head past {} after reorg {round}", after + 2));
+        }
+        let tail: Vec<(u64, String)> = heads(&f.notes(&sub))
+            .into_iter()
+            .filter(|b| b.0 > after)
+            .collect();
+        problems.extend(sequence_problems(
+            &format!("after reorg {round}"),
+            &tail,
+            &chain,
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for t in load {
+        let (o, f) = t.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    let log = p.log();
+    let ahead: Vec<&str> = log[mark..]
+        .lines()
+        .filter(|l| l.contains("no block time supports"))
+        .collect();
+    eprintln!(
+        "{ok} calls served, {} failed; {} upstream(s) taken for ahead",
+        failed.len(),
+        ahead.len()
+    );
+    if !failed.is_empty() {
+        problems.push(format!(
+            "{} of {} calls failed during the reorgs, e.g. {}",
+            failed.len(),
+            ok + failed.len(),
+            failed[0]
+        ));
+    }
+    if let Some(l) = ahead.first() {
+        problems.push(format!(
+            "an upstream at the chain's height was taken for ahead: {l}"
+        ));
+    }
+    if chain_status(&p).await["reorgs"] != 2 {
+        problems.push(format!(
+            "/status reorgs {}, expected 2",
+            chain_status(&p).await["reorgs"]
+        ));
+    }
+    report("calls_through_deep_reorgs", &problems);
 }
