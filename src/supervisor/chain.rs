@@ -182,9 +182,17 @@ impl ChainTask {
         let Some(up) = self.feeds.get(&key).map(|f| f.up.clone()) else {
             return;
         };
-        up.health.feed_head(block.number, block.timestamp, now_ms());
-        // The head judgement (a head nothing supports is `ahead`) runs on every new head.
-        crate::probe::refresh_chain(&chain);
+        // A head below one this upstream gave before on the kept chain is a replay (a reorg's
+        // new branch from its fork point, a node catching up): it does not lower the upstream's
+        // head for health, which would take it for behind and the upstreams still at the
+        // chain's height for `ahead` (with two upstreams, none left to serve). If the node did
+        // fall back, the probe says so: it asks again once no head has been fed for a while.
+        let replay = self.feeds.get(&key).is_some_and(|f| f.high > block.number);
+        if !replay {
+            up.health.feed_head(block.number, block.timestamp, now_ms());
+            // The head judgement (a head nothing supports is `ahead`) runs on every new head.
+            crate::probe::refresh_chain(&chain);
+        }
         if !votes(&up) {
             if let Some(f) = self.feeds.get_mut(&key) {
                 f.vote = None;
@@ -328,8 +336,18 @@ impl ChainTask {
                 self.apply(&chain, change).await;
             }
         }
-        // With one voter, its branch is the chain: nobody to be forked from.
+        // With one voter, its branch is the chain: nobody to be forked from. An upstream
+        // replaying (its head below one it gave on the kept chain) is judged once it is as high
+        // again: in a reorg replayed from below the kept blocks, every upstream is off the kept
+        // chain in turn, and marking each forked meanwhile left none to serve.
         for f in self.feeds.values() {
+            let replaying = f
+                .vote
+                .and_then(|v| self.tree.get(&v))
+                .is_some_and(|b| f.high > b.number);
+            if replaying {
+                continue;
+            }
             let forked = votes.len() >= 2
                 && live(f)
                 && f.vote.is_some_and(|v| self.tree.agrees(&v) == Some(false));
