@@ -5,8 +5,14 @@
 //! once, in order, as the node's header; logs filtered as geth filters them; pending hashes
 //! merged), other kinds passed through, calls and batches over the socket, reorgs reaching every
 //! kind of subscriber, `/status` and the metrics, upstream sockets dropping, nodes dying or going
-//! silent, one upstream subscription per kind, a forked upstream kept out of traffic, a slow
-//! consumer cut off, the native stream and its SSE twin, HTTP-only upstreams.
+//! silent, one upstream subscription per kind, a forked upstream kept out of traffic (also when
+//! it is the first heard), a slow consumer cut off, the native stream and its SSE twin,
+//! HTTP-only upstreams, passthrough mode and the config keys, a reload under subscribers, idle
+//! timeout and shutdown, outages and reorgs beyond `reorg_window`, and client calls through deep
+//! reorgs.
+//!
+//! `LIVECHAIN_BIN=/path/to/livechain` runs them against another build (how each fix made with
+//! them was shown to fail before it).
 //!
 //! Every wait is bounded; every process and node is stopped when its test ends, also when it
 //! fails (livechain by its PID, the mocks by their handles).
