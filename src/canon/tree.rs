@@ -147,6 +147,29 @@ impl Tree {
         out
     }
 
+    /// For a block whose parent is known (`Link::Joined`): `None` when its branch reaches the
+    /// canonical chain (or nothing is kept yet); otherwise the known ancestors it hangs on,
+    /// newest first (at most a window of them), down to one whose parent is not known: blocks
+    /// fetched for a branch that could not be joined.
+    pub fn unjoined_ancestors(&self, block: &Block) -> Option<Vec<Arc<Block>>> {
+        self.tip()?;
+        let mut out = Vec::new();
+        let mut at = self.get(&block.parent)?;
+        loop {
+            if self
+                .canonical_at(at.number)
+                .is_some_and(|c| c.hash == at.hash)
+            {
+                return None;
+            }
+            out.push(at.clone());
+            match self.get(&at.parent) {
+                Some(p) if p.number + 1 == at.number && out.len() < self.window => at = p,
+                _ => return Some(out),
+            }
+        }
+    }
+
     /// Whether a block this high could connect within the window (else the gap is too wide
     /// to fill block by block).
     pub fn within_reach(&self, number: u64) -> bool {
@@ -244,17 +267,37 @@ impl Tree {
         Some(Change { removed, added })
     }
 
-    /// The first choice: the head most upstreams report (then the highest), with the
-    /// ancestors known of it.
+    /// The first choice: the highest head of the branch most upstreams are on, with the
+    /// ancestors known of it. Before anything is kept, a branch is what the known blocks link up
+    /// by parent hash (an upstream a block ahead of another is on its branch), so one upstream
+    /// on a fork of its own cannot be chosen over two that agree, whichever is highest.
     fn start(&mut self, votes: &[Hash]) -> Option<Change> {
-        let mut count: HashMap<Hash, u32> = HashMap::new();
-        for v in votes.iter().filter(|v| self.nodes.contains_key(*v)) {
-            *count.entry(*v).or_default() += 1;
+        let known: Vec<&Arc<Block>> = votes.iter().filter_map(|v| self.get(v)).collect();
+        // The oldest known ancestor of a block (within the window).
+        let root = |b: &Arc<Block>| {
+            let mut at = b.clone();
+            for _ in 0..self.window {
+                match self.get(&at.parent) {
+                    Some(p) if p.number + 1 == at.number => at = p.clone(),
+                    _ => break,
+                }
+            }
+            at.hash
+        };
+        let mut support: HashMap<Hash, u32> = HashMap::new();
+        for b in &known {
+            *support.entry(root(b)).or_default() += 1;
         }
-        let (&head, _) = count.iter().max_by_key(|(h, c)| {
-            let node = &self.nodes[*h];
-            (**c, node.block.number, std::cmp::Reverse(node.seq))
-        })?;
+        let head = known
+            .iter()
+            .max_by_key(|b| {
+                (
+                    support[&root(b)],
+                    b.number,
+                    std::cmp::Reverse(self.nodes[&b.hash].seq),
+                )
+            })?
+            .hash;
         let mut chain = vec![self.nodes[&head].block.clone()];
         while chain.len() < self.window {
             let last = chain.last().expect("one at least");
@@ -452,6 +495,22 @@ mod tests {
     }
 
     #[test]
+    fn the_first_choice_is_the_branch_most_upstreams_are_on_not_the_highest_head() {
+        let mut t = Tree::new(128);
+        let g = genesis();
+        // Two upstreams on one branch, one a block ahead of the other; a third on a fork of
+        // its own (its parent unknown), as high as the highest, heard first.
+        let fork = t.insert(block(102, 2, &block(101, 2, &g)));
+        let a = t.insert(block(101, 1, &g));
+        let b = t.insert(block(102, 1, &a));
+        let c = t.choose(&[fork.hash, a.hash, b.hash]).unwrap();
+        assert_eq!(numbers(&c.added), [101, 102]);
+        assert_eq!(t.tip().unwrap().hash, b.hash);
+        assert_eq!(t.agrees(&fork.hash), Some(false));
+        assert_eq!(t.agrees(&a.hash), Some(true));
+    }
+
+    #[test]
     fn unknown_votes_and_votes_below_the_base_change_nothing() {
         let (mut t, g) = started();
         let main = branch(&mut t, &g, 1, 2);
@@ -488,6 +547,33 @@ mod tests {
             "forks below the base"
         );
         assert!(t.within_reach(128) && !t.within_reach(129));
+    }
+
+    #[test]
+    fn a_block_hanging_on_an_unjoined_branch_is_told_apart_from_a_joined_one() {
+        let mut t = Tree::new(4);
+        let g = t.insert(genesis());
+        t.choose(&[g.hash]);
+        let main = branch(&mut t, &g, 1, 6);
+        t.choose(&[main[5].hash]).unwrap();
+        assert_eq!(t.base().unwrap().number, 103);
+        // On the tip, or on a side branch off a canonical block: joined.
+        let next = block(107, 1, &main[5]);
+        assert!(t.unjoined_ancestors(&next).is_none());
+        let side = branch(&mut t, &main[3], 2, 2);
+        assert!(t.unjoined_ancestors(&block(107, 2, &side[1])).is_none());
+        // Blocks fetched for a branch whose parent is beyond the window (an upstream that came
+        // back after a long outage): another head on them is not joined either.
+        let far = Arc::new(Block::bare(130, [7; 32], [6; 32], 130));
+        let far = branch(&mut t, &far, 3, 3);
+        let head = block(134, 3, &far[2]);
+        let below = t.unjoined_ancestors(&head).expect("not joined");
+        assert_eq!(numbers(&below), [133, 132, 131]);
+        assert_eq!(
+            t.link(&head),
+            Link::Joined,
+            "its parent is known all the same"
+        );
     }
 
     #[test]

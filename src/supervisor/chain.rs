@@ -31,6 +31,11 @@ const JOIN_FETCHES: usize = 32;
 const JOIN_TIME: Duration = Duration::from_secs(2);
 /// Pending transaction hashes remembered (twice this at most) to send each once.
 const SEEN_PENDING: usize = 50_000;
+/// How long the first canonical head waits at most for every upstream that can vote to report
+/// its head: the first choice is the branch most of them are on, not whichever arrived first (a
+/// lone upstream on a fork, chosen first, would hold the chain: the others' blocks cannot be
+/// joined below what is kept).
+const FIRST_CHOICE_WAIT: Duration = Duration::from_secs(2);
 /// Attempts to fetch a new block's transaction hashes or logs, and the pause before each retry
 /// (a node may not have processed a block it announced a moment ago).
 const FETCH_RETRIES: [Duration; 3] = [
@@ -44,6 +49,9 @@ struct Feed {
     /// Its latest head, as delivered, and when.
     vote: Option<Hash>,
     voted_at: Instant,
+    /// The highest of its heads that was on the kept chain when it came: a lower head after
+    /// it is a replay (see [`ChainTask::went_back`]).
+    high: u64,
     task: JoinHandle<()>,
 }
 
@@ -67,6 +75,8 @@ pub struct ChainTask {
     /// The head number at which `safe`/`finalized` are next asked for.
     finality_at: u64,
     reorgs: u64,
+    /// When the first vote came (the first choice waits for the others from then on).
+    first_vote_at: Option<Instant>,
     seen_now: HashSet<Hash>,
     seen_before: HashSet<Hash>,
 }
@@ -100,6 +110,7 @@ impl ChainTask {
             from_tags: view.finality_from_tags,
             finality_at: 0,
             reorgs: view.reorgs,
+            first_vote_at: None,
             seen_now: HashSet::new(),
             seen_before: HashSet::new(),
         }
@@ -162,6 +173,7 @@ impl ChainTask {
                     up: up.clone(),
                     vote: None,
                     voted_at: Instant::now(),
+                    high: 0,
                     task,
                 },
             );
@@ -174,9 +186,17 @@ impl ChainTask {
         let Some(up) = self.feeds.get(&key).map(|f| f.up.clone()) else {
             return;
         };
-        up.health.feed_head(block.number, block.timestamp, now_ms());
-        // The head judgement (a head nothing supports is `ahead`) runs on every new head.
-        crate::probe::refresh_chain(&chain);
+        // A head below one this upstream gave before on the kept chain is a replay (a reorg's
+        // new branch from its fork point, a node catching up): it does not lower the upstream's
+        // head for health, which would take it for behind and the upstreams still at the
+        // chain's height for `ahead` (with two upstreams, none left to serve). If the node did
+        // fall back, the probe says so: it asks again once no head has been fed for a while.
+        let replay = self.feeds.get(&key).is_some_and(|f| f.high > block.number);
+        if !replay {
+            up.health.feed_head(block.number, block.timestamp, now_ms());
+            // The head judgement (a head nothing supports is `ahead`) runs on every new head.
+            crate::probe::refresh_chain(&chain);
+        }
         if !votes(&up) {
             if let Some(f) = self.feeds.get_mut(&key) {
                 f.vote = None;
@@ -185,9 +205,13 @@ impl ChainTask {
         }
         let block = self.tree.insert(block);
         self.join(&chain, &up, block.clone()).await;
+        let kept = self.tree.agrees(&block.hash) == Some(true);
         if let Some(f) = self.feeds.get_mut(&key) {
             f.vote = Some(block.hash);
             f.voted_at = Instant::now();
+            if kept {
+                f.high = f.high.max(block.number);
+            }
         }
         self.settle().await;
     }
@@ -195,7 +219,10 @@ impl ChainTask {
     /// Fetches the ancestors of `head` the tree lacks (heights skipped between two heads, or
     /// the branch of a reorg) from its upstream (or another), up to the window. When it cannot
     /// be joined within the window and no other upstream is still on the kept chain (a long
-    /// outage, or a reorg deeper than the window), starts again from its branch.
+    /// outage, or a reorg deeper than the window), starts again from its branch. A head whose
+    /// parent is known but hangs on blocks that could not be joined themselves (another
+    /// upstream's branch, fetched before) is in the same case: joining it to them is not joining
+    /// it to the chain, and every later head would hang there too.
     async fn join(&mut self, chain: &Arc<Chain>, up: &Arc<Upstream>, head: Arc<Block>) {
         let max = self.limits.borrow().max_response_bytes;
         let others = self.voters_except(up);
@@ -207,8 +234,19 @@ impl ChainTask {
         let started = tokio::time::Instant::now();
         let mut fetched = 0;
         loop {
-            match self.tree.link(&at) {
-                Link::Joined => return,
+            let link = match self.tree.link(&at) {
+                // Known parents all the way, but perhaps down to blocks that were fetched for a
+                // branch that could not be joined: then it is that branch.
+                Link::Joined => match self.tree.unjoined_ancestors(&at) {
+                    None => return,
+                    Some(below) => {
+                        branch.extend(below);
+                        Link::Unjoinable
+                    }
+                },
+                link => link,
+            };
+            match link {
                 Link::Missing if reachable && branch.len() < self.tree.window() => {
                     // One slow or foreign upstream must not hold the chain's other heads
                     // back: the rest of its walk waits for its next head.
@@ -216,8 +254,8 @@ impl ChainTask {
                         return;
                     }
                 }
-                Link::Missing | Link::Unjoinable => {
-                    if !self.anyone_on_kept_chain(up) {
+                _ => {
+                    if !self.went_back(up, &branch[0]) && !self.anyone_on_kept_chain(up) {
                         branch.reverse();
                         tracing::warn!(chain = %chain.name, upstream = %up.name, from = branch[0].number, "the chain moved beyond the kept blocks; starting again from this upstream's branch");
                         let change = self.tree.rebase(branch);
@@ -261,12 +299,27 @@ impl ChainTask {
             .collect()
     }
 
-    /// Whether another upstream's live vote is on the chain as kept.
+    /// Whether `head` is lower than a head `up` gave before on the kept chain: the upstream is
+    /// replaying (a reorg's new branch from the fork point, or blocks it announced already, as
+    /// a node catching up does). Its branch is judged once it is as high again; starting again
+    /// from it now would take the chain back to a block it had passed, and announce again every
+    /// block from there.
+    fn went_back(&self, up: &Arc<Upstream>, head: &Block) -> bool {
+        self.feeds
+            .get(&key(up))
+            .is_some_and(|f| f.high > head.number)
+    }
+
+    /// Whether another upstream of the chain has its head on the chain as kept. Whether the
+    /// head judgement takes it for `ahead` does not matter here: a head on the kept chain is
+    /// believable by definition, and a reorg's new branch, replayed from the fork point by
+    /// another upstream, lowers that one's head for a moment and makes this one look ahead.
     fn anyone_on_kept_chain(&self, except: &Arc<Upstream>) -> bool {
         let stale = vote_lifetime(&self.current());
         self.feeds.values().any(|f| {
             !Arc::ptr_eq(&f.up, except)
-                && votes_now(&f.up)
+                && f.up.health.chain_id_status() == ChainIdStatus::Ok
+                && !matches!(f.up.health.circuit(now_ms()), CircuitState::Open { .. })
                 && f.voted_at.elapsed() <= stale
                 && f.vote.is_some_and(|v| self.tree.agrees(&v) == Some(true))
         })
@@ -287,6 +340,16 @@ impl ChainTask {
         // The first canonical head is where following starts, not news: subscribers get the
         // heads that come after it, as from a node.
         let first = self.tree.tip().is_none();
+        if first && !votes.is_empty() {
+            let since = *self.first_vote_at.get_or_insert_with(Instant::now);
+            let waiting = self
+                .feeds
+                .values()
+                .any(|f| votes_now(&f.up) && f.vote.is_none());
+            if waiting && since.elapsed() < FIRST_CHOICE_WAIT {
+                return;
+            }
+        }
         if let Some(change) = self.tree.choose(&votes) {
             if first {
                 self.adopt(&chain);
@@ -294,8 +357,18 @@ impl ChainTask {
                 self.apply(&chain, change).await;
             }
         }
-        // With one voter, its branch is the chain: nobody to be forked from.
+        // With one voter, its branch is the chain: nobody to be forked from. An upstream
+        // replaying (its head below one it gave on the kept chain) is judged once it is as high
+        // again: in a reorg replayed from below the kept blocks, every upstream is off the kept
+        // chain in turn, and marking each forked meanwhile left none to serve.
         for f in self.feeds.values() {
+            let replaying = f
+                .vote
+                .and_then(|v| self.tree.get(&v))
+                .is_some_and(|b| f.high > b.number);
+            if replaying {
+                continue;
+            }
             let forked = votes.len() >= 2
                 && live(f)
                 && f.vote.is_some_and(|v| self.tree.agrees(&v) == Some(false));

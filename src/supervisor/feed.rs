@@ -197,11 +197,13 @@ async fn follow(
     }
     let m = metrics();
     let gauge = |kind: &str| {
-        m.upstream_subscriptions
-            .with_label_values(&[&chain.name, &up.name, kind])
+        Held::new(
+            m.upstream_subscriptions
+                .with_label_values(&[&chain.name, &up.name, kind]),
+        )
     };
-    let mut heads_sub: Option<String> = None;
-    let mut pending_sub: Option<String> = None;
+    let mut heads_sub: Option<(String, Held)> = None;
+    let mut pending_sub: Option<(String, Held)> = None;
     let mut pending_asked = false;
     let mut wanted = chain.canon.pending_wanted();
     if *wanted.borrow_and_update() {
@@ -235,8 +237,7 @@ async fn follow(
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(text))) => match read(text.as_str()) {
                     Frame::Answer { id: HEADS_ID, result: Ok(id) } => {
-                        gauge("newHeads").inc();
-                        heads_sub = Some(id);
+                        heads_sub = Some((id, gauge("newHeads")));
                         last_head = Instant::now();
                     }
                     Frame::Answer { id: HEADS_ID, result: Err(e) } => {
@@ -245,8 +246,7 @@ async fn follow(
                     }
                     Frame::Answer { id: PENDING_ID, result } => match result {
                         Ok(id) if *wanted.borrow() => {
-                            gauge("newPendingTransactions").inc();
-                            pending_sub = Some(id);
+                            pending_sub = Some((id, gauge("newPendingTransactions")));
                         }
                         // Nobody wants them any more: undo at once.
                         Ok(id) => {
@@ -254,7 +254,7 @@ async fn follow(
                         }
                         Err(e) => tracing::debug!(chain = %chain.name, upstream = %up.name, error = %e, "upstream has no newPendingTransactions"),
                     },
-                    Frame::Note { sub, result } if heads_sub.as_deref() == Some(sub.as_str()) => {
+                    Frame::Note { sub, result } if heads_sub.as_ref().is_some_and(|(id, _)| *id == sub) => {
                         last_head = Instant::now();
                         match Block::parse(result.get()) {
                             Ok(block) => {
@@ -265,7 +265,7 @@ async fn follow(
                             Err(e) => tracing::debug!(chain = %chain.name, upstream = %up.name, error = %e, "head feed: unreadable header"),
                         }
                     }
-                    Frame::Note { sub, result } if pending_sub.as_deref() == Some(sub.as_str()) => {
+                    Frame::Note { sub, result } if pending_sub.as_ref().is_some_and(|(id, _)| *id == sub) => {
                         let hash = serde_json::from_str::<&str>(result.get()).ok().and_then(parse_hash);
                         if let Some(hash) = hash {
                             if ctx.tx.send(Msg::Pending(hash)).await.is_err() {
@@ -290,8 +290,7 @@ async fn follow(
                     }
                 } else if !want {
                     pending_asked = false;
-                    if let Some(id) = pending_sub.take() {
-                        gauge("newPendingTransactions").dec();
+                    if let Some((id, _held)) = pending_sub.take() {
                         let _ = tx.send(unsubscribe(&id)).await;
                     }
                 }
@@ -309,14 +308,28 @@ async fn follow(
             next_poll = Instant::now();
         }
     }
-    if heads_sub.is_some() {
-        gauge("newHeads").dec();
-    }
-    if pending_sub.is_some() {
-        gauge("newPendingTransactions").dec();
-    }
+    let subscribed = heads_sub.is_some();
+    drop((heads_sub, pending_sub));
     let _ = tokio::time::timeout(Duration::from_millis(200), tx.close()).await;
-    heads_sub.is_some()
+    subscribed
+}
+
+/// One subscription on the feed's socket, counted in `livechain_upstream_subscriptions` for as
+/// long as it is held: also when the supervisor aborts the feed's task (a reload removed or
+/// changed the upstream), which no code after an `.await` would see.
+struct Held(prometheus::IntGauge);
+
+impl Held {
+    fn new(gauge: prometheus::IntGauge) -> Held {
+        gauge.inc();
+        Held(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn unsubscribe(id: &str) -> Message {

@@ -200,9 +200,6 @@ where
             .with_label_values(&[&chain, "upstream_to_client"]),
     );
     let end = loop {
-        if s.out.queued > limits.ws_send_queue_bytes {
-            break End::SlowConsumer;
-        }
         // Hand the socket what it takes without waiting; what is left waits for it below.
         let mut gone = false;
         while let Some(out) = s.out.queue.front() {
@@ -235,6 +232,11 @@ where
         }
         if gone {
             break End::ClientGone;
+        }
+        // What the socket did not take is what the client is behind by (a burst it reads at
+        // once, a reorg's many logs, is not held against it).
+        if s.out.queued > limits.ws_send_queue_bytes {
+            break End::SlowConsumer;
         }
         let front = s.out.queue.front().map(|o| o.msg.clone());
         let sending = front.is_some();
@@ -339,11 +341,12 @@ where
                 }
             },
             _ = &mut idle_timer => {
-                // Messages in either direction move the deadline; the timer follows lazily.
+                // Messages in either direction move the deadline; the timer follows lazily, so
+                // the messages sent since it was armed count before it is judged.
+                deadline = deadline.max(last_out + idle);
                 if !unflushed && !sending && Instant::now() >= deadline {
                     break End::Idle;
                 }
-                deadline = deadline.max(last_out + idle);
                 idle_timer.as_mut().reset(deadline.max(Instant::now() + Duration::from_millis(1)));
             }
         }
