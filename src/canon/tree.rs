@@ -323,24 +323,63 @@ impl Tree {
             return Change::default();
         };
         let from = first.number;
+        // What the segment shares with the kept chain is neither removed nor new: a segment
+        // that reaches up to the kept tip from below only fills in history.
+        let in_segment: std::collections::HashSet<Hash> = segment.iter().map(|b| b.hash).collect();
+        let kept: std::collections::HashSet<Hash> = self.canonical.iter().map(|b| b.hash).collect();
         let removed: Vec<Arc<Block>> = self
             .canonical
             .iter()
-            .filter(|b| b.number >= from)
+            .filter(|b| b.number >= from && !in_segment.contains(&b.hash))
             .cloned()
+            .collect();
+        let added: Vec<Arc<Block>> = segment
+            .iter()
+            .filter(|b| !kept.contains(&b.hash))
+            .cloned()
+            .collect();
+        // Kept blocks above the segment stay only if they build on it.
+        let top = segment.last().expect("not empty").clone();
+        let above: Vec<Arc<Block>> = self
+            .canonical
+            .iter()
+            .filter(|b| b.number > top.number && in_segment.contains(&top.hash))
+            .cloned()
+            .collect();
+        let mut chain: Vec<Arc<Block>> = segment;
+        let mut link = top.hash;
+        for b in above {
+            if b.parent != link {
+                break;
+            }
+            link = b.hash;
+            chain.push(b);
+        }
+        let removed: Vec<Arc<Block>> = removed
+            .into_iter()
+            .filter(|b| !chain.iter().any(|c| c.hash == b.hash))
+            .collect();
+        // News is what is above the old tip, or what replaces removed blocks; older blocks new
+        // to the kept chain are history.
+        let old_tip = self.tip().map(|t| t.number);
+        let news_from = removed
+            .first()
+            .map(|b| b.number)
+            .or(old_tip.map(|t| t + 1))
+            .unwrap_or(0);
+        let added: Vec<Arc<Block>> = added
+            .into_iter()
+            .filter(|b| b.number >= news_from)
             .collect();
         self.nodes.clear();
         self.children.clear();
         self.canonical.clear();
-        for b in &segment {
+        for b in &chain {
             self.insert(b.clone());
         }
-        self.canonical = segment.iter().cloned().collect();
+        self.canonical = chain.into_iter().collect();
         self.prune();
-        Change {
-            removed,
-            added: segment,
-        }
+        Change { removed, added }
     }
 
     /// Drops canonical blocks beyond the window, and every block below the base or too far
@@ -588,5 +627,25 @@ mod tests {
         assert_eq!(numbers(&c.added), [103, 104, 105]);
         assert_eq!(t.tip().unwrap().hash, seg[2].hash);
         assert_eq!(t.base().unwrap().number, 103);
+    }
+
+    #[test]
+    fn a_rebase_onto_the_kept_chain_with_older_history_changes_nothing_announced() {
+        let mut full = Tree::new(128);
+        let g = full.insert(genesis());
+        let main = branch(&mut full, &g, 1, 6);
+        // Only the tip is kept (the chain started again from it after an outage).
+        let mut t = Tree::new(4);
+        t.rebase(vec![main[5].clone()]);
+        // A node catching up delivers the blocks below it, joined up to the tip.
+        let c = t.rebase(main[2..].to_vec());
+        assert!(c.removed.is_empty() && c.added.is_empty(), "{c:?}");
+        assert_eq!(t.tip().unwrap().hash, main[5].hash);
+        // History below a tip that then moved on: the blocks above it stay.
+        let mut t = Tree::new(8);
+        t.rebase(main[4..].to_vec());
+        let c = t.rebase(main[1..5].to_vec());
+        assert!(c.removed.is_empty() && c.added.is_empty(), "{c:?}");
+        assert_eq!(t.tip().unwrap().hash, main[5].hash);
     }
 }

@@ -255,7 +255,14 @@ impl ChainTask {
                     }
                 }
                 _ => {
-                    if !self.went_back(up, &branch[0]) && !self.anyone_on_kept_chain(up) {
+                    // Starting again never takes the chain back: a head lower than the kept
+                    // tip, beyond what is kept, is a node catching up (replaying blocks the
+                    // tip already covers), and joins once it is as high.
+                    let not_lower = self.tree.tip().is_none_or(|t| branch[0].number >= t.number);
+                    if not_lower
+                        && !self.went_back(up, &branch[0])
+                        && !self.anyone_on_kept_chain(up)
+                    {
                         branch.reverse();
                         tracing::warn!(chain = %chain.name, upstream = %up.name, from = branch[0].number, "the chain moved beyond the kept blocks; starting again from this upstream's branch");
                         let change = self.tree.rebase(branch);
