@@ -85,6 +85,15 @@ impl Tree {
         self.nodes.get(hash).map(|n| &n.block)
     }
 
+    /// The parent of `block`, if known and one lower. Hashes are what nodes say they are (the
+    /// supervisor does not recompute them), so a lying node can send a block that is its own
+    /// parent, or two that are each other's: every walk over the tree goes by parents one number
+    /// lower (or children one higher), which cannot loop.
+    fn parent_of(&self, block: &Block) -> Option<&Arc<Block>> {
+        self.get(&block.parent)
+            .filter(|p| p.number.checked_add(1) == Some(block.number))
+    }
+
     /// The canonical block at `number`, if kept.
     pub fn canonical_at(&self, number: u64) -> Option<&Arc<Block>> {
         let base = self.base()?.number;
@@ -122,7 +131,7 @@ impl Tree {
     /// base).
     pub fn link(&self, block: &Block) -> Link {
         if block.number == 0
-            || self.nodes.contains_key(&block.parent)
+            || self.parent_of(block).is_some()
             || self.base().is_some_and(|b| b.hash == block.hash)
         {
             return Link::Joined;
@@ -139,9 +148,9 @@ impl Tree {
         let mut out = vec![block.clone()];
         while out.len() <= self.window {
             let last = out.last().expect("one at least");
-            match self.get(&last.parent) {
-                Some(p) if p.number + 1 == last.number => out.push(p.clone()),
-                _ => break,
+            match self.parent_of(last) {
+                Some(p) => out.push(p.clone()),
+                None => break,
             }
         }
         out
@@ -154,7 +163,7 @@ impl Tree {
     pub fn unjoined_ancestors(&self, block: &Block) -> Option<Vec<Arc<Block>>> {
         self.tip()?;
         let mut out = Vec::new();
-        let mut at = self.get(&block.parent)?;
+        let mut at = self.parent_of(block)?;
         loop {
             if self
                 .canonical_at(at.number)
@@ -163,8 +172,8 @@ impl Tree {
                 return None;
             }
             out.push(at.clone());
-            match self.get(&at.parent) {
-                Some(p) if p.number + 1 == at.number && out.len() < self.window => at = p,
+            match self.parent_of(at) {
+                Some(p) if out.len() < self.window => at = p,
                 _ => return Some(out),
             }
         }
@@ -186,7 +195,7 @@ impl Tree {
         let tip = self.tip()?;
         let mut block = self.get(head)?;
         while block.number > tip.number {
-            block = self.get(&block.parent)?;
+            block = self.parent_of(block)?;
         }
         let canonical = self.canonical_at(block.number)?;
         Some(canonical.hash == block.hash)
@@ -213,7 +222,7 @@ impl Tree {
                     break false;
                 }
                 path.push(at.hash);
-                match self.get(&at.parent) {
+                match self.parent_of(at) {
                     Some(parent) => at = parent,
                     None => break false,
                 }
@@ -234,6 +243,7 @@ impl Tree {
                 .into_iter()
                 .flatten()
                 .filter_map(|h| Some((h, *weight.get(h)?, self.nodes.get(h)?)))
+                .filter(|(_, _, node)| node.block.number == at.number + 1)
                 .max_by_key(|(h, w, node)| {
                     (*w, next_canonical == Some(**h), std::cmp::Reverse(node.seq))
                 });
@@ -277,9 +287,9 @@ impl Tree {
         let root = |b: &Arc<Block>| {
             let mut at = b.clone();
             for _ in 0..self.window {
-                match self.get(&at.parent) {
-                    Some(p) if p.number + 1 == at.number => at = p.clone(),
-                    _ => break,
+                match self.parent_of(&at) {
+                    Some(p) => at = p.clone(),
+                    None => break,
                 }
             }
             at.hash
@@ -301,9 +311,9 @@ impl Tree {
         let mut chain = vec![self.nodes[&head].block.clone()];
         while chain.len() < self.window {
             let last = chain.last().expect("one at least");
-            match self.get(&last.parent) {
-                Some(p) if p.number + 1 == last.number => chain.push(p.clone()),
-                _ => break,
+            match self.parent_of(last) {
+                Some(p) => chain.push(p.clone()),
+                None => break,
             }
         }
         chain.reverse();
@@ -347,12 +357,12 @@ impl Tree {
             .cloned()
             .collect();
         let mut chain: Vec<Arc<Block>> = segment;
-        let mut link = top.hash;
+        let mut link = (top.hash, top.number);
         for b in above {
-            if b.parent != link {
+            if (b.parent, b.number) != (link.0, link.1 + 1) {
                 break;
             }
-            link = b.hash;
+            link = (b.hash, b.number);
             chain.push(b);
         }
         let removed: Vec<Arc<Block>> = removed
@@ -647,5 +657,53 @@ mod tests {
         let c = t.rebase(main[1..5].to_vec());
         assert!(c.removed.is_empty() && c.added.is_empty(), "{c:?}");
         assert_eq!(t.tip().unwrap().hash, main[5].hash);
+    }
+
+    #[test]
+    fn blocks_that_lie_about_their_height_or_parent_neither_hang_nor_break_the_chain() {
+        let (mut t, g) = started();
+        let main = branch(&mut t, &g, 1, 3);
+        t.choose(&[main[2].hash]).unwrap();
+        // A head a million blocks up whose parent is the tip: it cannot be its child.
+        let rogue = t.insert(Arc::new(Block::bare(
+            1_000_103,
+            [0x77; 32],
+            main[2].hash,
+            0,
+        )));
+        assert_eq!(t.link(&rogue), Link::Missing);
+        assert!(t.choose(&[rogue.hash, rogue.hash]).is_none());
+        assert_eq!(t.tip().unwrap().hash, main[2].hash);
+        assert_eq!(t.agrees(&rogue.hash), None);
+        // A block that is its own parent, and two that are each other's: every walk over the
+        // tree (the vote's way up, the choice's way down, `agrees`) used to go round forever.
+        let own = t.insert(Arc::new(Block::bare(104, [0x78; 32], [0x78; 32], 0)));
+        let x = t.insert(Arc::new(Block::bare(104, [0x79; 32], [0x7a; 32], 0)));
+        let y = t.insert(Arc::new(Block::bare(105, [0x7a; 32], [0x79; 32], 0)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let c = t.choose(&[own.hash, x.hash, y.hash, y.hash]);
+            let agrees = (t.agrees(&own.hash), t.agrees(&y.hash));
+            let _ = tx.send((c.is_none(), agrees, t.tip().unwrap().number));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("choose and agrees come back");
+        assert_eq!(got, (true, (None, None), 103));
+    }
+
+    #[test]
+    fn a_rebase_keeps_only_kept_blocks_that_are_children_of_the_segment() {
+        let (mut t, g) = started();
+        // Kept: a block that names 100 as its parent but says it is 102 (a lying node's head
+        // the chain started again from).
+        let liar = Arc::new(Block::bare(102, [0x55; 32], g.hash, 0));
+        t.rebase(vec![liar.clone()]);
+        let c = t.rebase(vec![g.clone()]);
+        assert_eq!(
+            t.canonical().iter().map(|b| b.number).collect::<Vec<_>>(),
+            [100]
+        );
+        assert_eq!(c.removed[0].hash, liar.hash);
     }
 }

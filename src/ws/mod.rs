@@ -17,7 +17,7 @@
 //! socket is the figure that matters at scale.
 
 mod fanout;
-mod native;
+pub mod native;
 mod relay;
 mod render;
 mod session;
