@@ -1332,7 +1332,8 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
 /// through livechain, all served from one upstream subscription. Memory per subscribed socket;
 /// head delivery measured against a subscriber of the node itself (the same clock: for each
 /// head, a client's receive time minus the direct subscriber's), per client and for the last
-/// client of each head; what the node saw (its subscriptions) and livechain's own histogram.
+/// client of each head; what the node saw (its subscriptions) and livechain's own histogram;
+/// then the reference: the cheapest fan-out to as many sockets on this machine.
 async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     let mut out = String::new();
     let (mock, mock_addr) = start_mock(bin, dir, 1000, None);
@@ -1362,38 +1363,7 @@ async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     let before = rss_kib(lc_pid);
     let t = Instant::now();
     let (sockets, open_failed) = open_many(lc_addr, n).await;
-    let gate = Arc::new(Semaphore::new(500));
-    let subscribing: Vec<_> = sockets
-        .into_iter()
-        .map(|mut ws| {
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let _p = gate.acquire().await.ok()?;
-                let sub =
-                    r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
-                ws.send(Message::text(sub)).await.ok()?;
-                loop {
-                    let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                        .await
-                        .ok()??
-                        .ok()?;
-                    if let Message::Text(t) = msg {
-                        if t.as_str().contains("\"id\":1") {
-                            return t.as_str().contains("\"result\":\"0x").then_some(ws);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut subscribed = Vec::with_capacity(n);
-    let mut sub_failed = 0;
-    for t in subscribing {
-        match t.await {
-            Ok(Some(ws)) => subscribed.push(ws),
-            _ => sub_failed += 1,
-        }
-    }
+    let (subscribed, sub_failed) = subscribe_all(sockets).await;
     let took = t.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(lc_pid);
@@ -1423,75 +1393,22 @@ async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
     let _ = direct.send(Message::text(sub)).await;
     let reference = tokio::spawn(async move { collect_heads(&mut direct, until).await });
     let (user0, sys0) = cpu_secs(lc_pid);
-    let clients: Vec<_> = subscribed
-        .into_iter()
-        .map(|mut ws| tokio::spawn(async move { (collect_heads(&mut ws, until).await, ws) }))
-        .collect();
-    let mut per_client = Vec::with_capacity(clients.len());
-    let mut keep = Vec::with_capacity(clients.len());
-    for c in clients {
-        if let Ok((got, ws)) = c.await {
-            per_client.push(got);
-            keep.push(ws);
-        }
-    }
+    let (per_client, keep) = collect_all(subscribed, until).await;
     let (user1, sys1) = cpu_secs(lc_pid);
     let reference = reference.await.unwrap_or_default();
     let sent_at: std::collections::HashMap<u64, u128> = reference
         .iter()
         .map(|(n, recv, emitted)| (*n, emitted.unwrap_or(*recv)))
         .collect();
-    // Not the first heads (a client's subscription may have been settling) nor the last (the
-    // span may end while it is on its way).
-    let mut numbers: Vec<u64> = sent_at.keys().copied().collect();
-    numbers.sort_unstable();
-    let measured: Vec<u64> = numbers
-        .iter()
-        .copied()
-        .skip(1)
-        .take(numbers.len().saturating_sub(2))
-        .collect();
-    let mut lat = Vec::new();
-    let mut last_per_head = Vec::new();
-    let mut missing = 0usize;
-    for head in &measured {
-        let at = sent_at[head];
-        let mut last = 0u32;
-        for got in &per_client {
-            match got.iter().find(|(n, _, _)| n == head) {
-                Some((_, recv, _)) => {
-                    let d = recv.saturating_sub(at).min(u32::MAX as u128) as u32;
-                    lat.push(d);
-                    last = last.max(d);
-                }
-                None => missing += 1,
-            }
-        }
-        last_per_head.push(last);
-    }
-    let gaps = per_client
-        .iter()
-        .filter(|got| got.windows(2).any(|w| w[1].0 != w[0].0 + 1))
-        .count();
-    lat.sort_unstable();
-    last_per_head.sort_unstable();
-    let cpu = (user1 + sys1 - user0 - sys0) / numbers.len().max(1) as f64;
+    let through = fanout(&per_client, &sent_at);
+    let cpu = (user1 + sys1 - user0 - sys0) / sent_at.len().max(1) as f64;
     out.push_str(&format!(
-        "- head delivery, node → livechain → {} clients, {} heads measured: per client p50 {:.2} ms, \
-         p99 {:.2} ms; to the last client of each head p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-         {} deliveries missing, {} clients with a gap or repeat; livechain CPU {:.1} ms per head \
+        "- head delivery, node → livechain → {} clients, {}; livechain CPU {:.1} ms per head \
          ({:.1} ms system), {:.1} µs per client per head\n",
         per_client.len(),
-        measured.len(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        percentile(&last_per_head, 0.5),
-        percentile(&last_per_head, 0.99),
-        percentile(&last_per_head, 1.0),
-        missing,
-        gaps,
+        through.text,
         cpu * 1000.0,
-        (sys1 - sys0) * 1000.0 / numbers.len().max(1) as f64,
+        (sys1 - sys0) * 1000.0 / sent_at.len().max(1) as f64,
         cpu * 1e6 / per_client.len().max(1) as f64,
     ));
     let stats = http_get(mock_addr, "/__mock/stats").await;
@@ -1518,8 +1435,261 @@ async fn managed_benchmark(o: &Opts, bin: &str, dir: &Path) -> String {
         histogram_quantiles(&hist)
     ));
     drop(keep);
-    drop((lc, mock));
+    drop(lc);
+
+    drop(mock);
+
+    // The reference, in the same run: the cheapest fan-out there is on this machine. Two
+    // threads (livechain serves on two) write one ready-made notification frame to each of as
+    // many sockets with a blocking `write`, nothing else: no runtime, no per-client rendering,
+    // no queue. What it takes to reach the last client is the kernel's and the readers' share
+    // (on loopback a send does the receiver's TCP work too), the floor for any server here.
+    // Both ends of its sockets are in this process: as many as its descriptors allow.
+    let floor_n = n.min(limit.saturating_sub(1000) / 2);
+    let (floor, floor_cpu) = floor_fanout(floor_n, heads).await;
+    out.push_str(&format!(
+        "- reference, the floor (two threads writing a prepared frame to {} sockets, nothing \
+         else), from the moment each head is due: {}; {:.1} ms CPU per head, {:.1} µs per client \
+         per head\n",
+        floor_n,
+        floor.text,
+        floor_cpu * 1000.0,
+        floor_cpu * 1e6 / floor_n.max(1) as f64,
+    ));
+    if floor.last_p99 > 0.0 {
+        out.push_str(&format!(
+            "- to the last client of each head, livechain/floor: p50 {:.2}, p99 {:.2} (livechain's \
+             figure includes the hop from the node)\n",
+            through.last_p50 / floor.last_p50,
+            through.last_p99 / floor.last_p99,
+        ));
+    }
     out
+}
+
+/// The floor fan-out: `n` WebSocket clients of a plain-thread server that, every second for
+/// `heads` heads, writes the same newHeads notification (stamped with the moment it is due) to
+/// every socket. The delivery to each client, and the server's CPU per head.
+async fn floor_fanout(n: usize, heads: u64) -> (Fanout, f64) {
+    use std::io::{BufRead, BufReader};
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Vec<std::net::TcpStream>>();
+    // Upgrades, one after another (the clients open 200 at a time).
+    std::thread::spawn(move || {
+        let mut streams = Vec::with_capacity(n);
+        while streams.len() < n {
+            let Ok((s, _)) = listener.accept() else { break };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(s.try_clone().expect("clone"));
+            let mut key = None;
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|l| l > 2).unwrap_or(false) {
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("sec-websocket-key") {
+                        key = Some(value.trim().to_owned());
+                    }
+                }
+                line.clear();
+            }
+            let Some(key) = key else { continue };
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let mut s = s;
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: \
+                 Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            if s.write_all(answer.as_bytes()).is_ok() {
+                streams.push(s);
+            }
+        }
+        let _ = ready_tx.send(streams);
+    });
+    let (sockets, _) = open_many(addr, n).await;
+    let Ok(streams) = tokio::task::spawn_blocking(move || ready_rx.recv())
+        .await
+        .expect("join")
+    else {
+        return (fanout(&[], &Default::default()), 0.0);
+    };
+    let start = SystemTime::now() + Duration::from_millis(500);
+    let start_us = start.duration_since(UNIX_EPOCH).expect("clock").as_micros();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1000 * heads + 1500);
+    let (cpu_tx, cpu_rx) = std::sync::mpsc::channel::<f64>();
+    let half = streams.len().div_ceil(2);
+    let mut streams = streams;
+    let second = streams.split_off(half.min(streams.len()));
+    for mut part in [streams, second] {
+        let cpu_tx = cpu_tx.clone();
+        std::thread::spawn(move || {
+            let mut cpu = 0.0;
+            for k in 0..heads {
+                let due = start + Duration::from_secs(k);
+                if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                    std::thread::sleep(wait);
+                }
+                let t0 = thread_cpu();
+                let payload = format!(
+                    r#"{{"jsonrpc":"2.0","method":"eth_subscription","params":{{"subscription":"0x5bd1a9e2c4f07d3e","result":{{"number":"0x{:x}","hash":"0x{:064x}","parentHash":"0x{:064x}","timestamp":"0x{:x}","logsBloom":"0x{}"}},"emittedAtUs":{}}}}}"#,
+                    1000 + k,
+                    1000 + k,
+                    999 + k,
+                    1_700_000_000 + k,
+                    "0".repeat(512),
+                    start_us + u128::from(k) * 1_000_000,
+                );
+                let mut frame = vec![0x81u8, 126];
+                frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                frame.extend_from_slice(payload.as_bytes());
+                part.retain_mut(|s| s.write_all(&frame).is_ok());
+                cpu += thread_cpu() - t0;
+            }
+            let _ = cpu_tx.send(cpu);
+        });
+    }
+    drop(cpu_tx);
+    let (per_client, keep) = collect_all(sockets, until).await;
+    let cpu: f64 = cpu_rx.iter().sum();
+    drop(keep);
+    let sent_at = (0..heads)
+        .map(|k| (1000 + k, start_us + u128::from(k) * 1_000_000))
+        .collect();
+    (fanout(&per_client, &sent_at), cpu / heads.max(1) as f64)
+}
+
+/// This thread's CPU time (user and system), in seconds.
+fn thread_cpu() -> f64 {
+    let text = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Subscribes every socket to newHeads (500 at a time): those that got a subscription id.
+async fn subscribe_all(sockets: Vec<Ws>) -> (Vec<Ws>, usize) {
+    let gate = Arc::new(Semaphore::new(500));
+    let subscribing: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _p = gate.acquire().await.ok()?;
+                let sub =
+                    r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#;
+                ws.send(Message::text(sub)).await.ok()?;
+                loop {
+                    let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                        .await
+                        .ok()??
+                        .ok()?;
+                    if let Message::Text(t) = msg {
+                        if t.as_str().contains("\"id\":1") {
+                            return t.as_str().contains("\"result\":\"0x").then_some(ws);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut subscribed = Vec::with_capacity(subscribing.len());
+    let mut failed = 0;
+    for t in subscribing {
+        match t.await {
+            Ok(Some(ws)) => subscribed.push(ws),
+            _ => failed += 1,
+        }
+    }
+    (subscribed, failed)
+}
+
+type Heads = Vec<(u64, u128, Option<u128>)>;
+
+/// Every socket's heads until `until`, read concurrently; the sockets are kept open.
+async fn collect_all(sockets: Vec<Ws>, until: tokio::time::Instant) -> (Vec<Heads>, Vec<Ws>) {
+    let clients: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { (collect_heads(&mut ws, until).await, ws) }))
+        .collect();
+    let mut per_client = Vec::with_capacity(clients.len());
+    let mut keep = Vec::with_capacity(clients.len());
+    for c in clients {
+        if let Ok((got, ws)) = c.await {
+            per_client.push(got);
+            keep.push(ws);
+        }
+    }
+    (per_client, keep)
+}
+
+struct Fanout {
+    text: String,
+    last_p50: f64,
+    last_p99: f64,
+}
+
+/// Delivery of each head to every client, from `sent_at` (µs, by head number): per client and
+/// to the last client of each head. Not the first head (a client's subscription may have been
+/// settling) nor the last (the span may end while it is on its way).
+fn fanout(per_client: &[Heads], sent_at: &std::collections::HashMap<u64, u128>) -> Fanout {
+    let mut numbers: Vec<u64> = sent_at.keys().copied().collect();
+    numbers.sort_unstable();
+    let measured: Vec<u64> = numbers
+        .iter()
+        .copied()
+        .skip(1)
+        .take(numbers.len().saturating_sub(2))
+        .collect();
+    let mut lat = Vec::new();
+    let mut last_per_head = Vec::new();
+    let mut missing = 0usize;
+    for head in &measured {
+        let at = sent_at[head];
+        let mut last = 0u32;
+        for got in per_client {
+            match got.iter().find(|(n, _, _)| n == head) {
+                Some((_, recv, _)) => {
+                    let d = recv.saturating_sub(at).min(u32::MAX as u128) as u32;
+                    lat.push(d);
+                    last = last.max(d);
+                }
+                None => missing += 1,
+            }
+        }
+        last_per_head.push(last);
+    }
+    let gaps = per_client
+        .iter()
+        .filter(|got| got.windows(2).any(|w| w[1].0 != w[0].0 + 1))
+        .count();
+    lat.sort_unstable();
+    last_per_head.sort_unstable();
+    Fanout {
+        text: format!(
+            "{} heads measured: per client p50 {:.2} ms, p99 {:.2} ms; to the last client of \
+             each head p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} deliveries missing, {} \
+             clients with a gap or repeat",
+            measured.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            percentile(&last_per_head, 0.5),
+            percentile(&last_per_head, 0.99),
+            percentile(&last_per_head, 1.0),
+            missing,
+            gaps,
+        ),
+        last_p50: percentile(&last_per_head, 0.5),
+        last_p99: percentile(&last_per_head, 0.99),
+    }
 }
 
 /// p50 and p99 read off a Prometheus histogram's cumulative buckets (upper bounds).
