@@ -48,6 +48,9 @@ enum Command {
         /// Probability in [0, 1] that a request fails with HTTP 500.
         #[arg(long, default_value_t = 0.0)]
         failure_rate: f64,
+        /// How many blocks this node serves behind the chain's live head (a lagging node).
+        #[arg(long, default_value_t = 0)]
+        lag_blocks: u64,
     },
 }
 
@@ -86,7 +89,15 @@ fn main() -> ExitCode {
             block_time_ms,
             latency_ms,
             failure_rate,
-        } => run_mock(listen, chain_id, block_time_ms, latency_ms, failure_rate),
+            lag_blocks,
+        } => run_mock(
+            listen,
+            chain_id,
+            block_time_ms,
+            latency_ms,
+            failure_rate,
+            lag_blocks,
+        ),
         Command::Check => match livechain::config::load(&cli.config) {
             Ok(config) => {
                 println!("{}: configuration is valid", config.path.display());
@@ -126,10 +137,18 @@ fn run_mock(
     block_time_ms: u64,
     (lo, hi): (u64, u64),
     failure_rate: f64,
+    lag_blocks: u64,
 ) -> ExitCode {
     if !(0.0..=1.0).contains(&failure_rate) || block_time_ms == 0 {
         eprintln!(
             "livechain mock: --failure-rate must be within [0, 1] and --block-time-ms above 0"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if lag_blocks > livechain::mock::MAX_LAG_BLOCKS {
+        eprintln!(
+            "livechain mock: --lag-blocks must be at most {}, got {lag_blocks}",
+            livechain::mock::MAX_LAG_BLOCKS
         );
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -138,7 +157,7 @@ fn run_mock(
         block_time: Duration::from_millis(block_time_ms),
         latency: (Duration::from_millis(lo), Duration::from_millis(hi)),
         failure_rate,
-        lag_blocks: 0,
+        lag_blocks,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

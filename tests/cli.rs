@@ -158,15 +158,32 @@ async fn sigterm_drains_in_flight_requests_and_exits_within_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_mock_command_serves_json_rpc() {
+    let (chain_id, _) = ask_mock(&["--chain-id", "137"], "eth_chainId").await;
+    assert_eq!(chain_id, "0x89");
+    // A node started at the genesis head (1000) with blocks far apart, serving 5 behind.
+    let (head, _) = ask_mock(
+        &["--block-time-ms", "600000", "--lag-blocks", "5"],
+        "eth_blockNumber",
+    )
+    .await;
+    assert_eq!(head, format!("{:#x}", livechain::mock::GENESIS_HEAD - 5));
+    let refused = Command::new(bin())
+        .args(["mock", "--lag-blocks", "1000000000"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run mock");
+    assert_eq!(refused.status.code(), Some(78), "EX_CONFIG");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--lag-blocks must be at most"), "{err}");
+}
+
+/// Starts `livechain mock` with `args` on a free port and asks it `method`: the result, and
+/// the whole answer.
+async fn ask_mock(args: &[&str], method: &str) -> (String, serde_json::Value) {
     let port = free_port();
     let mut child = Command::new(bin())
-        .args([
-            "mock",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--chain-id",
-            "137",
-        ])
+        .args(["mock", "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -178,7 +195,7 @@ async fn standalone_mock_command_serves_json_rpc() {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             answer = Some(
                 Client::new(addr)
-                    .post("/", &call(1, "eth_chainId", json!([])))
+                    .post("/", &call(1, method, json!([])))
                     .await,
             );
             break;
@@ -187,6 +204,6 @@ async fn standalone_mock_command_serves_json_rpc() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    let r = answer.expect("mock answered");
-    assert_eq!(r.json()["result"], "0x89");
+    let v = answer.expect("mock answered").json();
+    (v["result"].as_str().unwrap_or_default().to_owned(), v)
 }
