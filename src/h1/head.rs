@@ -80,6 +80,8 @@ pub struct Frame<'b> {
     pub transfer_encoding: bool,
     pub chunked_last: bool,
     pub codings: usize,
+    /// A `Transfer-Encoding` list has an empty element (`chunked,`).
+    pub empty_coding: bool,
     /// `Connection` tokens.
     pub close: bool,
     pub keep_alive: bool,
@@ -111,7 +113,11 @@ pub fn frame<'b>(
                 f.transfer_encoding = true;
                 for coding in h.value.split(|&b| b == b',') {
                     let coding = coding.trim_ascii();
+                    // RFC 9110 §5.6.1 lets a recipient skip empty list elements, but parsers
+                    // differ on them where framing is decided (Pingora refuses `chunked,`), and
+                    // a proxy in front of us may read such a line otherwise: refused.
                     if coding.is_empty() {
+                        f.empty_coding = true;
                         continue;
                     }
                     f.codings += 1;
@@ -254,6 +260,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
         }
         if f.lengths > 0 {
             return Err(HeadError::Bad("both Content-Length and Transfer-Encoding"));
+        }
+        if f.empty_coding {
+            return Err(HeadError::Bad("an empty element in Transfer-Encoding"));
         }
         if !f.chunked_last || f.codings != 1 {
             return Err(HeadError::Unsupported(
@@ -495,7 +504,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
     head.body = if (100..200).contains(&status) || status == 204 || status == 304 {
         Framing::Empty
     } else if f.transfer_encoding {
-        if !f.chunked_last {
+        if !f.chunked_last || f.empty_coding {
             return Err(HeadError::Bad("unsupported Transfer-Encoding"));
         }
         // RFC 9112 §6.3: chunked wins over a length, and such a message is suspect.
@@ -580,6 +589,16 @@ mod tests {
         ] {
             let wire = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
             assert!(matches!(req(&wire), Err(HeadError::Unsupported(_))), "{te}");
+        }
+        // Empty list elements (found by the fuzz target `request_head`: Pingora refuses
+        // `chunked,`, the front took it as chunked).
+        for te in ["chunked,", ", chunked", "chunked, ,"] {
+            let wire = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert!(
+                matches!(req(&wire), Err(HeadError::Bad(_))),
+                "{te}: {:?}",
+                req(&wire)
+            );
         }
         let two_lines = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(req(two_lines), Err(HeadError::Unsupported(_))));
