@@ -303,6 +303,10 @@ async fn bad_heads_get_a_json_rpc_error_with_the_status_that_fits() {
             501,
         ),
         (
+            "POST /ethereum HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked,\r\n\r\n".into(),
+            400,
+        ),
+        (
             post("/ethereum", CHAIN_ID, "expect: the-unexpected\r\n"),
             417,
         ),
