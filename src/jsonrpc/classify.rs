@@ -306,6 +306,18 @@ mod tests {
             ("eth_getLogs", r#"[{"toBlock":"0x7"}, 1]"#, None),
             ("eth_getBlockByNumber", r#"  [ "0x3" , true ]  "#, Some(3)),
             ("eth_getBlockByNumber", r#"["0x3", tru]"#, None),
+            // Members in another spelling a Go node reads (the last wins there): the higher
+            // block is what an upstream must have.
+            (
+                "eth_call",
+                r#"[{}, {"blockNumber":"0x1","BLOCKNUMBER":"0x64"}]"#,
+                Some(100),
+            ),
+            (
+                "eth_getLogs",
+                r#"[{"fromBlock":"0x5","TOBLOCK":"0x9"}]"#,
+                Some(9),
+            ),
         ];
         for (method, params, want) in cases {
             assert_eq!(

@@ -113,11 +113,11 @@ impl<const N: usize> Object<N> {
 }
 
 /// Whether Go's `encoding/json` binds a member named `key` to a struct field named `name`
-/// (ASCII, lower case): the names are equal under Unicode simple case folding. Only two
-/// characters outside ASCII fold onto ASCII letters: `ſ` (U+017F) onto `s` and the Kelvin sign
-/// (U+212A) onto `k`.
+/// (ASCII): the names are equal under Unicode simple case folding. Only two characters outside
+/// ASCII fold onto ASCII letters: `ſ` (U+017F) onto `s` and the Kelvin sign (U+212A) onto `k`.
+/// `name` is folded too: `BLOCKNUMBER` is geth's `blockNumber`.
 pub fn go_name_eq(key: &str, name: &str) -> bool {
-    let mut wanted = name.bytes();
+    let mut wanted = name.bytes().map(|b| b.to_ascii_lowercase());
     for c in key.chars() {
         let folded = match c {
             'ſ' => b's',
@@ -657,6 +657,8 @@ mod tests {
         assert!(!go_name_eq("method ", "method"));
         assert!(!go_name_eq("metho", "method"));
         assert!(go_name_eq("ID", "id"));
+        assert!(go_name_eq("BLOCKNUMBER", "blockNumber"));
+        assert!(go_name_eq("blocknumber", "blockNumber"));
     }
 
     #[test]
