@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod cache;
 pub mod canon;
 pub mod config;
 pub mod conn;

@@ -78,6 +78,12 @@ pub struct Metrics {
     /// `livechain_head_delivery_seconds{chain}`: from a head's arrival from an upstream to its
     /// write to a subscriber.
     pub head_delivery: HistogramVec,
+    /// `livechain_cache_requests_total{chain,group,result}`: calls the cache could serve, by
+    /// method group and result (`hit`, `miss`, `bypass`, `coalesced`).
+    pub cache_requests: IntCounterVec,
+    /// `livechain_cache_bytes` and `livechain_cache_entries`: what the response cache holds.
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
     /// `livechain_client_connections`: client connections open now, all listeners.
     pub client_connections: IntGauge,
     /// `livechain_client_connections_rejected_total`: connections refused at
@@ -240,6 +246,22 @@ impl Metrics {
                 &["chain"],
             )
             .expect("valid metric"),
+            cache_requests: counter(
+                "livechain_cache_requests_total",
+                "Calls the response cache could serve, by method group and result (hit, miss, \
+                 bypass, coalesced).",
+                &["chain", "group", "result"],
+            ),
+            cache_bytes: IntGauge::new(
+                "livechain_cache_bytes",
+                "Bytes the response cache holds (answers and their keys).",
+            )
+            .expect("valid metric"),
+            cache_entries: IntGauge::new(
+                "livechain_cache_entries",
+                "Answers the response cache holds.",
+            )
+            .expect("valid metric"),
             config_reloads: counter(
                 "livechain_config_reloads_total",
                 "Configuration reloads by result.",
@@ -310,6 +332,9 @@ impl Metrics {
             Box::new(m.subscriptions.clone()),
             Box::new(m.subscription_events.clone()),
             Box::new(m.head_delivery.clone()),
+            Box::new(m.cache_requests.clone()),
+            Box::new(m.cache_bytes.clone()),
+            Box::new(m.cache_entries.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_generation.clone()),
             Box::new(m.client_connections.clone()),

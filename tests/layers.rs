@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("upstream", 5),
     ("route", 6),
     ("table", 7),
+    ("cache", 7),
     ("dns", 8),
     ("probe", 8),
     ("reload", 9),

@@ -15,6 +15,41 @@ use serde::Deserialize;
 pub(crate) struct MainFile {
     #[serde(default)]
     pub server: ServerFile,
+    #[serde(default)]
+    pub cache: CacheFile,
+}
+
+/// `[cache]`. The whole table is optional; applied on reload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheFile {
+    #[serde(default = "default_cache_enabled")]
+    pub enabled: bool,
+    #[serde(default = "default_cache_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_cache_max_entry_bytes")]
+    pub max_entry_bytes: u64,
+}
+
+impl Default for CacheFile {
+    fn default() -> Self {
+        CacheFile {
+            enabled: default_cache_enabled(),
+            max_bytes: default_cache_max_bytes(),
+            max_entry_bytes: default_cache_max_entry_bytes(),
+        }
+    }
+}
+
+/// On: only answers that cannot change are kept (see `cache::policy`).
+fn default_cache_enabled() -> bool {
+    true
+}
+fn default_cache_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_cache_max_entry_bytes() -> u64 {
+    1024 * 1024
 }
 
 /// `[server]`. The whole table is optional.

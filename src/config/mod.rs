@@ -44,7 +44,7 @@ pub fn load_with_env(
 ) -> Result<Config, ConfigError> {
     let text = read(path)?;
     let main: MainFile = from_toml(&text, path)?;
-    let server = match validate::server(&main.server, path, &env) {
+    let server = match validate::server(&main.server, &main.cache, path, &env) {
         Ok(server) => server,
         Err(e) => {
             // Still check the upstreams file, so one run reports both files' problems.
@@ -81,7 +81,7 @@ pub fn parse_server(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ServerConfig, ConfigError> {
     let main: MainFile = from_toml(text, path)?;
-    validate::server(&main.server, path, &env)
+    validate::server(&main.server, &main.cache, path, &env)
 }
 
 /// Parses and validates the text of an upstreams file; `path` is used in messages and to resolve

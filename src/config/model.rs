@@ -22,10 +22,22 @@ pub struct Config {
     pub upstreams: UpstreamsConfig,
 }
 
+/// `[cache]` in `livechain.toml`, applied on reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Answers held, counted on their size (and their keys').
+    pub max_bytes: u64,
+    /// Larger answers are not kept.
+    pub max_entry_bytes: usize,
+}
+
 /// `[server]` in `livechain.toml`. Changing any of these needs a restart.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// `[cache]` (a table of its own in the file).
+    pub cache: CacheConfig,
     /// A separate listener for `GET /metrics` (and `/health`), e.g. reachable only by Prometheus.
     pub metrics_listen: Option<SocketAddr>,
     /// Worker threads of the proxy service.

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, Problems};
-use super::file::{ServerFile, SubscriptionsFile, UpstreamsFile};
+use super::file::{CacheFile, ServerFile, SubscriptionsFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
-use super::model::{ChainConfig, ServerConfig, SubscriptionMode, UpstreamsConfig, DEFAULT_DENY};
+use super::model::{
+    CacheConfig, ChainConfig, ServerConfig, SubscriptionMode, UpstreamsConfig, DEFAULT_DENY,
+};
 use super::{policy, upstream};
 
 /// The first path segment of a request selects a chain, so these cannot be chain names.
@@ -30,6 +32,7 @@ const MIN_BODY_BYTES: u64 = 1024;
 
 pub(crate) fn server(
     file: &ServerFile,
+    cache: &CacheFile,
     path: &Path,
     env: Env<'_>,
 ) -> Result<ServerConfig, ConfigError> {
@@ -144,6 +147,22 @@ pub(crate) fn server(
         );
     }
 
+    if cache.max_bytes < MIN_BODY_BYTES {
+        p.push(
+            "cache.max_bytes",
+            format!("must be at least {MIN_BODY_BYTES}, got {}", cache.max_bytes),
+        );
+    }
+    if cache.max_entry_bytes == 0 || cache.max_entry_bytes > cache.max_bytes {
+        p.push(
+            "cache.max_entry_bytes",
+            format!(
+                "must be between 1 and cache.max_bytes ({}), got {}",
+                cache.max_bytes, cache.max_entry_bytes
+            ),
+        );
+    }
+
     let upstreams_path = upstreams_path(path, &file.upstreams);
     if upstreams_path.is_none() {
         p.push("server.upstreams", "must not be empty");
@@ -153,6 +172,11 @@ pub(crate) fn server(
     // returns the problems instead.
     p.finish(ServerConfig {
         listen: listen.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        cache: CacheConfig {
+            enabled: cache.enabled,
+            max_bytes: cache.max_bytes,
+            max_entry_bytes: usize::try_from(cache.max_entry_bytes).unwrap_or(usize::MAX),
+        },
         metrics_listen,
         threads: usize::try_from(file.threads).unwrap_or(1),
         max_body_bytes,

@@ -177,6 +177,9 @@ pub struct RequestHead<'b> {
     pub content_types: usize,
     /// A WebSocket upgrade (`Upgrade: websocket` with `Connection: upgrade`).
     pub websocket: Option<WebSocketHeads<'b>>,
+    /// `Cache-Control: no-cache` (or `no-store`, or `Pragma: no-cache`): the client wants the
+    /// node's answer, not a kept one.
+    pub no_cache: bool,
     /// Bytes of the head, blank line included.
     pub len: usize,
 }
@@ -216,6 +219,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
     let mut expect_continue = false;
     let mut upgrade_websocket = false;
     let mut ws = WebSocketHeads::default();
+    let mut no_cache = false;
     let f = frame(req.headers, |h| {
         let name = h.name;
         match name.len() {
@@ -243,6 +247,15 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
             }
             22 if name.eq_ignore_ascii_case("sec-websocket-protocol") => {
                 ws.protocols = Some(h.value);
+            }
+            13 if name.eq_ignore_ascii_case("cache-control") => {
+                no_cache |= h.value.split(|&b| b == b',').any(|d| {
+                    let d = d.trim_ascii();
+                    d.eq_ignore_ascii_case(b"no-cache") || d.eq_ignore_ascii_case(b"no-store")
+                });
+            }
+            6 if name.eq_ignore_ascii_case("pragma") => {
+                no_cache |= h.value.trim_ascii().eq_ignore_ascii_case(b"no-cache");
             }
             _ => {}
         }
@@ -290,6 +303,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
         content_type,
         content_types,
         websocket: None,
+        no_cache,
         len,
     };
     // HTTP/1.0 has no 100 Continue to send.

@@ -101,6 +101,8 @@ struct Request {
     /// The query of an event stream request.
     query: Option<Box<str>>,
     websocket: Option<Box<ws::Handshake>>,
+    /// The client asked for no kept answer.
+    no_cache: bool,
 }
 
 /// What came of waiting for a request.
@@ -244,6 +246,7 @@ impl Front {
             path,
             query,
             websocket,
+            no_cache: parsed.no_cache,
             snapshot,
         }))
     }
@@ -262,6 +265,7 @@ impl Front {
         let limits = snapshot.limits;
         let mut ctx = RequestCtx::new();
         ctx.access_log = limits.access_log;
+        ctx.no_cache = req.no_cache;
         buf.advance(req.head_len);
         let mut answer = match req.target {
             Target::JsonRpc(chain) => {

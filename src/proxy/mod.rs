@@ -11,6 +11,7 @@
 //! 4. the upstream's answer is written back unchanged ([`crate::h1::answer`]).
 
 mod batch;
+mod cached;
 mod dispatch;
 mod forward;
 mod front;
@@ -44,15 +45,20 @@ pub struct Livechain {
     connector: Arc<Connector>,
     api: Api,
     ws_counts: Arc<ws::Counts>,
+    cache: Arc<crate::cache::Cache>,
 }
 
 impl Livechain {
     pub fn new(router: Arc<Router>, connector: Arc<Connector>, api: Api) -> Livechain {
+        let cache = Arc::new(crate::cache::Cache::new(
+            router.load().limits.cache.max_bytes,
+        ));
         Livechain {
             router,
             connector,
             api,
             ws_counts: Arc::default(),
+            cache,
         }
     }
 
@@ -98,6 +104,8 @@ pub struct RequestCtx {
     timer: Option<forward::AttemptTimer>,
     /// The sampling of the snapshot that served it (every line before one was loaded).
     access_log: crate::telemetry::access::Sampling,
+    /// The client sent `Cache-Control: no-cache`.
+    no_cache: bool,
 }
 
 impl RequestCtx {
@@ -114,6 +122,7 @@ impl RequestCtx {
             metric_method: None,
             timer: None,
             access_log: Default::default(),
+            no_cache: false,
         }
     }
 }
@@ -192,7 +201,13 @@ impl Livechain {
                 ctx.calls = 1;
                 let mut state = Attempts::default();
                 state.timer = ctx.timer.take();
-                let mut answer = single::forward(&forwarder, &body, call, method, &mut state).await;
+                let through = cached::Through {
+                    cache: &self.cache,
+                    config: limits.cache,
+                    no_cache: ctx.no_cache,
+                };
+                let mut answer =
+                    cached::forward(through, &forwarder, &body, call, method, &mut state).await;
                 // JSON-RPC 2.0 §4.1: a notification is not answered, whatever the node sent.
                 if call.is_notification() {
                     answer = Answer::json(answer.status, Bytes::new());

@@ -61,6 +61,7 @@ pub struct Limits {
     pub connect_timeout: std::time::Duration,
     /// Which requests get an access-log line.
     pub access_log: crate::telemetry::access::Sampling,
+    pub cache: crate::config::CacheConfig,
 }
 
 impl Limits {
@@ -87,6 +88,7 @@ impl Limits {
             ws_send_queue_bytes: server.ws_send_queue_bytes,
             connect_timeout: server.connect_timeout,
             access_log: server.access_log,
+            cache: server.cache,
         }
     }
 }

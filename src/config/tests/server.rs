@@ -233,3 +233,28 @@ fn metrics_listen_is_optional_checked_and_distinct() {
     let e = server_err("[server]\nlisten = \"127.0.0.1:9\"\nmetrics_listen = \"127.0.0.1:9\"\n");
     assert!(e.contains("must differ from server.listen"), "{e}");
 }
+
+#[test]
+fn the_cache_table_defaults_and_is_checked() {
+    let s = server_ok("[server]\n");
+    assert_eq!(
+        s.cache,
+        CacheConfig {
+            enabled: true,
+            max_bytes: 256 * 1024 * 1024,
+            max_entry_bytes: 1024 * 1024,
+        }
+    );
+    let s = server_ok("[cache]\nenabled = false\nmax_bytes = 4096\nmax_entry_bytes = 4096");
+    assert!(!s.cache.enabled);
+    assert_eq!(
+        server_err("[cache]\nmax_bytes = 4096\nmax_entry_bytes = 4097"),
+        "conf/livechain.toml: cache.max_entry_bytes: must be between 1 and cache.max_bytes (4096), got 4097"
+    );
+    assert_eq!(
+        server_err("[cache]\nmax_bytes = 10"),
+        "conf/livechain.toml: cache.max_bytes: must be at least 1024, got 10\n\
+         conf/livechain.toml: cache.max_entry_bytes: must be between 1 and cache.max_bytes (10), got 1048576"
+    );
+    assert!(server_err("[cache]\nttl = 1").contains("unknown field"));
+}

@@ -1,0 +1,343 @@
+//! The response cache and the coalescing of identical calls in flight.
+//!
+//! What may be kept and for how long is [`policy`]'s: only answers that cannot change under
+//! them, judged from the chain supervisor's view. A kept answer is the node's exact bytes; a
+//! caller gets them with its own id put in place of the one they were answered for. Answers
+//! are weighed by their size against `cache.max_bytes` (quick_cache's S3-FIFO evicts).
+//!
+//! Identical calls (same chain, method, params and block context) in flight at once share one
+//! upstream exchange: the first is sent, the others wait for its answer, whatever it is (an
+//! error too), and get it with their own ids. If the first caller goes away before the
+//! answer, the others are sent on their own.
+
+pub mod policy;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures::future::{FutureExt, Shared};
+use tokio::sync::oneshot;
+
+use crate::jsonrpc::scan;
+pub use policy::{plan, Life, Plan};
+
+/// An answer as an upstream gave it, with where its id is.
+#[derive(Debug)]
+pub struct Stored {
+    pub status: u16,
+    pub body: Bytes,
+    id: Range<usize>,
+    /// A result that is neither an error nor `null` (what may be kept).
+    keepable: bool,
+    /// The result's text, for [`Life::IfFinalized`].
+    result: Option<Range<usize>>,
+}
+
+impl Stored {
+    /// `None` when the answer is not one JSON-RPC answer object with one id (then it is neither
+    /// kept nor shared).
+    pub fn of(status: u16, body: Bytes) -> Option<Stored> {
+        let scan::Document::Object(o) =
+            scan::document(&body, ["id", "result", "error"], scan::DEFAULT_DEPTH).ok()?
+        else {
+            return None;
+        };
+        if !o.is_plain() {
+            return None;
+        }
+        let id = o.fields[0].clone()?;
+        let result = o.fields[1].clone();
+        let keepable = status == 200
+            && o.fields[2].is_none()
+            && result.as_ref().is_some_and(|r| &body[r.clone()] != b"null");
+        Some(Stored {
+            status,
+            body,
+            id,
+            keepable,
+            result,
+        })
+    }
+
+    /// The answer with `id` in place of the one it was given for.
+    pub fn answer_for(&self, id: &[u8]) -> Vec<u8> {
+        let b = &self.body;
+        let mut out = Vec::with_capacity(b.len() + id.len());
+        out.extend_from_slice(&b[..self.id.start]);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&b[self.id.end..]);
+        out
+    }
+
+    /// Whether the answer may be kept for `life`.
+    pub fn keepable(&self, life: Life) -> bool {
+        if !self.keepable {
+            return false;
+        }
+        match life {
+            Life::IfFinalized(finalized) => self
+                .result
+                .clone()
+                .and_then(|r| std::str::from_utf8(&self.body[r]).ok())
+                .and_then(policy::result_block)
+                .is_some_and(|n| n <= finalized),
+            Life::Forever | Life::Head(_) => true,
+        }
+    }
+}
+
+/// A cache key: chain, method, params as received, and the head a head-bound answer is for.
+pub type Key = Box<[u8]>;
+
+pub fn key(chain: &str, method: &str, params: &[u8], life: Life) -> Key {
+    let mut k = Vec::with_capacity(chain.len() + method.len() + params.len() + 35);
+    k.extend_from_slice(chain.as_bytes());
+    k.push(0);
+    k.extend_from_slice(method.as_bytes());
+    k.push(0);
+    k.extend_from_slice(params);
+    if let Life::Head(hash) = life {
+        k.push(0);
+        k.extend_from_slice(&hash);
+    }
+    k.into_boxed_slice()
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl quick_cache::Weighter<Key, Arc<Stored>> for Weigh {
+    fn weight(&self, key: &Key, val: &Arc<Stored>) -> u64 {
+        // The bookkeeping of an entry (its key, the Arc, the cache's slot) counts too, so a
+        // stream of tiny answers is bounded as well.
+        (key.len() + val.body.len() + 96) as u64
+    }
+}
+
+struct Store {
+    entries: quick_cache::sync::Cache<Key, Arc<Stored>, Weigh>,
+    max_bytes: u64,
+}
+
+impl Store {
+    fn new(max_bytes: u64) -> Store {
+        // quick_cache wants an estimate of the entries: answers of about 1 KiB.
+        let estimate = usize::try_from(max_bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .max(16);
+        Store {
+            entries: quick_cache::sync::Cache::with_weighter(estimate, max_bytes, Weigh),
+            max_bytes,
+        }
+    }
+}
+
+type Waiting = Shared<oneshot::Receiver<Arc<Stored>>>;
+
+/// The process's cache, shared by every chain (keys start with the chain's name) and kept
+/// across reloads unless `max_bytes` changes.
+pub struct Cache {
+    store: ArcSwap<Store>,
+    inflight: Mutex<HashMap<Key, Waiting>>,
+}
+
+/// What a call does about an identical one in flight.
+pub enum Turn<'a> {
+    /// None was: this one is sent, and others coming meanwhile wait for it.
+    Lead(Leader<'a>),
+    /// One is: its answer, once it comes (`Err` when its caller went away).
+    Wait(Waiting),
+}
+
+/// The call others wait for. Dropped without [`Leader::finish`] (its caller went away), the
+/// waiters are told and send their own.
+pub struct Leader<'a> {
+    cache: &'a Cache,
+    key: Key,
+    tx: Option<oneshot::Sender<Arc<Stored>>>,
+}
+
+impl Leader<'_> {
+    /// Hands the answer to every caller waiting for it (`None`: an answer they cannot share,
+    /// so they send their own). Calls from now on are not waiting for this one.
+    pub fn finish(mut self, answer: Option<Arc<Stored>>) {
+        let tx = self.tx.take();
+        self.cache.settle(&self.key);
+        if let (Some(tx), Some(answer)) = (tx, answer) {
+            let _ = tx.send(answer);
+        }
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.cache.settle(&self.key);
+        }
+    }
+}
+
+impl Cache {
+    pub fn new(max_bytes: u64) -> Cache {
+        Cache {
+            store: ArcSwap::from_pointee(Store::new(max_bytes)),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Follows a reload's `max_bytes` (the entries go: rare, and simpler than resizing).
+    fn store(&self, max_bytes: u64) -> Arc<Store> {
+        let store = self.store.load_full();
+        if store.max_bytes == max_bytes {
+            return store;
+        }
+        let fresh = Arc::new(Store::new(max_bytes));
+        self.store.store(fresh.clone());
+        fresh
+    }
+
+    pub fn get(&self, key: &Key, max_bytes: u64) -> Option<Arc<Stored>> {
+        self.store(max_bytes).entries.get(key)
+    }
+
+    pub fn insert(&self, key: Key, answer: Arc<Stored>, max_bytes: u64) {
+        self.store(max_bytes).entries.insert(key, answer);
+    }
+
+    /// Bytes held (answers and their keys).
+    pub fn weight(&self) -> u64 {
+        self.store.load().entries.weight()
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.store.load().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Joins an identical call in flight, or becomes the one others join.
+    pub fn turn(&self, key: &Key) -> Turn<'_> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiting) = inflight.get(key) {
+            return Turn::Wait(waiting.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        inflight.insert(key.clone(), rx.shared());
+        Turn::Lead(Leader {
+            cache: self,
+            key: key.clone(),
+            tx: Some(tx),
+        })
+    }
+
+    fn settle(&self, key: &Key) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        inflight.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_given_back_with_the_caller_s_id() {
+        let s = Stored::of(
+            200,
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            s.answer_for(br#""abc""#),
+            br#"{"jsonrpc":"2.0","id":"abc","result":"0x1"}"#
+        );
+        assert!(s.keepable(Life::Forever));
+        for not in [
+            r#"{"jsonrpc":"2.0","id":1,"result":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"x"}}"#,
+        ] {
+            let s = Stored::of(200, Bytes::from(not)).unwrap();
+            assert!(!s.keepable(Life::Forever), "{not}");
+        }
+        // Two ids, or another spelling: not shared at all.
+        for odd in [
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"result":"0x1"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"ID":2,"result":"0x1"}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"result":"0x1"}]"#,
+        ] {
+            assert!(Stored::of(200, Bytes::from(odd)).is_none(), "{odd}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_is_kept_only_once_its_block_is_finalized() {
+        let body = |n: &str| {
+            Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"blockNumber":"{n}","status":"0x1"}}}}"#
+            ))
+        };
+        assert!(Stored::of(200, body("0x5"))
+            .unwrap()
+            .keepable(Life::IfFinalized(5)));
+        assert!(!Stored::of(200, body("0x6"))
+            .unwrap()
+            .keepable(Life::IfFinalized(5)));
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_its_bytes() {
+        let c = Cache::new(64 * 1024);
+        for i in 0..1000u32 {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":"{}"}}"#,
+                "a".repeat(4000)
+            );
+            let s = Stored::of(200, Bytes::from(body)).unwrap();
+            c.insert(
+                key("c", "m", &i.to_be_bytes(), Life::Forever),
+                Arc::new(s),
+                64 * 1024,
+            );
+            assert!(c.weight() <= 64 * 1024, "{}", c.weight());
+        }
+        assert!(c.len() >= 8, "{}", c.len());
+    }
+
+    #[tokio::test]
+    async fn identical_calls_wait_for_the_first_and_are_told_when_it_goes_away() {
+        let c = Cache::new(1 << 20);
+        let k = key("c", "eth_call", b"[]", Life::Forever);
+        let Turn::Lead(lead) = c.turn(&k) else {
+            panic!("the first leads")
+        };
+        let Turn::Wait(w) = c.turn(&k) else {
+            panic!("the second waits")
+        };
+        let s = Arc::new(
+            Stored::of(
+                200,
+                Bytes::from_static(br#"{"jsonrpc":"2.0","id":7,"result":"0x1"}"#),
+            )
+            .unwrap(),
+        );
+        lead.finish(Some(s));
+        assert_eq!(
+            w.await.unwrap().answer_for(b"9"),
+            br#"{"jsonrpc":"2.0","id":9,"result":"0x1"}"#
+        );
+        // Gone without an answer: the waiters hear of it, and the next call leads.
+        let Turn::Lead(lead) = c.turn(&k) else {
+            panic!("settled")
+        };
+        let Turn::Wait(w) = c.turn(&k) else { panic!() };
+        drop(lead);
+        assert!(w.await.is_err());
+        assert!(matches!(c.turn(&k), Turn::Lead(_)));
+    }
+}

@@ -1,0 +1,152 @@
+//! A single call through the response cache: answered from it when it holds the answer,
+//! joined to an identical call already in flight, or sent, with its answer kept when
+//! [`crate::cache::policy`] allows. Answers carry `X-Cache: HIT`, `MISS` or `BYPASS` when the
+//! call is one the cache serves.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use super::forward::{Attempts, Forwarder};
+use super::respond::Answer;
+use super::single;
+use crate::cache::{self, Cache, Life, Stored, Turn};
+use crate::canon::View;
+use crate::config::CacheConfig;
+use crate::jsonrpc::Call;
+use crate::metrics::metrics;
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+fn marked(answer: Answer, how: &'static str) -> Answer {
+    answer.with_header(X_CACHE.clone(), HeaderValue::from_static(how))
+}
+
+/// What [`forward`] needs besides the call.
+pub struct Through<'a> {
+    pub cache: &'a Cache,
+    pub config: CacheConfig,
+    /// The client sent `Cache-Control: no-cache`.
+    pub no_cache: bool,
+}
+
+pub async fn forward(
+    through: Through<'_>,
+    f: &Forwarder<'_>,
+    body: &Bytes,
+    call: &Call,
+    method: &str,
+    state: &mut Attempts,
+) -> Answer {
+    let Through {
+        cache,
+        config,
+        no_cache,
+    } = through;
+    let id = call.id.clone().map(|r| &body[r]);
+    let planned = match id {
+        Some(id) if config.enabled && !f.chain.policy.is_denied(method) => {
+            let view = f.chain.canon.view();
+            let params = call
+                .params
+                .clone()
+                .and_then(|r| std::str::from_utf8(&body[r]).ok());
+            cache::plan(method, params, &view).map(|plan| (plan, view, id))
+        }
+        _ => None,
+    };
+    let Some((plan, view, id)) = planned else {
+        return single::forward(f, body, call, method, state).await;
+    };
+    let params = call.params.clone().map_or(&b""[..], |r| &body[r]);
+    let key = cache::key(&f.chain.name, method, params, plan.life);
+    let count = |result: &str| {
+        metrics()
+            .cache_requests
+            .with_label_values(&[f.chain.name.as_str(), plan.group, result])
+            .inc();
+    };
+    if no_cache {
+        count("bypass");
+        let answer = single::forward(f, body, call, method, state).await;
+        if let Some(stored) = Stored::of(answer.status, answer.body.clone()) {
+            keep(
+                cache,
+                &config,
+                key,
+                Arc::new(stored),
+                plan.life,
+                &view,
+                f,
+                state,
+            );
+        }
+        return marked(answer, "BYPASS");
+    }
+    if let Some(hit) = cache.get(&key, config.max_bytes) {
+        count("hit");
+        return marked(Answer::json(hit.status, hit.answer_for(id)), "HIT");
+    }
+    match cache.turn(&key) {
+        Turn::Wait(first) => {
+            if let Ok(shared) = first.await {
+                count("coalesced");
+                return marked(Answer::json(shared.status, shared.answer_for(id)), "MISS");
+            }
+            // The first caller went away before its answer: this one is sent on its own.
+        }
+        Turn::Lead(leader) => {
+            count("miss");
+            let answer = single::forward(f, body, call, method, state).await;
+            // An answer that is not one plain answer object (compressed, a batch's, broken) is
+            // neither kept nor shared: the callers waiting send their own.
+            let stored = Stored::of(answer.status, answer.body.clone()).map(Arc::new);
+            if let Some(s) = &stored {
+                keep(cache, &config, key, s.clone(), plan.life, &view, f, state);
+            }
+            leader.finish(stored);
+            return marked(answer, "MISS");
+        }
+    }
+    count("miss");
+    marked(single::forward(f, body, call, method, state).await, "MISS")
+}
+
+/// Keeps `answer` when it may be: a result (no error, not `null`), small enough, and, for an
+/// answer about the head, given by an upstream at the head the call was planned for, which is
+/// still the head (an upstream a block behind answers `latest` for its own head).
+#[allow(clippy::too_many_arguments)]
+fn keep(
+    cache: &Cache,
+    config: &CacheConfig,
+    key: cache::Key,
+    answer: Arc<Stored>,
+    life: Life,
+    planned: &View,
+    f: &Forwarder<'_>,
+    state: &Attempts,
+) {
+    if answer.body.len() > config.max_entry_bytes || !answer.keepable(life) {
+        return;
+    }
+    if let Life::Head(hash) = life {
+        let now = f.chain.canon.view();
+        let still = now.head().is_some_and(|h| h.hash == hash);
+        let number = planned.head().map_or(u64::MAX, |h| h.number);
+        let at_head = state
+            .last_upstream
+            .as_ref()
+            .and_then(|u| u.health.head())
+            .is_some_and(|h| h == number);
+        if !still || !at_head {
+            return;
+        }
+    }
+    cache.insert(key, answer, config.max_bytes);
+    let m = metrics();
+    m.cache_bytes
+        .set(i64::try_from(cache.weight()).unwrap_or(i64::MAX));
+    m.cache_entries
+        .set(i64::try_from(cache.len()).unwrap_or(i64::MAX));
+}

@@ -1,0 +1,326 @@
+//! The response cache against mock nodes, counting what the node is asked: answers of
+//! finalized blocks are asked once, `latest` answers last only until the next head and are
+//! never older than the head, `Cache-Control: no-cache` reaches the node, identical calls in
+//! flight share one exchange, every caller gets its own id, and `X-Cache` says which.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use livechain::mock::{MockChain, MockNode, MockSpec};
+use serde_json::{json, Value};
+
+const ADDR: &str = "0x00000000000000000000000000000000000000aa";
+
+async fn chain_status(p: &Proxy) -> Value {
+    let r = p
+        .client()
+        .request("GET", "/v1/chains/ethereum/status", &[], b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// livechain in front of `node`, once the supervisor knows the head and `finalized`.
+async fn proxy_for(node: &MockNode, extra: &str) -> Proxy {
+    let upstreams = upstreams_toml("ethereum", 1, &[("a", format!("http://{}", node.addr()))]);
+    let p = Proxy::start(&upstreams, extra).await;
+    let ready = eventually(Duration::from_secs(15), || async {
+        chain_status(&p).await["finalized"].as_u64().is_some()
+    })
+    .await;
+    assert!(ready, "no finalized block: {}", chain_status(&p).await);
+    p
+}
+
+async fn asked(node: &MockNode, method: &str) -> u64 {
+    stats(node).await["methods"][method].as_u64().unwrap_or(0)
+}
+
+fn hex(n: u64) -> String {
+    format!("{n:#x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalized_answer_is_asked_once_and_each_caller_gets_its_own_id() {
+    let node = mock_with(1, Duration::from_millis(1000), (0, 0)).await;
+    let p = proxy_for(&node, "").await;
+    let fin = chain_status(&p).await["finalized"].as_u64().unwrap();
+    let before = asked(&node, "eth_getBalance").await;
+    let mut c = p.client();
+    let mut first = None;
+    for i in 0..200u64 {
+        // Ids of every kind, the same call.
+        let id = match i % 3 {
+            0 => json!(i),
+            1 => json!(format!("s-{i}")),
+            _ => json!(format!("quote \" {i}")),
+        };
+        let body = serde_json::to_vec(&json!({
+            "jsonrpc": "2.0", "id": id, "method": "eth_getBalance", "params": [ADDR, hex(fin - 1)]
+        }))
+        .unwrap();
+        let r = c.post("/ethereum", &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["id"], id, "{v}");
+        let want = if i == 0 { "MISS" } else { "HIT" };
+        assert_eq!(r.header("x-cache"), Some(want), "call {i}");
+        let result = v["result"].clone();
+        assert!(result.is_string(), "{v}");
+        assert_eq!(first.get_or_insert(result.clone()), &result);
+    }
+    assert_eq!(asked(&node, "eth_getBalance").await - before, 1);
+    // What the node says directly is what was kept.
+    let direct = Client::new(node.addr())
+        .post("/", &call(1, "eth_getBalance", json!([ADDR, hex(fin - 1)])))
+        .await
+        .json();
+    assert_eq!(Some(direct["result"].clone()), first);
+    let metrics = p.client().request("GET", "/metrics", &[], b"").await.text();
+    assert!(
+        metrics.contains(
+            r#"livechain_cache_requests_total{chain="ethereum",group="state",result="hit"} 199"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_answer_lasts_until_the_next_head_and_is_never_older_than_the_head() {
+    let node = mock_with(1, Duration::from_millis(500), (0, 0)).await;
+    let p = proxy_for(&node, "").await;
+    let before = asked(&node, "eth_getBalance").await;
+    let mut c = p.client();
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let head = chain_status(&p).await["head"].as_u64().unwrap();
+        let r = c
+            .post(
+                "/ethereum",
+                &call(7, "eth_getBalance", json!([ADDR, "latest"])),
+            )
+            .await;
+        let v = r.json();
+        assert_eq!(v["id"], 7, "{v}");
+        seen.push((head, v["result"].as_str().unwrap().to_owned()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = asked(&node, "eth_getBalance").await - before;
+    let first = seen[0].0;
+    let last = seen.last().unwrap().0;
+    // One exchange per head (and a few more where a call raced a new head), not per call.
+    assert!(
+        calls <= last - first + 4 && (seen.len() as u64) > 2 * calls,
+        "{calls} calls to the node for {} calls over heads {first}..{last}",
+        seen.len()
+    );
+    // Every answer is the balance at the head it was asked at or later, never an older one.
+    let mut direct = Client::new(node.addr());
+    let mut at = std::collections::HashMap::new();
+    for n in first.saturating_sub(2)..=last + 2 {
+        let v = direct
+            .post("/", &call(1, "eth_getBalance", json!([ADDR, hex(n)])))
+            .await
+            .json();
+        // Blocks the node has not reached yet are null.
+        if let Some(balance) = v["result"].as_str() {
+            at.insert(balance.to_owned(), n);
+        }
+    }
+    for (head, balance) in &seen {
+        let n = at.get(balance).copied();
+        assert!(
+            n.is_some_and(|n| n >= *head),
+            "asked at head {head}, got the balance of block {n:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_reaches_the_node_every_time() {
+    let node = mock_with(1, Duration::from_millis(1000), (0, 0)).await;
+    let p = proxy_for(&node, "").await;
+    let fin = chain_status(&p).await["finalized"].as_u64().unwrap();
+    let body = call(1, "eth_getBalance", json!([ADDR, hex(fin - 2)]));
+    let mut c = p.client();
+    assert_eq!(
+        c.post("/ethereum", &body).await.header("x-cache"),
+        Some("MISS")
+    );
+    let before = asked(&node, "eth_getBalance").await;
+    for header in [("cache-control", "no-cache"), ("pragma", "no-cache")] {
+        for _ in 0..5 {
+            let r = c
+                .request(
+                    "POST",
+                    "/ethereum",
+                    &[("content-type", "application/json"), header],
+                    &body,
+                )
+                .await;
+            assert_eq!(r.header("x-cache"), Some("BYPASS"));
+            assert_eq!(r.json()["id"], 1);
+        }
+    }
+    assert_eq!(asked(&node, "eth_getBalance").await - before, 10);
+    assert_eq!(
+        c.post("/ethereum", &body).await.header("x-cache"),
+        Some("HIT")
+    );
+    // Not a call the cache serves: no header, every call sent.
+    let r = c
+        .post(
+            "/ethereum",
+            &call(2, "eth_sendRawTransaction", json!(["0x00"])),
+        )
+        .await;
+    assert_eq!(r.header("x-cache"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_calls_in_flight_share_one_exchange() {
+    // Slow answers, and blocks far apart so the head does not move during the test.
+    let node = mock_with(1, Duration::from_millis(10_000), (400, 400)).await;
+    let p = proxy_for(&node, "").await;
+    let before = asked(&node, "eth_call").await;
+    let params = json!([{"to": ADDR, "data": "0x70a08231"}, "latest"]);
+    let calls: Vec<_> = (0..300u64)
+        .map(|i| {
+            let addr = p.addr;
+            let params = params.clone();
+            tokio::spawn(async move {
+                let mut c = Client::new(addr);
+                let r = c
+                    .post("/ethereum", &call(1000 + i, "eth_call", params))
+                    .await;
+                (i, r.status, r.json())
+            })
+        })
+        .collect();
+    let mut results = std::collections::HashSet::new();
+    for t in calls {
+        let (i, status, v) = t.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["id"], 1000 + i, "{v}");
+        results.insert(v["result"].to_string());
+    }
+    assert_eq!(results.len(), 1, "{results:?}");
+    let sent = asked(&node, "eth_call").await - before;
+    assert!(sent <= 2, "{sent} exchanges for 300 identical calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_can_be_turned_off_and_holds_no_more_than_max_bytes() {
+    let node = mock_with(1, Duration::from_millis(1000), (0, 0)).await;
+    let off = "threads = 2\nrequest_timeout_ms = 5000\ngrace_period_ms = 2000\n\
+               [cache]\nenabled = false\n";
+    let p = proxy_for(&node, off).await;
+    let fin = chain_status(&p).await["finalized"].as_u64().unwrap();
+    let body = call(1, "eth_getBalance", json!([ADDR, hex(fin)]));
+    let before = asked(&node, "eth_getBalance").await;
+    let mut c = p.client();
+    for _ in 0..3 {
+        assert_eq!(c.post("/ethereum", &body).await.header("x-cache"), None);
+    }
+    assert_eq!(asked(&node, "eth_getBalance").await - before, 3);
+    drop(p);
+
+    // Distinct finalized blocks, each a few KiB: the cache stays within its bytes.
+    let small = "threads = 2\nrequest_timeout_ms = 5000\ngrace_period_ms = 2000\n\
+                 [cache]\nmax_bytes = 65536\nmax_entry_bytes = 65536\n";
+    let p = proxy_for(&node, small).await;
+    let fin = chain_status(&p).await["finalized"].as_u64().unwrap();
+    let mut c = p.client();
+    for n in 0..200 {
+        let r = c
+            .post(
+                "/ethereum",
+                &call(n, "eth_getBlockByNumber", json!([hex(fin - n), true])),
+            )
+            .await;
+        assert_eq!(r.json()["id"], n);
+    }
+    let metrics = c.request("GET", "/metrics", &[], b"").await.text();
+    let held: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("livechain_cache_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("livechain_cache_bytes");
+    assert!(held > 0 && held <= 65536, "{held} bytes held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latest_answer_from_an_upstream_a_block_behind_is_never_kept() {
+    // Two nodes of one chain, one serving a block behind (within max_block_lag, so it takes
+    // traffic): its `latest` is the block before the head.
+    let chain = MockChain::new(1, Duration::from_millis(500));
+    let spec = chain.spec();
+    let start = |lag_blocks| {
+        let chain = chain.clone();
+        async move {
+            let spec = MockSpec { lag_blocks, ..spec };
+            MockNode::start_on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), spec, chain)
+                .await
+                .expect("start mock node")
+        }
+    };
+    let (fresh, behind) = (start(0).await, start(1).await);
+    let upstreams = upstreams_toml(
+        "ethereum",
+        1,
+        &[
+            ("fresh", format!("http://{}", fresh.addr())),
+            ("behind", format!("http://{}", behind.addr())),
+        ],
+    );
+    let p = Proxy::start(&upstreams, "").await;
+    let ready = eventually(Duration::from_secs(15), || async {
+        chain_status(&p).await["finalized"].as_u64().is_some()
+    })
+    .await;
+    assert!(ready, "no finalized block: {}", chain_status(&p).await);
+    let before = asked(&behind, "eth_getBalance").await;
+    let mut c = p.client();
+    let mut hits: Vec<(u64, String)> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let head = chain_status(&p).await["head"].as_u64().unwrap();
+        let r = c
+            .post(
+                "/ethereum",
+                &call(7, "eth_getBalance", json!([ADDR, "latest"])),
+            )
+            .await;
+        if r.header("x-cache") == Some("HIT") {
+            hits.push((head, r.json()["result"].as_str().unwrap().to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        asked(&behind, "eth_getBalance").await > before,
+        "the node behind took no calls: nothing shown"
+    );
+    assert!(hits.len() > 20, "{} hits", hits.len());
+    let mut direct = Client::new(fresh.addr());
+    let mut at = std::collections::HashMap::new();
+    let (first, last) = (hits[0].0, hits.last().unwrap().0);
+    for n in first.saturating_sub(3)..=last + 2 {
+        let v = direct
+            .post("/", &call(1, "eth_getBalance", json!([ADDR, hex(n)])))
+            .await
+            .json();
+        if let Some(balance) = v["result"].as_str() {
+            at.insert(balance.to_owned(), n);
+        }
+    }
+    for (head, balance) in &hits {
+        let n = at.get(balance).copied();
+        assert!(
+            n.is_some_and(|n| n >= *head),
+            "a kept answer asked at head {head} is the balance of block {n:?}"
+        );
+    }
+}
