@@ -44,7 +44,7 @@ async fn real_nodes_and_real_clients_through_livechain() {
             ("anvil-2", fwd[1].addr),
             ("anvil-3", fwd[2].addr),
         ]),
-        "",
+        NO_CACHE,
     )
     .await;
     let url = format!("http://{}/anvil", p.addr);

@@ -156,7 +156,7 @@ const REQUIRED: &[&str] = &[
 async fn metrics_count_a_known_mix_of_requests() {
     let node = mock(1).await;
     let ups = upstreams_toml("ethereum", 1, &[("node-a", node.url())]);
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut c = p.client();
     // Label values that would be client input verbatim if we let them through.
     let hostile = "eth_<script>alert(1)</script>";

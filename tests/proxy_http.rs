@@ -528,7 +528,7 @@ async fn failing_upstreams_are_failed_over_and_all_failing_gives_502() {
         1,
         &[("bad", bad.url()), ("down", closed), ("good", good.url())],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut c = p.client();
     for i in 0..30 {
         let r = c

@@ -95,7 +95,7 @@ async fn killing_or_stalling_an_upstream_under_load_is_invisible_to_clients() {
         "",
         &[("a", a.url(), ""), ("b", b.url(), ""), ("c", c.url(), "")],
     );
-    let p = Proxy::start(&ups, "request_timeout_ms = 5000").await;
+    let p = Proxy::start(&ups, &format!("request_timeout_ms = 5000{NO_CACHE}")).await;
 
     // Kill one of three while 8 clients keep sending.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -189,7 +189,7 @@ async fn configured_weights_are_honoured() {
         "",
         &[("a", a.url(), "weight = 1"), ("b", b.url(), "weight = 3")],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut client = p.client();
     let n = 800;
     for i in 0..n {
@@ -223,7 +223,7 @@ async fn circuit_opens_half_opens_and_closes() {
         "",
         &[("good", good.url(), ""), ("bad", bad.url(), "weight = 50")],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     control(&bad, json!({"failure": "http_500", "failure_rate": 1.0})).await;
     let mut client = p.client();
     let burst = |from: u64| {
@@ -328,7 +328,7 @@ async fn calls_naming_a_block_go_to_upstreams_that_have_it() {
     // A large allowed lag keeps b usable for everything else.
     let ups = config(FAST_PROBES, "", &[("a", a.url(), ""), ("b", b.url(), "")])
         .replace("max_block_lag = 3", "max_block_lag = 1000");
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     control(&b, json!({"stall_head": true})).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let mut client = p.client();

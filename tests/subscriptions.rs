@@ -1348,7 +1348,7 @@ async fn other_subscription_kinds_are_passed_through_to_an_upstream() {
 async fn calls_and_mixed_batches_over_a_managed_socket() {
     let chain = MockChain::new(1, ms(150));
     let nodes = nodes_on(&chain, 2).await;
-    let p = Proxy::start(&config_all(&nodes, true, ""), "").await;
+    let p = Proxy::start(&config_all(&nodes, true, ""), NO_CACHE).await;
     let ws = Feed::connect(p.addr, "/ethereum").await;
     let mut problems = Vec::new();
     ws.send(json!({"jsonrpc":"2.0","id":"c","method":"eth_chainId","params":[]}));
@@ -2067,7 +2067,7 @@ async fn forked_case(test: &str, ws_urls: bool, fast_fork: bool) {
             &[("f", &f, ws_urls), ("a", &a, ws_urls), ("b", &b, ws_urls)],
             "",
         ),
-        "",
+        NO_CACHE,
     )
     .await;
     let settled = eventually(Duration::from_secs(10), || async {

@@ -82,7 +82,7 @@ impl Proxy {
             let dir = TempDir::new();
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
             dir.write("upstreams.toml", upstreams);
-            let mut server = format!("[server]\nlisten = \"{addr}\"\n{server_extra}\n");
+            let mut server = format!("[server]\nlisten = \"{addr}\"\n");
             for (key, value) in [
                 ("threads", "2"),
                 ("request_timeout_ms", "5000"),
@@ -92,6 +92,9 @@ impl Proxy {
                     server.push_str(&format!("{key} = {value}\n"));
                 }
             }
+            // Last, so that it may end with tables of its own (`[cache]`).
+            server.push_str(server_extra);
+            server.push('\n');
             let main = dir.write("livechain.toml", &server);
             let log = dir.0.join("livechain.log");
             let child = Command::new(bin())
@@ -200,6 +203,10 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// For `server_extra`: tests of routing and health count which upstream serves repeated
+/// identical calls, which the response cache would answer itself.
+pub const NO_CACHE: &str = "\n[cache]\nenabled = false\n";
 
 /// A mock node on an ephemeral loopback port.
 pub async fn mock(chain_id: u64) -> MockNode {
