@@ -67,6 +67,15 @@ pub async fn forward(
             .with_label_values(&[f.chain.name.as_str(), plan.group, result])
             .inc();
     };
+    // While the supervisor has not taken in the newest head the upstreams report (a moment
+    // after each block, longer when it is busy), an answer kept for its head is older than what
+    // any node would say: not served, and nothing kept.
+    if let Life::Head(_) = plan.life {
+        if behind(f, &view) {
+            count("miss");
+            return marked(single::forward(f, body, call, method, state).await, "MISS");
+        }
+    }
     if no_cache {
         count("bypass");
         let answer = single::forward(f, body, call, method, state).await;
@@ -113,6 +122,12 @@ pub async fn forward(
     marked(single::forward(f, body, call, method, state).await, "MISS")
 }
 
+/// Whether the upstreams report a head above the canonical one.
+fn behind(f: &Forwarder<'_>, view: &View) -> bool {
+    let canonical = view.head().map_or(0, |h| h.number);
+    f.chain.live.head().is_some_and(|h| h > canonical)
+}
+
 /// Keeps `answer` when it may be: a result (no error, not `null`), small enough, and, for an
 /// answer about the head, given by an upstream at the head the call was planned for, which is
 /// still the head (an upstream a block behind answers `latest` for its own head).
@@ -139,7 +154,7 @@ fn keep(
             .as_ref()
             .and_then(|u| u.health.head())
             .is_some_and(|h| h == number);
-        if !still || !at_head {
+        if !still || !at_head || behind(f, &now) {
             return;
         }
     }
