@@ -82,6 +82,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         started: std::time::Instant::now(),
         reload: reload.clone(),
         metrics_here: s.metrics_listen.is_none(),
+        cache: Arc::new(crate::cache::Cache::new(s.cache.max_bytes)),
     };
     let app = Livechain::new(router.clone(), connector.clone(), api);
     let mut proxy = pingora::services::listening::Service::new(

@@ -85,6 +85,20 @@ async fn a_finalized_answer_is_asked_once_and_each_caller_gets_its_own_id() {
         ),
         "{metrics}"
     );
+    let status = p.client().request("GET", "/status", &[], b"").await.json();
+    let cache = &status["cache"];
+    assert_eq!(cache["enabled"], true, "{cache}");
+    assert_eq!(
+        (cache["served"].as_u64(), cache["sent"].as_u64()),
+        (Some(199), Some(1)),
+        "{cache}"
+    );
+    assert_eq!(cache["hit_ratio"].as_f64(), Some(0.995), "{cache}");
+    assert!(
+        cache["entries"].as_u64() >= Some(1) && cache["bytes"].as_u64() > Some(0),
+        "{cache}"
+    );
+    assert_eq!(cache["max_bytes"], 256 * 1024 * 1024, "{cache}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,8 @@ pub struct Api {
     pub reload: Arc<ReloadStatus>,
     /// False when metrics have their own listener (`server.metrics_listen`).
     pub metrics_here: bool,
+    /// The response cache, for `/status`.
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 impl Api {

@@ -162,6 +162,22 @@ pub fn chains(snapshot: &Snapshot, now: Millis) -> Answer {
 }
 
 /// Everything an operator wants at a glance: per chain and upstream state, reloads, uptime.
+/// The response cache: what it holds, and the share of the calls it could serve that needed no
+/// exchange of their own (`null` before any).
+fn cache_status(api: &Api, snapshot: &Snapshot) -> serde_json::Value {
+    let (entries, bytes, max_bytes, served, sent) = api.cache.summary();
+    let total = served + sent;
+    json!({
+        "enabled": snapshot.limits.cache.enabled,
+        "entries": entries,
+        "bytes": bytes,
+        "max_bytes": max_bytes,
+        "served": served,
+        "sent": sent,
+        "hit_ratio": (total > 0).then(|| served as f64 / total as f64),
+    })
+}
+
 pub fn status(api: &Api, snapshot: &Snapshot, now: Millis) -> Answer {
     let chains: serde_json::Map<String, serde_json::Value> = snapshot
         .chains()
@@ -175,6 +191,7 @@ pub fn status(api: &Api, snapshot: &Snapshot, now: Millis) -> Answer {
             "last_reload": api.reload.last(),
         },
         "chains": chains,
+        "cache": cache_status(api, snapshot),
     });
     Answer::json(200, body.to_string())
 }

@@ -14,6 +14,7 @@ pub mod policy;
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -142,6 +143,10 @@ type Waiting = Shared<oneshot::Receiver<Arc<Stored>>>;
 pub struct Cache {
     store: ArcSwap<Store>,
     inflight: Mutex<HashMap<Key, Waiting>>,
+    /// Calls answered without an exchange of their own (from the cache, or a call in flight),
+    /// and calls sent, since start: the hit ratio on `/status`.
+    served: AtomicU64,
+    sent: AtomicU64,
 }
 
 /// What a call does about an identical one in flight.
@@ -185,7 +190,27 @@ impl Cache {
         Cache {
             store: ArcSwap::from_pointee(Store::new(max_bytes)),
             inflight: Mutex::new(HashMap::new()),
+            served: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a call the cache could serve: `served` without an exchange of its own, or not.
+    pub fn count(&self, served: bool) {
+        let n = if served { &self.served } else { &self.sent };
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For `/status`: entries, bytes, the capacity, calls served and sent.
+    pub fn summary(&self) -> (usize, u64, u64, u64, u64) {
+        let store = self.store.load();
+        (
+            store.entries.len(),
+            store.entries.weight(),
+            store.max_bytes,
+            self.served.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        )
     }
 
     /// Follows a reload's `max_bytes` (the entries go: rare, and simpler than resizing).

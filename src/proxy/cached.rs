@@ -62,6 +62,7 @@ pub async fn forward(
     let params = call.params.clone().map_or(&b""[..], |r| &body[r]);
     let key = cache::key(&f.chain.name, method, params, plan.life);
     let count = |result: &str| {
+        cache.count(matches!(result, "hit" | "coalesced"));
         metrics()
             .cache_requests
             .with_label_values(&[f.chain.name.as_str(), plan.group, result])

@@ -50,9 +50,7 @@ pub struct Livechain {
 
 impl Livechain {
     pub fn new(router: Arc<Router>, connector: Arc<Connector>, api: Api) -> Livechain {
-        let cache = Arc::new(crate::cache::Cache::new(
-            router.load().limits.cache.max_bytes,
-        ));
+        let cache = api.cache.clone();
         Livechain {
             router,
             connector,
