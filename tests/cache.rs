@@ -338,3 +338,65 @@ async fn a_latest_answer_from_an_upstream_a_block_behind_is_never_kept() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_half_in_the_cache_sends_only_the_other_half() {
+    let node = mock_with(1, Duration::from_millis(1000), (0, 0)).await;
+    let p = proxy_for(&node, "").await;
+    let fin = chain_status(&p).await["finalized"].as_u64().unwrap();
+    let balance = |id: Value, n: u64| json!({"jsonrpc": "2.0", "id": id, "method": "eth_getBalance", "params": [ADDR, hex(n)]});
+    let addr = p.addr;
+    let send = |batch: Value| async move {
+        let body = serde_json::to_vec(&batch).unwrap();
+        Client::new(addr).post("/ethereum", &body).await.json()
+    };
+    let before = asked(&node, "eth_getBalance").await;
+    let first = send(json!([
+        balance(json!(1), fin - 1),
+        balance(json!(2), fin - 2)
+    ]))
+    .await;
+    assert_eq!(asked(&node, "eth_getBalance").await - before, 2, "{first}");
+    // The same calls again, with other ids: answered from the cache, nothing sent.
+    let again = send(json!([
+        balance(json!("x"), fin - 1),
+        balance(json!("y"), fin - 2)
+    ]))
+    .await;
+    assert_eq!(asked(&node, "eth_getBalance").await - before, 2, "{again}");
+    assert_eq!(again[0]["id"], "x");
+    assert_eq!(again[1]["id"], "y");
+    assert_eq!(again[0]["result"], first[0]["result"]);
+    assert_eq!(again[1]["result"], first[1]["result"]);
+    // Half of it kept: only the other half reaches the node, and the answers keep their order.
+    let mixed = send(json!([
+        balance(json!(10), fin - 3),
+        balance(json!(11), fin - 1),
+        {"jsonrpc": "2.0", "id": 12, "method": "eth_chainId", "params": []}
+    ]))
+    .await;
+    assert_eq!(asked(&node, "eth_getBalance").await - before, 3, "{mixed}");
+    let ids: Vec<Value> = mixed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(10), json!(11), json!(12)]);
+    assert_eq!(mixed[1]["result"], first[0]["result"]);
+    assert_eq!(mixed[2]["result"], "0x1");
+    // A batch repeating an id: which answer is whose cannot be told, so neither is kept.
+    let twice = send(json!([
+        balance(json!(5), fin - 4),
+        balance(json!(5), fin - 5)
+    ]))
+    .await;
+    assert_eq!(twice.as_array().unwrap().len(), 2);
+    let n = asked(&node, "eth_getBalance").await;
+    send(json!([balance(json!(6), fin - 4)])).await;
+    assert_eq!(
+        asked(&node, "eth_getBalance").await,
+        n + 1,
+        "not kept from the batch with id 5 twice"
+    );
+}

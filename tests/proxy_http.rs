@@ -44,7 +44,11 @@ async fn routes_by_chain_name_and_id_and_passes_answers_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_keep_order_and_ids_and_invalid_elements_are_answered_in_place() {
     let eth = mock(1).await;
-    let p = Proxy::start(&upstreams_toml("ethereum", 1, &[("a", eth.url())]), "").await;
+    let p = Proxy::start(
+        &upstreams_toml("ethereum", 1, &[("a", eth.url())]),
+        NO_CACHE,
+    )
+    .await;
     let mut c = p.client();
 
     let batch = br#"[

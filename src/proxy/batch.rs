@@ -5,9 +5,14 @@
 //!
 //! When the batch needs a single group and its first answer is good throughout, the upstream's
 //! bytes are returned unchanged.
+//!
+//! Calls the response cache holds are answered from it, and only the others are sent; the
+//! answers of calls it serves are kept as a single call's are (`cached`), except where the
+//! batch repeats an id (which answer is whose cannot be told).
 
 use bytes::Bytes;
 
+use super::cached;
 use super::forward::{Attempt, Attempts, Failure, Forwarder, Need};
 use super::outcome::{answer_verdict, outcome_of_verdict, Verdict};
 use super::respond::Answer;
@@ -30,9 +35,27 @@ struct GroupResult {
 }
 
 /// Forwards a batch; returns the answer and, for the access log, one group's attempt state.
-pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer, Attempts) {
+pub async fn forward(
+    f: &Forwarder<'_>,
+    through: &cached::Through<'_>,
+    body: &Bytes,
+    items: &[Item],
+) -> (Answer, Attempts) {
     let mut finals: Vec<Option<Bytes>> = vec![None; items.len()];
+    let mut planned: Vec<Option<cached::Planned>> = Vec::new();
+    planned.resize_with(items.len(), || None);
     let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
+    // Only looked at when the cache is on.
+    let ids: Vec<&[u8]> = match through.config.enabled {
+        true => items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Call(c) => c.id.clone().map(|r| &body[r]),
+                _ => None,
+            })
+            .collect(),
+        false => Vec::new(),
+    };
     for (i, item) in items.iter().enumerate() {
         let Item::Call(call) = item else { continue };
         let method = call.method(body);
@@ -42,6 +65,19 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer
                 .clone()
                 .map(|id| Bytes::from(error_body(Some(&body[id]), &denied(method))));
             continue;
+        }
+        let (hit, plan) = cached::lookup(through, f, body, call, method);
+        if let Some(answer) = hit {
+            finals[i] = Some(answer);
+            continue;
+        }
+        let unique = || {
+            call.id
+                .clone()
+                .is_some_and(|r| ids.iter().filter(|id| **id == &body[r.clone()]).count() == 1)
+        };
+        if plan.is_some() && unique() {
+            planned[i] = plan;
         }
         let need = need_of(f, body, call, method);
         match groups.iter_mut().find(|(n, _)| *n == need) {
@@ -70,10 +106,14 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer
     for r in results {
         upstream_time = upstream_time.max(r.state.upstream_time);
         if let Some(v) = r.verbatim {
+            keep_verbatim(f, through, body, items, &mut planned, &v, &r.state);
             return (Answer::json(200, v), r.state);
         }
         any_answer |= !r.finals.is_empty();
         for (i, answer) in r.finals {
+            if let Some(p) = planned[i].take() {
+                cached::keep_answer(through, f, p, answer.clone(), &r.state);
+            }
             finals[i] = Some(answer);
         }
         if r.failure.is_some() {
@@ -100,6 +140,43 @@ pub async fn forward(f: &Forwarder<'_>, body: &Bytes, items: &[Item]) -> (Answer
         }
     }
     (Answer::json(status, assemble(body, items, &finals)), state)
+}
+
+/// Keeps the answers of a batch answer returned as the upstream sent it, matched to the calls
+/// by id.
+fn keep_verbatim(
+    f: &Forwarder<'_>,
+    through: &cached::Through<'_>,
+    body: &[u8],
+    items: &[Item],
+    planned: &mut [Option<cached::Planned>],
+    answer: &Bytes,
+    state: &Attempts,
+) {
+    if planned.iter().all(Option::is_none) {
+        return;
+    }
+    let Some(answers) = split_answers(answer) else {
+        return;
+    };
+    let mut used = vec![false; answers.len()];
+    for (i, item) in items.iter().enumerate() {
+        let (Item::Call(call), Some(p)) = (item, planned[i].take()) else {
+            continue;
+        };
+        let Some(id) = call.id.clone() else { continue };
+        if let Some(k) = take_answer(&answers, &mut used, &body[id]) {
+            let text = answers[k].text;
+            let start = text.as_ptr() as usize - answer.as_ptr() as usize;
+            cached::keep_answer(
+                through,
+                f,
+                p,
+                answer.slice(start..start + text.len()),
+                state,
+            );
+        }
+    }
 }
 
 async fn run_group(

@@ -123,6 +123,88 @@ pub async fn forward(
     marked(single::forward(f, body, call, method, state).await, "MISS")
 }
 
+/// A call of a batch the cache serves, not answered from it: where its answer goes once the
+/// batch is answered.
+pub struct Planned {
+    key: cache::Key,
+    life: Life,
+    view: std::sync::Arc<View>,
+}
+
+/// For a call of a batch: its kept answer (with its id), or, when it is one the cache serves,
+/// what keeping its answer needs. Batch calls are not joined to calls in flight.
+pub fn lookup(
+    through: &Through<'_>,
+    f: &Forwarder<'_>,
+    body: &[u8],
+    call: &Call,
+    method: &str,
+) -> (Option<Bytes>, Option<Planned>) {
+    let Some(id) = call.id.clone().map(|r| &body[r]) else {
+        return (None, None);
+    };
+    if !through.config.enabled || f.chain.policy.is_denied(method) {
+        return (None, None);
+    }
+    let view = f.chain.canon.view();
+    let params = call
+        .params
+        .clone()
+        .and_then(|r| std::str::from_utf8(&body[r]).ok());
+    let Some(plan) = cache::plan(method, params, &view) else {
+        return (None, None);
+    };
+    if matches!(plan.life, Life::Head(_)) && behind(f, &view) {
+        return (None, None);
+    }
+    let count = |result: &str| {
+        through.cache.count(result == "hit");
+        metrics()
+            .cache_requests
+            .with_label_values(&[f.chain.name.as_str(), plan.group, result])
+            .inc();
+    };
+    let raw_params = call.params.clone().map_or(&b""[..], |r| &body[r]);
+    let key = cache::key(&f.chain.name, method, raw_params, plan.life);
+    if through.no_cache {
+        count("bypass");
+    } else if let Some(hit) = through.cache.get(&key, through.config.max_bytes) {
+        count("hit");
+        return (Some(Bytes::from(hit.answer_for(id))), None);
+    } else {
+        count("miss");
+    }
+    let planned = Planned {
+        key,
+        life: plan.life,
+        view,
+    };
+    (None, Some(planned))
+}
+
+/// Keeps a batch call's answer object, as [`forward`] keeps a single call's.
+pub fn keep_answer(
+    through: &Through<'_>,
+    f: &Forwarder<'_>,
+    planned: Planned,
+    answer: Bytes,
+    state: &Attempts,
+) {
+    if let Some(stored) = Stored::of(200, answer) {
+        let Planned { key, life, view } = planned;
+        keep(
+            through.cache,
+            &through.config,
+            key,
+            Arc::new(stored),
+            life,
+            &view,
+            f,
+            state,
+        );
+    }
+}
+
 /// Whether the upstreams report a head above the canonical one.
 fn behind(f: &Forwarder<'_>, view: &View) -> bool {
     let canonical = view.head().map_or(0, |h| h.number);

@@ -218,7 +218,12 @@ impl Livechain {
                 ctx.method = jsonrpc::batch_first_method(&body, items)
                     .map(|m| method_text(MethodLabel::of(m), m));
                 ctx.calls = items.len();
-                batch::forward(&forwarder, &body, items).await
+                let through = cached::Through {
+                    cache: &self.cache,
+                    config: limits.cache,
+                    no_cache: ctx.no_cache,
+                };
+                batch::forward(&forwarder, &through, &body, items).await
             }
         };
         ctx.upstream = state.last_upstream.clone();
