@@ -296,12 +296,28 @@ async fn a_latest_answer_from_an_upstream_a_block_behind_is_never_kept() {
     })
     .await;
     assert!(ready, "no finalized block: {}", chain_status(&p).await);
+    let both_up = eventually(Duration::from_secs(10), || async {
+        let s = chain_status(&p).await;
+        s["upstreams"]
+            .as_array()
+            .is_some_and(|u| u.len() == 2 && u.iter().all(|u| u["state"] == "up"))
+    })
+    .await;
+    assert!(both_up, "{}", chain_status(&p).await);
     let before = asked(&behind, "eth_getBalance").await;
     let mut c = p.client();
     let mut hits: Vec<(u64, String)> = Vec::new();
     let until = Instant::now() + Duration::from_secs(5);
+    let fresh_call = call(8, "eth_getBalance", json!([ADDR, "latest"]));
     while Instant::now() < until {
         let head = chain_status(&p).await["head"].as_u64().unwrap();
+        // A call that goes upstream every time (and whose answer would be kept if it might
+        // be), so the node behind answers some.
+        let headers = [
+            ("content-type", "application/json"),
+            ("cache-control", "no-cache"),
+        ];
+        c.request("POST", "/ethereum", &headers, &fresh_call).await;
         let r = c
             .post(
                 "/ethereum",

@@ -42,8 +42,11 @@ pub async fn forward(
     items: &[Item],
 ) -> (Answer, Attempts) {
     let mut finals: Vec<Option<Bytes>> = vec![None; items.len()];
+    // Per call, what keeping its answer needs (empty when the cache is off: no allocation).
     let mut planned: Vec<Option<cached::Planned>> = Vec::new();
-    planned.resize_with(items.len(), || None);
+    if through.config.enabled {
+        planned.resize_with(items.len(), || None);
+    }
     let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
     // Only looked at when the cache is on.
     let ids: Vec<&[u8]> = match through.config.enabled {
@@ -77,7 +80,9 @@ pub async fn forward(
                 .is_some_and(|r| ids.iter().filter(|id| **id == &body[r.clone()]).count() == 1)
         };
         if plan.is_some() && unique() {
-            planned[i] = plan;
+            if let Some(slot) = planned.get_mut(i) {
+                *slot = plan;
+            }
         }
         let need = need_of(f, body, call, method);
         match groups.iter_mut().find(|(n, _)| *n == need) {
@@ -111,7 +116,7 @@ pub async fn forward(
         }
         any_answer |= !r.finals.is_empty();
         for (i, answer) in r.finals {
-            if let Some(p) = planned[i].take() {
+            if let Some(p) = planned.get_mut(i).and_then(Option::take) {
                 cached::keep_answer(through, f, p, answer.clone(), &r.state);
             }
             finals[i] = Some(answer);
@@ -161,7 +166,7 @@ fn keep_verbatim(
     };
     let mut used = vec![false; answers.len()];
     for (i, item) in items.iter().enumerate() {
-        let (Item::Call(call), Some(p)) = (item, planned[i].take()) else {
+        let (Item::Call(call), Some(p)) = (item, planned.get_mut(i).and_then(Option::take)) else {
             continue;
         };
         let Some(id) = call.id.clone() else { continue };
