@@ -132,9 +132,16 @@ async fn a_latest_answer_lasts_until_the_next_head_and_is_never_older_than_the_h
         seen.len()
     );
     // Every answer is the balance at the head it was asked at or later, never an older one.
+    never_older(&node, &seen, "an answer").await;
+}
+
+/// Asserts that each `(head, balance)` seen through livechain is the balance of `ADDR` at
+/// `head` or a later block, as `node` says it.
+async fn never_older(node: &MockNode, seen: &[(u64, String)], what: &str) {
+    let (first, last) = (seen[0].0, seen[seen.len() - 1].0);
     let mut direct = Client::new(node.addr());
     let mut at = std::collections::HashMap::new();
-    for n in first.saturating_sub(2)..=last + 2 {
+    for n in first.saturating_sub(3)..=last + 2 {
         let v = direct
             .post("/", &call(1, "eth_getBalance", json!([ADDR, hex(n)])))
             .await
@@ -144,11 +151,11 @@ async fn a_latest_answer_lasts_until_the_next_head_and_is_never_older_than_the_h
             at.insert(balance.to_owned(), n);
         }
     }
-    for (head, balance) in &seen {
+    for (head, balance) in seen {
         let n = at.get(balance).copied();
         assert!(
             n.is_some_and(|n| n >= *head),
-            "asked at head {head}, got the balance of block {n:?}"
+            "{what} asked at head {head} is the balance of block {n:?}"
         );
     }
 }
@@ -334,25 +341,7 @@ async fn a_latest_answer_from_an_upstream_a_block_behind_is_never_kept() {
         "the node behind took no calls: nothing shown"
     );
     assert!(hits.len() > 20, "{} hits", hits.len());
-    let mut direct = Client::new(fresh.addr());
-    let mut at = std::collections::HashMap::new();
-    let (first, last) = (hits[0].0, hits.last().unwrap().0);
-    for n in first.saturating_sub(3)..=last + 2 {
-        let v = direct
-            .post("/", &call(1, "eth_getBalance", json!([ADDR, hex(n)])))
-            .await
-            .json();
-        if let Some(balance) = v["result"].as_str() {
-            at.insert(balance.to_owned(), n);
-        }
-    }
-    for (head, balance) in &hits {
-        let n = at.get(balance).copied();
-        assert!(
-            n.is_some_and(|n| n >= *head),
-            "a kept answer asked at head {head} is the balance of block {n:?}"
-        );
-    }
+    never_older(&fresh, &hits, "a kept answer").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
