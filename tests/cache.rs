@@ -7,20 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::anvil::hex;
 use common::*;
 use livechain::mock::{MockChain, MockNode, MockSpec};
 use serde_json::{json, Value};
 
 const ADDR: &str = "0x00000000000000000000000000000000000000aa";
-
-async fn chain_status(p: &Proxy) -> Value {
-    let r = p
-        .client()
-        .request("GET", "/v1/chains/ethereum/status", &[], b"")
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
 
 /// livechain in front of `node`, once the supervisor knows the head and `finalized`.
 async fn proxy_for(node: &MockNode, extra: &str) -> Proxy {
@@ -36,10 +28,6 @@ async fn proxy_for(node: &MockNode, extra: &str) -> Proxy {
 
 async fn asked(node: &MockNode, method: &str) -> u64 {
     stats(node).await["methods"][method].as_u64().unwrap_or(0)
-}
-
-fn hex(n: u64) -> String {
-    format!("{n:#x}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,15 +368,6 @@ fn summary(msgs: &[Value]) -> String {
 // ---------------------------------------------------------------------------------------------
 // Status, metrics, logs of livechain.
 
-async fn chain_status(p: &Proxy) -> Value {
-    let r = p
-        .client()
-        .request("GET", "/v1/chains/ethereum/status", &[], b"")
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
 fn upstream_state(status: &Value, name: &str) -> String {
     status["upstreams"]
         .as_array()

@@ -31,6 +31,62 @@ pub struct Through<'a> {
     pub no_cache: bool,
 }
 
+/// A call the cache serves: where its answer is kept, for how long, and the chain as it was
+/// planned on.
+pub struct Planned {
+    key: cache::Key,
+    life: Life,
+    group: &'static str,
+    view: Arc<View>,
+}
+
+impl Planned {
+    /// Counts the call in the metrics and the hit ratio.
+    fn count(&self, through: &Through<'_>, f: &Forwarder<'_>, result: &str) {
+        through.cache.count(matches!(result, "hit" | "coalesced"));
+        metrics()
+            .cache_requests
+            .with_label_values(&[f.chain.name.as_str(), self.group, result])
+            .inc();
+    }
+
+    /// While the supervisor has not taken in the newest head the upstreams report (a moment
+    /// after each block, longer when it is busy), an answer kept for its head is older than
+    /// what any node would say: not served, and nothing kept.
+    fn head_unsettled(&self, f: &Forwarder<'_>) -> bool {
+        matches!(self.life, Life::Head(_)) && behind(f, &self.view)
+    }
+}
+
+/// The plan for `call` and its id; `None` when the cache does not serve it (off, a
+/// notification, a denied method, a call whose answer is never kept).
+fn plan_call<'b>(
+    through: &Through<'_>,
+    f: &Forwarder<'_>,
+    body: &'b [u8],
+    call: &Call,
+    method: &str,
+) -> Option<(Planned, &'b [u8])> {
+    let id = &body[call.id.clone()?];
+    if !through.config.enabled || f.chain.policy.is_denied(method) {
+        return None;
+    }
+    let view = f.chain.canon.view();
+    let params = call.params.clone().map(|r| &body[r]);
+    let plan = cache::plan(
+        method,
+        params.and_then(|p| std::str::from_utf8(p).ok()),
+        &view,
+    )?;
+    let planned = Planned {
+        key: cache::key(&f.chain.name, method, params.unwrap_or(b""), plan.life),
+        life: plan.life,
+        group: plan.group,
+        view,
+    };
+    Some((planned, id))
+}
+
 pub async fn forward(
     through: Through<'_>,
     f: &Forwarder<'_>,
@@ -39,96 +95,49 @@ pub async fn forward(
     method: &str,
     state: &mut Attempts,
 ) -> Answer {
-    let Through {
-        cache,
-        config,
-        no_cache,
-    } = through;
-    let id = call.id.clone().map(|r| &body[r]);
-    let planned = match id {
-        Some(id) if config.enabled && !f.chain.policy.is_denied(method) => {
-            let view = f.chain.canon.view();
-            let params = call
-                .params
-                .clone()
-                .and_then(|r| std::str::from_utf8(&body[r]).ok());
-            cache::plan(method, params, &view).map(|plan| (plan, view, id))
-        }
-        _ => None,
-    };
-    let Some((plan, view, id)) = planned else {
+    let Some((planned, id)) = plan_call(&through, f, body, call, method) else {
         return single::forward(f, body, call, method, state).await;
     };
-    let params = call.params.clone().map_or(&b""[..], |r| &body[r]);
-    let key = cache::key(&f.chain.name, method, params, plan.life);
-    let count = |result: &str| {
-        cache.count(matches!(result, "hit" | "coalesced"));
-        metrics()
-            .cache_requests
-            .with_label_values(&[f.chain.name.as_str(), plan.group, result])
-            .inc();
-    };
-    // While the supervisor has not taken in the newest head the upstreams report (a moment
-    // after each block, longer when it is busy), an answer kept for its head is older than what
-    // any node would say: not served, and nothing kept.
-    if let Life::Head(_) = plan.life {
-        if behind(f, &view) {
-            count("miss");
-            return marked(single::forward(f, body, call, method, state).await, "MISS");
-        }
+    let cache = through.cache;
+    if planned.head_unsettled(f) {
+        planned.count(&through, f, "miss");
+        return marked(single::forward(f, body, call, method, state).await, "MISS");
     }
-    if no_cache {
-        count("bypass");
+    if through.no_cache {
+        planned.count(&through, f, "bypass");
         let answer = single::forward(f, body, call, method, state).await;
         if let Some(stored) = Stored::of(answer.status, answer.body.clone()) {
-            keep(
-                cache,
-                &config,
-                key,
-                Arc::new(stored),
-                plan.life,
-                &view,
-                f,
-                state,
-            );
+            keep(&through, f, planned, Arc::new(stored), state);
         }
         return marked(answer, "BYPASS");
     }
-    if let Some(hit) = cache.get(&key, config.max_bytes) {
-        count("hit");
+    if let Some(hit) = cache.get(&planned.key, through.config.max_bytes) {
+        planned.count(&through, f, "hit");
         return marked(Answer::json(hit.status, hit.answer_for(id)), "HIT");
     }
-    match cache.turn(&key) {
+    match cache.turn(&planned.key) {
         Turn::Wait(first) => {
             if let Ok(shared) = first.await {
-                count("coalesced");
+                planned.count(&through, f, "coalesced");
                 return marked(Answer::json(shared.status, shared.answer_for(id)), "MISS");
             }
             // The first caller went away before its answer: this one is sent on its own.
         }
         Turn::Lead(leader) => {
-            count("miss");
+            planned.count(&through, f, "miss");
             let answer = single::forward(f, body, call, method, state).await;
             // An answer that is not one plain answer object (compressed, a batch's, broken) is
             // neither kept nor shared: the callers waiting send their own.
             let stored = Stored::of(answer.status, answer.body.clone()).map(Arc::new);
             if let Some(s) = &stored {
-                keep(cache, &config, key, s.clone(), plan.life, &view, f, state);
+                keep(&through, f, planned, s.clone(), state);
             }
             leader.finish(stored);
             return marked(answer, "MISS");
         }
     }
-    count("miss");
+    planned.count(&through, f, "miss");
     marked(single::forward(f, body, call, method, state).await, "MISS")
-}
-
-/// A call of a batch the cache serves, not answered from it: where its answer goes once the
-/// batch is answered.
-pub struct Planned {
-    key: cache::Key,
-    life: Life,
-    view: std::sync::Arc<View>,
 }
 
 /// For a call of a batch: its kept answer (with its id), or, when it is one the cache serves,
@@ -140,45 +149,21 @@ pub fn lookup(
     call: &Call,
     method: &str,
 ) -> (Option<Bytes>, Option<Planned>) {
-    let Some(id) = call.id.clone().map(|r| &body[r]) else {
+    let Some((planned, id)) = plan_call(through, f, body, call, method) else {
         return (None, None);
     };
-    if !through.config.enabled || f.chain.policy.is_denied(method) {
+    if planned.head_unsettled(f) {
+        planned.count(through, f, "miss");
         return (None, None);
     }
-    let view = f.chain.canon.view();
-    let params = call
-        .params
-        .clone()
-        .and_then(|r| std::str::from_utf8(&body[r]).ok());
-    let Some(plan) = cache::plan(method, params, &view) else {
-        return (None, None);
-    };
-    if matches!(plan.life, Life::Head(_)) && behind(f, &view) {
-        return (None, None);
-    }
-    let count = |result: &str| {
-        through.cache.count(result == "hit");
-        metrics()
-            .cache_requests
-            .with_label_values(&[f.chain.name.as_str(), plan.group, result])
-            .inc();
-    };
-    let raw_params = call.params.clone().map_or(&b""[..], |r| &body[r]);
-    let key = cache::key(&f.chain.name, method, raw_params, plan.life);
     if through.no_cache {
-        count("bypass");
-    } else if let Some(hit) = through.cache.get(&key, through.config.max_bytes) {
-        count("hit");
+        planned.count(through, f, "bypass");
+    } else if let Some(hit) = through.cache.get(&planned.key, through.config.max_bytes) {
+        planned.count(through, f, "hit");
         return (Some(Bytes::from(hit.answer_for(id))), None);
     } else {
-        count("miss");
+        planned.count(through, f, "miss");
     }
-    let planned = Planned {
-        key,
-        life: plan.life,
-        view,
-    };
     (None, Some(planned))
 }
 
@@ -191,17 +176,7 @@ pub fn keep_answer(
     state: &Attempts,
 ) {
     if let Some(stored) = Stored::of(200, answer) {
-        let Planned { key, life, view } = planned;
-        keep(
-            through.cache,
-            &through.config,
-            key,
-            Arc::new(stored),
-            life,
-            &view,
-            f,
-            state,
-        );
+        keep(through, f, planned, Arc::new(stored), state);
     }
 }
 
@@ -214,24 +189,21 @@ fn behind(f: &Forwarder<'_>, view: &View) -> bool {
 /// Keeps `answer` when it may be: a result (no error, not `null`), small enough, and, for an
 /// answer about the head, given by an upstream at the head the call was planned for, which is
 /// still the head (an upstream a block behind answers `latest` for its own head).
-#[allow(clippy::too_many_arguments)]
 fn keep(
-    cache: &Cache,
-    config: &CacheConfig,
-    key: cache::Key,
-    answer: Arc<Stored>,
-    life: Life,
-    planned: &View,
+    through: &Through<'_>,
     f: &Forwarder<'_>,
+    planned: Planned,
+    answer: Arc<Stored>,
     state: &Attempts,
 ) {
-    if answer.body.len() > config.max_entry_bytes || !answer.keepable(life) {
+    let (cache, config) = (through.cache, &through.config);
+    if answer.body.len() > config.max_entry_bytes || !answer.keepable(planned.life) {
         return;
     }
-    if let Life::Head(hash) = life {
+    if let Life::Head(hash) = planned.life {
         let now = f.chain.canon.view();
         let still = now.head().is_some_and(|h| h.hash == hash);
-        let number = planned.head().map_or(u64::MAX, |h| h.number);
+        let number = planned.view.head().map_or(u64::MAX, |h| h.number);
         let at_head = state
             .last_upstream
             .as_ref()
@@ -241,7 +213,7 @@ fn keep(
             return;
         }
     }
-    cache.insert(key, answer, config.max_bytes);
+    cache.insert(planned.key, answer, config.max_bytes);
     let m = metrics();
     m.cache_bytes
         .set(i64::try_from(cache.weight()).unwrap_or(i64::MAX));

@@ -257,6 +257,16 @@ pub async fn control(node: &MockNode, body: serde_json::Value) {
     assert_eq!(r.status, 200, "mock control refused: {}", r.text());
 }
 
+/// `/v1/chains/ethereum/status` of `p`.
+pub async fn chain_status(p: &Proxy) -> serde_json::Value {
+    let r = p
+        .client()
+        .request("GET", "/v1/chains/ethereum/status", &[], b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
 /// The mock's counters as JSON.
 pub async fn stats(node: &MockNode) -> serde_json::Value {
     let mut c = Client::new(node.addr());
