@@ -122,7 +122,7 @@ async fn a_node_that_stops_advancing_is_out_once_too_far_behind_and_the_other_se
         "{}\n[probe]\ninterval_ms = 100\n",
         upstreams_toml("ethereum", 1, &[("a", a.url()), ("b", b.url())])
     );
-    let p = Proxy::start(&upstreams, "").await;
+    let p = Proxy::start(&upstreams, NO_CACHE).await;
     // Both serve while they advance together, and the chain's pace is learned.
     assert!(
         eventually(Duration::from_secs(10), || async {

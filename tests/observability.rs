@@ -460,7 +460,7 @@ async fn rest_endpoints_answer_chains_status_and_blocks() {
         chain_block("ethereum", 1, &[("a", a.url()), ("b", b.url())]),
         chain_block("polygon", 137, &[("p", poly.url())])
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     assert!(
         eventually(Duration::from_secs(10), || async {
             get(p.addr, "/health").await.status == 200

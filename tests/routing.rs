@@ -142,7 +142,7 @@ async fn lagging_upstream_gets_no_traffic_until_it_catches_up() {
     let a = mock_with(1, Duration::from_millis(100), (0, 0)).await;
     let b = mock_with(1, Duration::from_millis(100), (0, 0)).await;
     let ups = config(FAST_PROBES, "", &[("a", a.url(), ""), ("b", b.url(), "")]);
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut client = p.client();
     control(&b, json!({"stall_head": true})).await;
     // 3 blocks of lag allowed at 100 ms a block: after ~0.6 s and a probe, b is out.
@@ -276,7 +276,7 @@ async fn rate_limited_upstream_backs_off_for_retry_after() {
         "",
         &[("a", a.url(), ""), ("b", b.url(), "weight = 50")],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     control(
         &b,
         json!({"failure": "http_429", "failure_rate": 1.0, "retry_after_secs": 2}),
@@ -390,7 +390,7 @@ async fn methods_are_routed_by_tag_and_denied_methods_never_leave() {
             ("plain", plain.url(), ""),
         ],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut client = p.client();
     for i in 0..20 {
         let r = client
@@ -459,7 +459,7 @@ async fn batches_are_split_by_need_and_reassembled_and_only_failed_parts_retried
             ("plain", plain.url(), "weight = 100"),
         ],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut client = p.client();
     let batch = br#"[
         {"jsonrpc":"2.0","id":"first","method":"eth_chainId"},
@@ -522,7 +522,7 @@ async fn callers_errors_are_returned_unchanged_and_not_retried() {
     let a = mock(1).await;
     let b = mock(1).await;
     let ups = config(FAST_PROBES, "", &[("a", a.url(), ""), ("b", b.url(), "")]);
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut client = p.client();
     for i in 0..10 {
         let body = call(
@@ -607,7 +607,7 @@ async fn a_transaction_accepted_before_a_lost_answer_is_not_reported_as_a_duplic
             ("direct", node.url(), "weight = 1"),
         ],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     let mut client = p.client();
     for i in 0..3u8 {
         let raw = format!("0x02f86b01{i:02x}8084b2d05e00825208940000000000000000000000000000000000000001880de0b6b3a764000080c0");
@@ -655,7 +655,7 @@ async fn an_upstream_serving_another_chain_gets_no_traffic() {
             ("wrong", wrong.url(), "weight = 100"),
         ],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
     // Once the first probe has compared chain ids, the wrong node is out for good.
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -692,7 +692,7 @@ async fn a_null_receipt_is_asked_of_the_other_node_at_once_and_passed_on_without
         "",
         &[("knows", knows.url(), ""), ("behind", behind.url(), "")],
     );
-    let p = Proxy::start(&ups, "").await;
+    let p = Proxy::start(&ups, NO_CACHE).await;
 
     // A transaction only one node has seen, and mined there.
     let raw = "0x02f86b01078084b2d05e00825208940000000000000000000000000000000000000001880de0b6b3a764000080c0";
