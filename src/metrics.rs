@@ -81,6 +81,14 @@ pub struct Metrics {
     /// `livechain_cache_requests_total{chain,group,result}`: calls the cache could serve, by
     /// method group and result (`hit`, `miss`, `bypass`, `coalesced`).
     pub cache_requests: IntCounterVec,
+    /// `livechain_cache_evictions_total{reason}`: answers dropped: `size` (to stay within
+    /// `max_bytes`), `head` (bound to a block that is no longer the head), `reorg` (of a
+    /// replaced block), `ttl` (past a rule's `ttl_ms`).
+    pub cache_evictions: IntCounterVec,
+    /// `livechain_cache_redis_errors_total`: Redis commands that failed or timed out.
+    pub cache_redis_errors: prometheus::IntCounter,
+    /// `livechain_cache_redis_up`: 1 while the shared cache's Redis is connected.
+    pub cache_redis_up: IntGauge,
     /// `livechain_cache_bytes` and `livechain_cache_entries`: what the response cache holds.
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
@@ -252,6 +260,21 @@ impl Metrics {
                  bypass, coalesced).",
                 &["chain", "group", "result"],
             ),
+            cache_evictions: counter(
+                "livechain_cache_evictions_total",
+                "Answers the response cache dropped, by reason (size, head, reorg, ttl).",
+                &["reason"],
+            ),
+            cache_redis_errors: prometheus::IntCounter::new(
+                "livechain_cache_redis_errors_total",
+                "Redis commands of the shared cache that failed or timed out.",
+            )
+            .expect("valid metric"),
+            cache_redis_up: IntGauge::new(
+                "livechain_cache_redis_up",
+                "1 while the shared cache's Redis is connected (0 when down or not configured).",
+            )
+            .expect("valid metric"),
             cache_bytes: IntGauge::new(
                 "livechain_cache_bytes",
                 "Bytes the response cache holds (answers and their keys).",
@@ -333,6 +356,9 @@ impl Metrics {
             Box::new(m.subscription_events.clone()),
             Box::new(m.head_delivery.clone()),
             Box::new(m.cache_requests.clone()),
+            Box::new(m.cache_evictions.clone()),
+            Box::new(m.cache_redis_errors.clone()),
+            Box::new(m.cache_redis_up.clone()),
             Box::new(m.cache_bytes.clone()),
             Box::new(m.cache_entries.clone()),
             Box::new(m.config_reloads.clone()),

@@ -57,6 +57,8 @@ pub struct Reloader {
     pub main_path: PathBuf,
     /// The server settings the process started with (some need a restart to change).
     pub started_with: ServerConfig,
+    /// Takes `[cache]`'s rules and backend on every reload.
+    pub cache: Arc<crate::cache::Cache>,
     pub router: Arc<Router>,
     pub mocks: MockHost,
     pub connector: Arc<Connector>,
@@ -124,6 +126,7 @@ impl Reloader {
             probe::refresh_chain(chain);
         }
         let generation = built.snapshot.generation;
+        self.cache.configure(&config.server.cache_setup);
         self.router.store(built.snapshot);
         self.mocks.retain(&built.mocks);
         Ok(generation)

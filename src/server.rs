@@ -78,11 +78,17 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         .block_on(crate::probe::probe_all(&router, &connector));
 
     let reload = Arc::new(ReloadStatus::default());
+    let cache = Arc::new(crate::cache::Cache::new(s.cache.max_bytes));
+    // On the control runtime: the Redis tier's connection lives as long as the process.
+    {
+        let _runtime = control.handle().enter();
+        cache.configure(&s.cache_setup);
+    }
     let api = Api {
         started: std::time::Instant::now(),
         reload: reload.clone(),
         metrics_here: s.metrics_listen.is_none(),
-        cache: Arc::new(crate::cache::Cache::new(s.cache.max_bytes)),
+        cache: cache.clone(),
     };
     let app = Livechain::new(router.clone(), connector.clone(), api);
     let mut proxy = pingora::services::listening::Service::new(
@@ -111,6 +117,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         crate::supervisor::Supervisor {
             router: router.clone(),
             connector: connector.clone(),
+            cache: cache.clone(),
         },
     ));
     server.add_service(background_service(
@@ -131,6 +138,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         mocks,
         connector,
         status: reload,
+        cache,
     };
     control.handle().spawn(reloader.run(hup));
     Ok(Livechaind {

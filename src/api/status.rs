@@ -167,8 +167,11 @@ pub fn chains(snapshot: &Snapshot, now: Millis) -> Answer {
 fn cache_status(api: &Api, snapshot: &Snapshot) -> serde_json::Value {
     let (entries, bytes, max_bytes, served, sent) = api.cache.summary();
     let total = served + sent;
+    let shared = api.cache.shared();
     json!({
         "enabled": snapshot.limits.cache.enabled,
+        "backend": if shared.is_some() { "redis" } else { "memory" },
+        "redis_up": shared.map(|s| s.is_up()),
         "entries": entries,
         "bytes": bytes,
         "max_bytes": max_bytes,

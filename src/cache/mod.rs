@@ -9,21 +9,32 @@
 //! upstream exchange: the first is sent, the others wait for its answer, whatever it is (an
 //! error too), and get it with their own ids. If the first caller goes away before the
 //! answer, the others are sent on their own.
+//!
+//! Answers bound to a block (those about the head) are indexed by it, so a new head drops the
+//! old head's at once and a reorg drops every replaced block's; replaced blocks are remembered
+//! so that a late answer about one is not kept. With `cache.backend = "redis"`, [`shared`]
+//! keeps answers for every instance and spreads reorgs between them.
 
 pub mod policy;
+pub mod shared;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures::future::{FutureExt, Shared};
+use futures::future::{FutureExt, Shared as SharedFuture};
 use tokio::sync::oneshot;
 
+use crate::canon::{Block, Hash, View};
+use crate::config::{CacheBackend, CacheRule, CacheSetup};
 use crate::jsonrpc::scan;
+use crate::metrics::metrics;
 pub use policy::{plan, Life, Plan};
+pub use shared::Shared;
 
 /// An answer as an upstream gave it, with where its id is.
 #[derive(Debug)]
@@ -107,19 +118,43 @@ pub fn key(chain: &str, method: &str, params: &[u8], life: Life) -> Key {
     k.into_boxed_slice()
 }
 
+/// What the memory cache holds per key: the answer and, under a `ttl_ms` rule, when it goes.
+#[derive(Clone)]
+struct Entry {
+    stored: Arc<Stored>,
+    expires: Option<Instant>,
+}
+
 #[derive(Clone)]
 struct Weigh;
 
-impl quick_cache::Weighter<Key, Arc<Stored>> for Weigh {
-    fn weight(&self, key: &Key, val: &Arc<Stored>) -> u64 {
+impl quick_cache::Weighter<Key, Entry> for Weigh {
+    fn weight(&self, key: &Key, val: &Entry) -> u64 {
         // The bookkeeping of an entry (its key, the Arc, the cache's slot) counts too, so a
         // stream of tiny answers is bounded as well.
-        (key.len() + val.body.len() + 96) as u64
+        (key.len() + val.stored.body.len() + 112) as u64
     }
 }
 
+/// Counts the entries quick_cache evicts to stay within `max_bytes`.
+#[derive(Clone)]
+struct CountEvictions(prometheus::IntCounter);
+
+impl quick_cache::Lifecycle<Key, Entry> for CountEvictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut Self::RequestState, _: Key, _: Entry) {
+        self.0.inc();
+    }
+}
+
+type Entries =
+    quick_cache::sync::Cache<Key, Entry, Weigh, quick_cache::DefaultHashBuilder, CountEvictions>;
+
 struct Store {
-    entries: quick_cache::sync::Cache<Key, Arc<Stored>, Weigh>,
+    entries: Entries,
     max_bytes: u64,
 }
 
@@ -129,20 +164,74 @@ impl Store {
         let estimate = usize::try_from(max_bytes / 1024)
             .unwrap_or(usize::MAX)
             .max(16);
+        let evicted = metrics().cache_evictions.with_label_values(&["size"]);
         Store {
-            entries: quick_cache::sync::Cache::with_weighter(estimate, max_bytes, Weigh),
+            entries: quick_cache::sync::Cache::with(
+                estimate,
+                max_bytes,
+                Weigh,
+                quick_cache::DefaultHashBuilder::default(),
+                CountEvictions(evicted),
+            ),
             max_bytes,
         }
     }
 }
 
-type Waiting = Shared<oneshot::Receiver<Arc<Stored>>>;
+/// Keys of the answers bound to one block of one chain.
+#[derive(Default)]
+struct Bound {
+    /// Answers about the head (valid while the block is the head).
+    keys: Vec<Key>,
+}
+
+/// Keys kept per bound block; past this an answer is still kept but no longer indexed (it is
+/// unreachable once the head moves, and ages out).
+const MAX_BOUND_KEYS: usize = 1 << 20;
+/// Replaced blocks remembered, all chains.
+const MAX_GONE: usize = 4096;
+
+/// Blocks reorgs replaced (this instance's or, through Redis, another's), oldest first.
+#[derive(Default)]
+struct Gone {
+    set: HashSet<(Box<str>, Hash)>,
+    order: VecDeque<(Box<str>, Hash)>,
+}
+
+impl Gone {
+    fn add(&mut self, chain: &str, hash: Hash) -> bool {
+        let k = (Box::<str>::from(chain), hash);
+        if !self.set.insert(k.clone()) {
+            return false;
+        }
+        self.order.push_back(k);
+        if self.order.len() > MAX_GONE {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// What reloads change besides the limits: the rules and the Redis tier.
+#[derive(Default)]
+struct Setup {
+    rules: Vec<CacheRule>,
+    backend: CacheBackend,
+    shared: Option<Arc<Shared>>,
+}
+
+type Waiting = SharedFuture<oneshot::Receiver<Arc<Stored>>>;
 
 /// The process's cache, shared by every chain (keys start with the chain's name) and kept
 /// across reloads unless `max_bytes` changes.
 pub struct Cache {
     store: ArcSwap<Store>,
     inflight: Mutex<HashMap<Key, Waiting>>,
+    bound: Mutex<HashMap<(Box<str>, Hash), Bound>>,
+    gone: Mutex<Gone>,
+    setup: ArcSwap<Setup>,
     /// Calls answered without an exchange of their own (from the cache, or a call in flight),
     /// and calls sent, since start: the hit ratio on `/status`.
     served: AtomicU64,
@@ -190,6 +279,9 @@ impl Cache {
         Cache {
             store: ArcSwap::from_pointee(Store::new(max_bytes)),
             inflight: Mutex::new(HashMap::new()),
+            bound: Mutex::new(HashMap::new()),
+            gone: Mutex::new(Gone::default()),
+            setup: ArcSwap::from_pointee(Setup::default()),
             served: AtomicU64::new(0),
             sent: AtomicU64::new(0),
         }
@@ -224,12 +316,185 @@ impl Cache {
         fresh
     }
 
+    /// The answer kept for `key` (one past its rule's ttl is dropped).
     pub fn get(&self, key: &Key, max_bytes: u64) -> Option<Arc<Stored>> {
-        self.store(max_bytes).entries.get(key)
+        let store = self.store(max_bytes);
+        let entry = store.entries.get(key)?;
+        if entry.expires.is_some_and(|at| at <= Instant::now()) {
+            if store.entries.remove(key).is_some() {
+                metrics().cache_evictions.with_label_values(&["ttl"]).inc();
+            }
+            return None;
+        }
+        Some(entry.stored)
     }
 
-    pub fn insert(&self, key: Key, answer: Arc<Stored>, max_bytes: u64) {
-        self.store(max_bytes).entries.insert(key, answer);
+    /// Keeps `answer` under `key` for `life` (and at most `ttl`); `false` when it may not be
+    /// kept: its block was replaced.
+    pub fn insert(
+        &self,
+        chain: &str,
+        key: Key,
+        life: Life,
+        answer: Arc<Stored>,
+        ttl: Option<Duration>,
+        max_bytes: u64,
+    ) -> bool {
+        if let Life::Head(hash) = life {
+            if self.is_gone(chain, &hash) {
+                return false;
+            }
+            let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            let b = bound.entry((chain.into(), hash)).or_default();
+            if b.keys.len() < MAX_BOUND_KEYS {
+                b.keys.push(key.clone());
+            }
+        }
+        let entry = Entry {
+            stored: answer,
+            expires: ttl.map(|t| Instant::now() + t),
+        };
+        self.store(max_bytes).entries.insert(key, entry);
+        true
+    }
+
+    fn is_gone(&self, chain: &str, hash: &Hash) -> bool {
+        let gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        !gone.set.is_empty() && gone.set.contains(&(Box::<str>::from(chain), *hash))
+    }
+
+    /// The chain supervisor settled on a new head (`removed`: blocks a reorg replaced). Drops
+    /// the answers of every block of the chain that is no longer the head, and, for replaced
+    /// blocks, remembers them and tells the other instances.
+    pub fn moved(&self, chain: &str, view: &View, removed: &[Arc<Block>]) {
+        let head = view.head().map(|b| b.hash);
+        let replaced: Vec<Hash> = removed.iter().map(|b| b.hash).collect();
+        if !replaced.is_empty() {
+            let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+            for h in &replaced {
+                gone.add(chain, *h);
+            }
+        }
+        let stale: Vec<(Hash, Bound)> = {
+            let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            let old: Vec<(Box<str>, Hash)> = bound
+                .keys()
+                .filter(|(c, h)| &**c == chain && Some(*h) != head)
+                .cloned()
+                .collect();
+            old.into_iter()
+                .filter_map(|k| bound.remove(&k).map(|b| (k.1, b)))
+                .collect()
+        };
+        self.drop_bound(stale, &replaced);
+        if !replaced.is_empty() {
+            if let Some(shared) = &self.setup.load().shared {
+                shared.gone(chain, &replaced);
+            }
+        }
+    }
+
+    /// Another instance saw `hash` replaced: its answers go, and none is kept again.
+    pub fn forget(&self, chain: &str, hash: &Hash) {
+        let fresh = {
+            let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+            gone.add(chain, *hash)
+        };
+        if !fresh {
+            return;
+        }
+        let b = {
+            let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            bound.remove(&(Box::<str>::from(chain), *hash))
+        };
+        if let Some(b) = b {
+            self.drop_bound(vec![(*hash, b)], std::slice::from_ref(hash));
+        }
+    }
+
+    fn drop_bound(&self, stale: Vec<(Hash, Bound)>, replaced: &[Hash]) {
+        if stale.is_empty() {
+            return;
+        }
+        let store = self.store.load();
+        let m = metrics();
+        for (hash, b) in stale {
+            let reason = if replaced.contains(&hash) {
+                "reorg"
+            } else {
+                "head"
+            };
+            let mut n = 0;
+            for k in &b.keys {
+                if store.entries.remove(k).is_some() {
+                    n += 1;
+                }
+            }
+            m.cache_evictions.with_label_values(&[reason]).inc_by(n);
+        }
+        self.set_gauges();
+    }
+
+    /// Updates the bytes and entries gauges.
+    pub fn set_gauges(&self) {
+        let m = metrics();
+        m.cache_bytes
+            .set(i64::try_from(self.weight()).unwrap_or(i64::MAX));
+        m.cache_entries
+            .set(i64::try_from(self.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Applies `[cache]`'s rules and backend (at start and on every reload). A Redis tier is
+    /// started anew only when its settings change. Needs a Tokio runtime that lives as long as
+    /// the process (the Redis connection's tasks run on it).
+    pub fn configure(self: &Arc<Self>, setup: &CacheSetup) {
+        let current = self.setup.load();
+        let shared = if current.backend == setup.backend {
+            current.shared.clone()
+        } else {
+            match &setup.backend {
+                CacheBackend::Memory => None,
+                CacheBackend::Redis { url, timeout, ttl } => {
+                    match Shared::start(url, *timeout, *ttl, Arc::downgrade(self)) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            // Validation checked the URL's shape; the client may still refuse
+                            // it. Never the URL itself in the log.
+                            tracing::error!(
+                                error = e.category(),
+                                "cache.redis_url refused; the shared cache is off"
+                            );
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        self.setup.store(Arc::new(Setup {
+            rules: setup.rules.clone(),
+            backend: setup.backend.clone(),
+            shared,
+        }));
+    }
+
+    /// What the rule naming `method` says, if one does: its ttl, and whether it says never.
+    pub fn rule(&self, method: &str) -> Option<(Option<Duration>, bool)> {
+        let setup = self.setup.load();
+        setup
+            .rules
+            .iter()
+            .find(|r| r.names(method))
+            .map(|r| (r.ttl, r.never))
+    }
+
+    /// Whether any rule is set (most setups have none: no lookup per call).
+    pub fn has_rules(&self) -> bool {
+        !self.setup.load().rules.is_empty()
+    }
+
+    /// The Redis tier, when configured (whether it is up or not).
+    pub fn shared(&self) -> Option<Arc<Shared>> {
+        self.setup.load().shared.clone()
     }
 
     /// Bytes held (answers and their keys).
@@ -325,8 +590,11 @@ mod tests {
             );
             let s = Stored::of(200, Bytes::from(body)).unwrap();
             c.insert(
+                "c",
                 key("c", "m", &i.to_be_bytes(), Life::Forever),
+                Life::Forever,
                 Arc::new(s),
+                None,
                 64 * 1024,
             );
             assert!(c.weight() <= 64 * 1024, "{}", c.weight());

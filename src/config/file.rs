@@ -29,6 +29,32 @@ pub(crate) struct CacheFile {
     pub max_bytes: u64,
     #[serde(default = "default_cache_max_entry_bytes")]
     pub max_entry_bytes: u64,
+    /// `"memory"` or `"redis"` (the memory cache in front of a shared Redis).
+    #[serde(default = "default_cache_backend")]
+    pub backend: String,
+    /// Where Redis is, for `backend = "redis"`; may hold `${VAR}` (a password).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Longest wait for one Redis command before the call goes on without it.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// How long answers that never change stay in Redis (Redis's memory is the operator's).
+    #[serde(default = "default_redis_ttl_ms")]
+    pub redis_ttl_ms: u64,
+    /// `[[cache.rules]]`, first match wins.
+    #[serde(default)]
+    pub rules: Vec<CacheRuleFile>,
+}
+
+/// `[[cache.rules]]`: per-method overrides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheRuleFile {
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub never: bool,
 }
 
 impl Default for CacheFile {
@@ -37,6 +63,11 @@ impl Default for CacheFile {
             enabled: default_cache_enabled(),
             max_bytes: default_cache_max_bytes(),
             max_entry_bytes: default_cache_max_entry_bytes(),
+            backend: default_cache_backend(),
+            redis_url: None,
+            redis_timeout_ms: default_redis_timeout_ms(),
+            redis_ttl_ms: default_redis_ttl_ms(),
+            rules: Vec::new(),
         }
     }
 }
@@ -50,6 +81,17 @@ fn default_cache_max_bytes() -> u64 {
 }
 fn default_cache_max_entry_bytes() -> u64 {
     1024 * 1024
+}
+fn default_cache_backend() -> String {
+    "memory".to_owned()
+}
+/// A loopback or same-zone Redis answers in well under a millisecond; past this it is treated
+/// as down rather than slowing every call.
+fn default_redis_timeout_ms() -> u64 {
+    50
+}
+fn default_redis_ttl_ms() -> u64 {
+    24 * 60 * 60 * 1000
 }
 
 /// `[server]`. The whole table is optional.

@@ -32,12 +32,68 @@ pub struct CacheConfig {
     pub max_entry_bytes: usize,
 }
 
+/// `[cache]`'s rules and backend, applied on reload by `Cache::configure`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheSetup {
+    pub rules: Vec<CacheRule>,
+    pub backend: CacheBackend,
+}
+
+/// `[[cache.rules]]`: the first rule naming a method decides for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    /// Method names; one ending in `*` stands for every method starting with what precedes it.
+    pub methods: Vec<String>,
+    /// Answers are kept at most this long (and never longer than the chain allows).
+    pub ttl: Option<Duration>,
+    /// Answers are never kept.
+    pub never: bool,
+}
+
+impl CacheRule {
+    pub fn names(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| match m.strip_suffix('*') {
+            Some(prefix) => method.starts_with(prefix),
+            None => m == method,
+        })
+    }
+}
+
+/// Where kept answers live besides the process's memory.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum CacheBackend {
+    #[default]
+    Memory,
+    Redis {
+        /// May hold a password: never printed (see the `Debug` below).
+        url: String,
+        timeout: Duration,
+        ttl: Duration,
+    },
+}
+
+impl std::fmt::Debug for CacheBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheBackend::Memory => f.write_str("Memory"),
+            CacheBackend::Redis { timeout, ttl, .. } => f
+                .debug_struct("Redis")
+                .field("url", &"<redacted>")
+                .field("timeout", timeout)
+                .field("ttl", ttl)
+                .finish(),
+        }
+    }
+}
+
 /// `[server]` in `livechain.toml`. Changing any of these needs a restart.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// `[cache]` (a table of its own in the file).
     pub cache: CacheConfig,
+    /// `[cache]`'s rules and backend.
+    pub cache_setup: CacheSetup,
     /// A separate listener for `GET /metrics` (and `/health`), e.g. reachable only by Prometheus.
     pub metrics_listen: Option<SocketAddr>,
     /// Worker threads of the proxy service.

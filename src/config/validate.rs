@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, Problems};
-use super::file::{CacheFile, ServerFile, SubscriptionsFile, UpstreamsFile};
+use super::file::{CacheFile, CacheRuleFile, ServerFile, SubscriptionsFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
 use super::model::{
-    CacheConfig, ChainConfig, ServerConfig, SubscriptionMode, UpstreamsConfig, DEFAULT_DENY,
+    CacheBackend, CacheConfig, CacheRule, CacheSetup, ChainConfig, ServerConfig, SubscriptionMode,
+    UpstreamsConfig, DEFAULT_DENY,
 };
 use super::{policy, upstream};
 
@@ -163,6 +164,8 @@ pub(crate) fn server(
         );
     }
 
+    let cache_setup = cache_setup(cache, env, &mut p);
+
     let upstreams_path = upstreams_path(path, &file.upstreams);
     if upstreams_path.is_none() {
         p.push("server.upstreams", "must not be empty");
@@ -177,6 +180,7 @@ pub(crate) fn server(
             max_bytes: cache.max_bytes,
             max_entry_bytes: usize::try_from(cache.max_entry_bytes).unwrap_or(usize::MAX),
         },
+        cache_setup,
         metrics_listen,
         threads: usize::try_from(file.threads).unwrap_or(1),
         max_body_bytes,
@@ -408,5 +412,133 @@ pub(crate) fn key_segment(key: &str) -> String {
         key.to_string()
     } else {
         format!("{key:?}")
+    }
+}
+
+/// `[cache]`'s backend and `[[cache.rules]]`. Messages never quote `redis_url` (it may hold a
+/// password).
+fn cache_setup(cache: &CacheFile, env: Env<'_>, p: &mut Problems) -> CacheSetup {
+    let backend = match cache.backend.as_str() {
+        "memory" => {
+            if cache.redis_url.is_some() {
+                p.push(
+                    "cache.redis_url",
+                    "is only used with cache.backend = \"redis\"",
+                );
+            }
+            CacheBackend::Memory
+        }
+        "redis" => {
+            let url = match cache.redis_url.as_deref().map(|raw| expand(raw, env)) {
+                None => {
+                    p.push(
+                        "cache.redis_url",
+                        "is required with cache.backend = \"redis\"",
+                    );
+                    String::new()
+                }
+                Some(Err(e)) => {
+                    p.push("cache.redis_url", e.to_string());
+                    String::new()
+                }
+                Some(Ok(v)) => match url::Url::parse(&v.value) {
+                    Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => v.value,
+                    _ => {
+                        p.push(
+                            "cache.redis_url",
+                            "must be a redis:// URL with a host, e.g. \"redis://127.0.0.1:6379/0\"",
+                        );
+                        String::new()
+                    }
+                },
+            };
+            if !(1..=10_000).contains(&cache.redis_timeout_ms) {
+                p.push(
+                    "cache.redis_timeout_ms",
+                    format!(
+                        "must be between 1 and 10000, got {}",
+                        cache.redis_timeout_ms
+                    ),
+                );
+            }
+            if cache.redis_ttl_ms < 1000 {
+                p.push(
+                    "cache.redis_ttl_ms",
+                    format!("must be at least 1000, got {}", cache.redis_ttl_ms),
+                );
+            }
+            CacheBackend::Redis {
+                url,
+                timeout: Duration::from_millis(cache.redis_timeout_ms),
+                ttl: Duration::from_millis(cache.redis_ttl_ms),
+            }
+        }
+        other => {
+            p.push(
+                "cache.backend",
+                format!("must be \"memory\" or \"redis\", got {other:?}"),
+            );
+            CacheBackend::Memory
+        }
+    };
+    let mut named: HashMap<&str, usize> = HashMap::new();
+    let rules = cache
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| cache_rule(i, r, &mut named, p))
+        .collect();
+    CacheSetup { rules, backend }
+}
+
+fn cache_rule<'a>(
+    i: usize,
+    r: &'a CacheRuleFile,
+    named: &mut HashMap<&'a str, usize>,
+    p: &mut Problems,
+) -> CacheRule {
+    let key = |k: &str| format!("cache.rules[{i}].{k}");
+    if r.methods.is_empty() {
+        p.push(key("methods"), "must name at least one method");
+    }
+    for m in &r.methods {
+        let stem = m.strip_suffix('*').unwrap_or(m);
+        if m.is_empty() || stem.contains('*') || !stem.bytes().all(|b| b.is_ascii_graphic()) {
+            p.push(
+                key("methods"),
+                format!("{m:?} is not a method name (a name, or a prefix followed by one `*`)"),
+            );
+            continue;
+        }
+        if let Some(first) = named.insert(m, i) {
+            p.push(
+                key("methods"),
+                format!("{m:?} is already named by cache.rules[{first}]"),
+            );
+        }
+        if r.ttl_ms.is_some() && crate::cache::policy::may_cover_unkept(m) {
+            p.push(
+                key("methods"),
+                format!(
+                    "{m:?} covers a method whose answers are never kept (writes, signing, \
+                     filters, subscriptions, node administration): use `never = true` or name \
+                     the methods one by one"
+                ),
+            );
+        }
+    }
+    match (r.ttl_ms, r.never) {
+        (Some(_), true) => p.push(key("never"), "a rule has either ttl_ms or never = true"),
+        (None, false) => p.push(key("ttl_ms"), "a rule needs ttl_ms or never = true"),
+        (Some(0), false) => p.push(
+            key("ttl_ms"),
+            "must be at least 1 (never = true keeps nothing)",
+        ),
+        _ => {}
+    }
+    CacheRule {
+        methods: r.methods.clone(),
+        ttl: r.ttl_ms.map(Duration::from_millis),
+        never: r.never,
     }
 }

@@ -42,23 +42,15 @@ pub async fn forward(
     items: &[Item],
 ) -> (Answer, Attempts) {
     let mut finals: Vec<Option<Bytes>> = vec![None; items.len()];
-    // Per call, what keeping its answer needs (empty when the cache is off: no allocation).
-    let mut planned: Vec<Option<cached::Planned>> = Vec::new();
+    // Per call, the cache's plan while the call is missed (empty when the cache is off: no
+    // allocation), then what keeping its answer needs.
+    let mut plans: Vec<Option<(cached::Planned, &[u8])>> = Vec::new();
     if through.config.enabled {
-        planned.resize_with(items.len(), || None);
+        plans.resize_with(items.len(), || None);
     }
-    let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
-    // Only looked at when the cache is on.
-    let ids: Vec<&[u8]> = match through.config.enabled {
-        true => items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Call(c) => c.id.clone().map(|r| &body[r]),
-                _ => None,
-            })
-            .collect(),
-        false => Vec::new(),
-    };
+    let mut sent: Vec<(usize, &Call, &str)> = Vec::with_capacity(items.len());
+    // Calls the cache serves, and of them those answered from it (for the access log).
+    let (mut cacheable, mut from_cache) = (0usize, 0usize);
     for (i, item) in items.iter().enumerate() {
         let Item::Call(call) = item else { continue };
         let method = call.method(body);
@@ -69,20 +61,53 @@ pub async fn forward(
                 .map(|id| Bytes::from(error_body(Some(&body[id]), &denied(method))));
             continue;
         }
-        let (hit, plan) = cached::lookup(through, f, body, call, method);
-        if let Some(answer) = hit {
-            finals[i] = Some(answer);
-            continue;
-        }
-        let unique = || {
-            call.id
-                .clone()
-                .is_some_and(|r| ids.iter().filter(|id| **id == &body[r.clone()]).count() == 1)
-        };
-        if plan.is_some() && unique() {
-            if let Some(slot) = planned.get_mut(i) {
-                *slot = plan;
+        if let Some(slot) = plans.get_mut(i) {
+            let (hit, plan) = cached::lookup(through, f, body, call, method);
+            if hit.is_some() {
+                finals[i] = hit;
+                (cacheable, from_cache) = (cacheable + 1, from_cache + 1);
+                continue;
             }
+            cacheable += usize::from(plan.is_some());
+            *slot = plan;
+        }
+        sent.push((i, call, method));
+    }
+    if plans.iter().any(Option::is_some) {
+        let before = plans.iter().filter(|p| p.is_some()).count();
+        cached::from_shared_many(through, f, &mut plans, &mut finals).await;
+        from_cache += before - plans.iter().filter(|p| p.is_some()).count();
+    }
+    let cache_mark = match (cacheable, from_cache) {
+        (0, _) => None,
+        _ if through.no_cache => Some("BYPASS"),
+        (all, hits) if all == hits => Some("HIT"),
+        (_, 0) => Some("MISS"),
+        _ => Some("PARTIAL"),
+    };
+    // Which answer is whose cannot be told where the batch repeats an id: not kept.
+    let ids: Vec<&[u8]> = match plans.iter().any(Option::is_some) {
+        true => items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Call(c) => c.id.clone().map(|r| &body[r]),
+                _ => None,
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    let mut planned: Vec<Option<cached::Planned>> = plans
+        .into_iter()
+        .map(|p| {
+            p.and_then(|(planned, id)| {
+                (ids.iter().filter(|other| **other == id).count() == 1).then_some(planned)
+            })
+        })
+        .collect();
+    let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
+    for (i, call, method) in sent {
+        if finals[i].is_some() {
+            continue;
         }
         let need = need_of(f, body, call, method);
         match groups.iter_mut().find(|(n, _)| *n == need) {
@@ -112,7 +137,9 @@ pub async fn forward(
         upstream_time = upstream_time.max(r.state.upstream_time);
         if let Some(v) = r.verbatim {
             keep_verbatim(f, through, body, items, &mut planned, &v, &r.state);
-            return (Answer::json(200, v), r.state);
+            let mut state = r.state;
+            state.cache = cache_mark;
+            return (Answer::json(200, v), state);
         }
         any_answer |= !r.finals.is_empty();
         for (i, answer) in r.finals {
@@ -144,6 +171,7 @@ pub async fn forward(
             }
         }
     }
+    state.cache = cache_mark;
     (Answer::json(status, assemble(body, items, &finals)), state)
 }
 

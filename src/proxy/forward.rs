@@ -131,6 +131,9 @@ pub struct Attempts {
     /// only moves its deadline instead of making (and dropping) a timer of its own. Without one
     /// (batch groups run side by side), each attempt has its own.
     pub timer: Option<AttemptTimer>,
+    /// What the response cache did, for the access log (`HIT`, `MISS`, `BYPASS`, `PARTIAL`
+    /// for a batch answered partly from it); `None` when it does not serve the call.
+    pub cache: Option<&'static str>,
 }
 
 /// A client connection's timer for attempt time limits (see [`Attempts::timer`]).

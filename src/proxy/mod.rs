@@ -77,6 +77,7 @@ impl Livechain {
             retries: ctx.retries,
             duration_us: elapsed.as_micros() as u64,
             upstream_us: ctx.upstream_time.as_micros() as u64,
+            cache: ctx.cache,
             error,
         };
         if ctx.access_log.keeps(&line) {
@@ -104,6 +105,8 @@ pub struct RequestCtx {
     access_log: crate::telemetry::access::Sampling,
     /// The client sent `Cache-Control: no-cache`.
     no_cache: bool,
+    /// What the response cache did, for the access log.
+    cache: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -121,6 +124,7 @@ impl RequestCtx {
             timer: None,
             access_log: Default::default(),
             no_cache: false,
+            cache: None,
         }
     }
 }
@@ -229,6 +233,7 @@ impl Livechain {
         ctx.upstream = state.last_upstream.clone();
         ctx.retries = state.retries();
         ctx.upstream_time = state.upstream_time;
+        ctx.cache = state.cache;
         answer
     }
 }

@@ -65,6 +65,8 @@ pub struct ChainTask {
     chain: watch::Receiver<Arc<Chain>>,
     limits: watch::Receiver<Limits>,
     connector: Arc<Connector>,
+    /// Told of every new head and reorg, to drop answers bound to blocks no longer the head.
+    cache: Arc<crate::cache::Cache>,
     tree: Tree,
     feeds: HashMap<usize, Feed>,
     rx: mpsc::Receiver<Msg>,
@@ -86,6 +88,7 @@ impl ChainTask {
         chain: watch::Receiver<Arc<Chain>>,
         limits: watch::Receiver<Limits>,
         connector: Arc<Connector>,
+        cache: Arc<crate::cache::Cache>,
     ) -> ChainTask {
         let (tx, rx) = mpsc::channel(1024);
         let (window, view) = {
@@ -101,6 +104,7 @@ impl ChainTask {
             chain,
             limits,
             connector,
+            cache,
             tree,
             feeds: HashMap::new(),
             rx,
@@ -423,6 +427,9 @@ impl ChainTask {
             chain.live.set_canonical_head(tip.number);
         }
         self.publish(chain);
+        // After the view: a call planned from now on is keyed by the new head.
+        self.cache
+            .moved(&chain.name, &chain.canon.view(), &change.removed);
         let want_logs = canon.wants_logs();
         let fetches = change
             .added
@@ -448,6 +455,7 @@ impl ChainTask {
             chain.live.set_canonical_head(tip.number);
         }
         self.publish(chain);
+        self.cache.moved(&chain.name, &chain.canon.view(), &[]);
     }
 
     /// Fetches what a new canonical block lacks: its transaction hashes, and its logs when

@@ -28,6 +28,7 @@ use crate::upstream::Connector;
 pub struct Supervisor {
     pub router: Arc<Router>,
     pub connector: Arc<Connector>,
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 /// How often the routing table is looked at for reloads.
@@ -83,7 +84,12 @@ impl Supervisor {
         let canon = chain.canon.clone();
         let (chain_tx, chain_rx) = watch::channel(chain);
         let (limits_tx, limits_rx) = watch::channel(limits);
-        let task = chain::ChainTask::new(chain_rx, limits_rx, self.connector.clone());
+        let task = chain::ChainTask::new(
+            chain_rx,
+            limits_rx,
+            self.connector.clone(),
+            self.cache.clone(),
+        );
         Running {
             canon,
             chain: chain_tx,

@@ -25,6 +25,9 @@ pub struct Line<'a> {
     /// Of `duration_us`, the time spent waiting on upstreams (attempts one after another add up;
     /// batch parts sent side by side count as the longest): the rest is livechain's own.
     pub upstream_us: u64,
+    /// What the response cache did (`HIT`, `MISS`, `BYPASS`, `PARTIAL`), when it serves the
+    /// call.
+    pub cache: Option<&'a str>,
     pub error: Option<&'a str>,
 }
 
@@ -82,6 +85,7 @@ pub fn write(line: &Line<'_>) {
             retries = line.retries,
             duration_us = line.duration_us,
             upstream_us = line.upstream_us,
+            cache = line.cache,
             error = line.error,
         );
         return;
@@ -119,6 +123,10 @@ fn format(out: &mut Vec<u8>, format: LogFormat, l: &Line<'_>) {
             out.extend_from_slice(n.format(l.duration_us).as_bytes());
             out.extend_from_slice(b" upstream_us=");
             out.extend_from_slice(n.format(l.upstream_us).as_bytes());
+            if let Some(c) = l.cache {
+                out.extend_from_slice(b" cache=");
+                quoted(out, c);
+            }
             if let Some(e) = l.error {
                 out.extend_from_slice(b" error=");
                 quoted(out, e);
@@ -143,6 +151,10 @@ fn format(out: &mut Vec<u8>, format: LogFormat, l: &Line<'_>) {
             out.extend_from_slice(n.format(l.duration_us).as_bytes());
             out.extend_from_slice(br#","upstream_us":"#);
             out.extend_from_slice(n.format(l.upstream_us).as_bytes());
+            if let Some(c) = l.cache {
+                out.extend_from_slice(br#","cache":"#);
+                quoted(out, c);
+            }
             if let Some(e) = l.error {
                 out.extend_from_slice(br#","error":"#);
                 quoted(out, e);
@@ -279,6 +291,7 @@ mod tests {
             retries,
             duration_us,
             upstream_us: 0,
+            cache: None,
             error,
         }
     }
@@ -345,6 +358,7 @@ mod tests {
             retries: 2,
             duration_us: 834,
             upstream_us: 612,
+            cache: None,
             error: Some("ReadError"),
         }
     }
