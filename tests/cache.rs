@@ -393,3 +393,104 @@ async fn a_batch_half_in_the_cache_sends_only_the_other_half() {
         "not kept from the batch with id 5 twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_keep_a_method_for_its_ttl_or_never_and_a_reload_changes_them() {
+    let node = mock_with(1, Duration::from_millis(1000), (0, 0)).await;
+    let rules = "[[cache.rules]]\nmethods = [\"eth_chainId\"]\nnever = true\n\n\
+                 [[cache.rules]]\nmethods = [\"web3_*\"]\nttl_ms = 400\n";
+    let p = proxy_for(&node, &format!("\n[cache]\n{rules}")).await;
+    let mut c = p.client();
+    // `never`: every call reaches the node, and no X-Cache (the cache does not serve it).
+    let before = asked(&node, "eth_chainId").await;
+    for i in 0..5 {
+        let r = c
+            .post("/ethereum", &call(i, "eth_chainId", json!([])))
+            .await;
+        assert_eq!(r.json()["result"], "0x1");
+        assert_eq!(r.header("x-cache"), None);
+    }
+    assert_eq!(asked(&node, "eth_chainId").await, before + 5);
+    // `ttl_ms` on a method the chain says nothing of: kept that long, then asked again.
+    let version = call(1, "web3_clientVersion", json!([]));
+    let first = Instant::now();
+    assert_eq!(
+        c.post("/ethereum", &version).await.header("x-cache"),
+        Some("MISS")
+    );
+    let r = c.post("/ethereum", &version).await;
+    if first.elapsed() < Duration::from_millis(350) {
+        assert_eq!(r.header("x-cache"), Some("HIT"));
+    }
+    let expired = eventually(Duration::from_secs(3), || {
+        let p = &p;
+        async move {
+            p.client()
+                .post("/ethereum", &call(2, "web3_clientVersion", json!([])))
+                .await
+                .header("x-cache")
+                == Some("MISS")
+        }
+    })
+    .await;
+    assert!(expired, "never asked again after its ttl");
+    assert!(first.elapsed() >= Duration::from_millis(400));
+    let metrics = c.request("GET", "/metrics", &[], b"").await.text();
+    assert!(
+        metrics.contains("livechain_cache_evictions_total{reason=\"ttl\"}"),
+        "ttl evictions not counted"
+    );
+
+    // A reload drops the rules: eth_chainId is kept again, web3_clientVersion no more.
+    let main = p.dir.0.join("livechain.toml");
+    let text = std::fs::read_to_string(&main).unwrap().replace(rules, "");
+    std::fs::write(&main, text).unwrap();
+    p.signal("HUP");
+    let reloaded = eventually(Duration::from_secs(5), || async {
+        p.client().request("GET", "/status", &[], b"").await.json()["config"]["generation"] == 2
+    })
+    .await;
+    assert!(reloaded);
+    c.post("/ethereum", &call(3, "eth_chainId", json!([])))
+        .await;
+    let r = c
+        .post("/ethereum", &call(4, "eth_chainId", json!([])))
+        .await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    assert_eq!(r.json()["id"], 4);
+    let r = c.post("/ethereum", &version).await;
+    assert_eq!(r.header("x-cache"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_head_drops_the_old_head_s_answers_and_the_access_log_says_hit() {
+    let node = mock_with(1, Duration::from_millis(300), (0, 0)).await;
+    let p = proxy_for(&node, "").await;
+    let mut c = p.client();
+    let balance = call(1, "eth_getBalance", json!([ADDR, "latest"]));
+    let mut hit = false;
+    for _ in 0..50 {
+        c.post("/ethereum", &balance).await;
+        if c.post("/ethereum", &balance).await.header("x-cache") == Some("HIT") {
+            hit = true;
+            break;
+        }
+    }
+    assert!(hit, "a latest answer was never kept");
+    // The head moves on: that answer is dropped at once, not left to age out.
+    let dropped = eventually(Duration::from_secs(5), || async {
+        let m = p.client().request("GET", "/metrics", &[], b"").await.text();
+        m.lines().any(|l| {
+            l.starts_with("livechain_cache_evictions_total{reason=\"head\"}")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
+        })
+    })
+    .await;
+    assert!(dropped, "no answer dropped when the head moved");
+    assert!(
+        p.log_until(Duration::from_secs(5), |log| log.contains("cache=\"HIT\""))
+            .await,
+        "the access log does not mark hits"
+    );
+    assert!(p.log().contains("cache=\"MISS\""));
+}

@@ -65,12 +65,13 @@ pub struct Shared {
     up: AtomicBool,
     lost: Arc<Notify>,
     writes: Arc<Semaphore>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
+        for t in tasks.iter() {
             t.abort();
         }
     }
@@ -126,22 +127,22 @@ impl Shared {
         cache: Weak<Cache>,
     ) -> Result<Arc<Shared>, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let shared = Arc::new_cyclic(|me: &Weak<Shared>| {
-            let tasks = vec![
-                tokio::spawn(keep_connected(me.clone())),
-                tokio::spawn(follow_gone(client.clone(), timeout, cache)),
-            ];
-            Shared {
-                client,
-                timeout,
-                ttl,
-                conn: ArcSwapOption::empty(),
-                up: AtomicBool::new(true),
-                lost: Arc::new(Notify::new()),
-                writes: Arc::new(Semaphore::new(WRITES)),
-                tasks,
-            }
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            timeout,
+            ttl,
+            conn: ArcSwapOption::empty(),
+            up: AtomicBool::new(true),
+            lost: Arc::new(Notify::new()),
+            writes: Arc::new(Semaphore::new(WRITES)),
+            tasks: std::sync::Mutex::new(Vec::new()),
         });
+        // Spawned once `shared` exists: the tasks hold it weakly (they end when it goes).
+        let tasks = vec![
+            tokio::spawn(keep_connected(Arc::downgrade(&shared))),
+            tokio::spawn(follow_gone(client, timeout, cache)),
+        ];
+        *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(shared)
     }
 

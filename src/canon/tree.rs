@@ -337,10 +337,16 @@ impl Tree {
         // that reaches up to the kept tip from below only fills in history.
         let in_segment: std::collections::HashSet<Hash> = segment.iter().map(|b| b.hash).collect();
         let kept: std::collections::HashSet<Hash> = self.canonical.iter().map(|b| b.hash).collect();
+        // The kept block just below the segment is replaced too when the segment does not
+        // build on it (the fork is deeper than the segment reaches): its answers and logs must
+        // go as well. Below it, what is kept cannot be told replaced or not.
         let removed: Vec<Arc<Block>> = self
             .canonical
             .iter()
-            .filter(|b| b.number >= from && !in_segment.contains(&b.hash))
+            .filter(|b| {
+                (b.number >= from && !in_segment.contains(&b.hash))
+                    || (b.number + 1 == from && b.hash != first.parent)
+            })
             .cloned()
             .collect();
         let added: Vec<Arc<Block>> = segment
@@ -637,6 +643,20 @@ mod tests {
         assert_eq!(numbers(&c.added), [103, 104, 105]);
         assert_eq!(t.tip().unwrap().hash, seg[2].hash);
         assert_eq!(t.base().unwrap().number, 103);
+    }
+
+    #[test]
+    fn a_rebase_not_building_on_the_block_below_it_replaces_that_block_too() {
+        let (mut t, g) = started();
+        let main = branch(&mut t, &g, 1, 4);
+        t.choose(&[main[3].hash]).unwrap();
+        // A branch forked at 101: its 102 is not known, its 103 is the first block fetched.
+        let mut other = Tree::new(128);
+        let forked = branch(&mut other, &main[0], 9, 4);
+        let c = t.rebase(forked[1..].to_vec());
+        assert_eq!(numbers(&c.removed), [102, 103, 104]);
+        assert_eq!(c.removed[0].hash, main[1].hash);
+        assert_eq!(t.tip().unwrap().hash, forked[3].hash);
     }
 
     #[test]

@@ -258,3 +258,72 @@ fn the_cache_table_defaults_and_is_checked() {
     );
     assert!(server_err("[cache]\nttl = 1").contains("unknown field"));
 }
+
+#[test]
+fn cache_rules_and_the_redis_backend_are_checked_and_the_url_never_quoted() {
+    let s = server_ok(
+        "[cache]\nbackend = \"redis\"\nredis_url = \"redis://:${INFURA_KEY}@127.0.0.1:6379/0\"\n\n\
+         [[cache.rules]]\nmethods = [\"eth_chainId\", \"web3_*\"]\nttl_ms = 500\n\n\
+         [[cache.rules]]\nmethods = [\"eth_getLogs\"]\nnever = true\n",
+    );
+    let CacheBackend::Redis { url, timeout, ttl } = &s.cache_setup.backend else {
+        panic!("{:?}", s.cache_setup.backend)
+    };
+    assert!(url.contains(INFURA_SECRET));
+    assert_eq!(*timeout, Duration::from_millis(50));
+    assert_eq!(*ttl, Duration::from_secs(24 * 3600));
+    assert!(!format!("{:?}", s.cache_setup).contains(INFURA_SECRET));
+    assert_eq!(s.cache_setup.rules.len(), 2);
+    assert!(s.cache_setup.rules[0].names("web3_clientVersion"));
+    assert!(!s.cache_setup.rules[0].names("eth_chainIdx"));
+    assert_eq!(s.cache_setup.rules[0].ttl, Some(Duration::from_millis(500)));
+    assert!(s.cache_setup.rules[1].never);
+    assert_eq!(server_ok("[server]\n").cache_setup, CacheSetup::default());
+
+    let e = server_err(
+        "[cache]\nbackend = \"redis\"\nredis_url = \"http://:${INFURA_KEY}@x\"\nredis_timeout_ms = 0\n",
+    );
+    assert!(!e.contains(INFURA_SECRET), "{e}");
+    assert!(e.contains("cache.redis_url: must be a redis:// URL"), "{e}");
+    assert!(
+        e.contains("cache.redis_timeout_ms: must be between 1 and 10000"),
+        "{e}"
+    );
+    assert!(server_err("[cache]\nbackend = \"redis\"\n").contains("cache.redis_url: is required"));
+    assert!(server_err("[cache]\nbackend = \"disk\"\n").contains("cache.backend: must be"));
+    assert!(server_err("[cache]\nredis_url = \"redis://x\"\n").contains("only used with"));
+    for (rule, expect) in [
+        (
+            "methods = []\nnever = true",
+            "cache.rules[0].methods: must name at least one",
+        ),
+        (
+            "methods = [\"a\"]",
+            "cache.rules[0].ttl_ms: a rule needs ttl_ms or never",
+        ),
+        (
+            "methods = [\"a\"]\nttl_ms = 1\nnever = true",
+            "cache.rules[0].never: a rule has either",
+        ),
+        (
+            "methods = [\"a\"]\nttl_ms = 0",
+            "cache.rules[0].ttl_ms: must be at least 1",
+        ),
+        ("methods = [\"a*b\"]\nnever = true", "is not a method name"),
+        (
+            "methods = [\"eth_sendRawTransaction\"]\nttl_ms = 9",
+            "never kept",
+        ),
+        ("methods = [\"eth_*\"]\nttl_ms = 9", "never kept"),
+        (
+            "methods = [\"a\", \"a\"]\nnever = true",
+            "already named by cache.rules[0]",
+        ),
+        ("methods = [\"a\"]\nttl = 1", "unknown field"),
+    ] {
+        let e = server_err(&format!("[[cache.rules]]\n{rule}\n"));
+        assert!(e.contains(expect), "{rule}: {e}");
+    }
+    // A rule may say never for anything, writes included.
+    server_ok("[[cache.rules]]\nmethods = [\"eth_*\"]\nnever = true\n");
+}
