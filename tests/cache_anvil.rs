@@ -339,10 +339,11 @@ async fn nothing_of_a_block_replaced_by_a_reorg_is_served_once_livechain_has_the
         // (Full transactions: livechain's supervisor polls `["latest", false]` itself.)
         ("eth_getBlockByNumber", json!(["latest", true])),
         ("eth_getBalance", json!([FRESH, "latest"])),
+        ("eth_getTransactionReceipt", json!([tx])),
     ];
     // Each kept: a second call is a HIT, and nothing more reaches anvil.
     let mut c = p.client();
-    for (method, params) in &calls {
+    for (method, params) in &calls[..4] {
         let (first, x1) = ask(&mut c, json!(1), method, params).await;
         let (again, x2) = ask(&mut c, json!(2), method, params).await;
         assert_eq!(
@@ -352,6 +353,12 @@ async fn nothing_of_a_block_replaced_by_a_reorg_is_served_once_livechain_has_the
         );
         assert_eq!(first["result"], again["result"]);
         assert_eq!(relay.asked(method, params), 1, "{method} {params}");
+    }
+    // A receipt in a block not finalized is never kept.
+    for id in [1, 2] {
+        let (v, x_cache) = ask(&mut c, json!(id), calls[4].0, &calls[4].1).await;
+        assert_eq!(x_cache.as_deref(), Some("MISS"));
+        assert_eq!(v["result"]["blockHash"], old[0].as_str(), "{v}");
     }
 
     let (stop, rounds) = (
@@ -364,6 +371,7 @@ async fn nothing_of_a_block_replaced_by_a_reorg_is_served_once_livechain_has_the
     // gone); the head keeps its number.
     let pairs = json!([[{ "from": REORGER, "to": FRESH, "value": TWO_ETHER }, 0]]);
     node.result("anvil_reorg", json!([3, pairs])).await;
+    let at_reorg = rounds.load(Ordering::SeqCst);
     let new = hashes(&node).await;
     for (o, n) in old.iter().zip(&new) {
         assert_ne!(o, n, "a block not replaced by anvil_reorg");
@@ -383,6 +391,21 @@ async fn nothing_of_a_block_replaced_by_a_reorg_is_served_once_livechain_has_the
     let seen = sampler.await.unwrap();
 
     let hash_of = |v: &Value| v["hash"].as_str().unwrap_or("none").to_owned();
+    // The window between anvil's reorg and livechain taking it in: old answers may still be
+    // served then (livechain cannot know yet), never after.
+    let window: Vec<&Round> = seen[at_reorg..]
+        .iter()
+        .take_while(|r| r.head_hash == old[2])
+        .collect();
+    eprintln!(
+        "{} rounds before the reorg, {} in the window ({} of them served the replaced latest)",
+        at_reorg,
+        window.len(),
+        window
+            .iter()
+            .filter(|r| hash_of(&r.results[2]) == old[2])
+            .count()
+    );
     let mut after = 0;
     for r in &seen {
         if r.head_hash != new[2] {
@@ -395,17 +418,19 @@ async fn nothing_of_a_block_replaced_by_a_reorg_is_served_once_livechain_has_the
             hash_of(&r.results[1]),
             hash_of(&r.results[2]),
             r.results[3].clone(),
+            r.results[4].clone(),
         );
         let want = (
             new[0].clone(),
             new[1].clone(),
             new[2].clone(),
             json!(TWO_ETHER),
+            Value::Null,
         );
         assert_eq!(
             got, want,
-            "blocks 102, 103, latest and FRESH's balance asked once livechain's head was the \
-             new 104 (replaced hashes: {old:?})"
+            "blocks 102, 103, latest, FRESH's balance and the receipt of the transfer dropped by \
+             the reorg, asked once livechain's head was the new 104 (replaced hashes: {old:?})"
         );
     }
     assert!(
@@ -590,5 +615,92 @@ async fn a_batch_half_in_the_cache_sends_anvil_only_the_other_half() {
     let again = send(&mut c, batch(&ids, &order)).await;
     assert_eq!(ours(mark), Vec::<Vec<usize>>::new());
     assert_eq!(answers(&again), expect(&ids, &order));
+
+    // With no-cache, the whole batch reaches anvil.
+    let mark = relay.requests().len();
+    let headers = [
+        ("content-type", "application/json"),
+        ("cache-control", "no-cache"),
+    ];
+    let r = c
+        .request("POST", "/anvil", &headers, &batch(&ids, &order))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh = r.json().as_array().cloned().expect("a batch answer");
+    assert_eq!(sorted(ours(mark)), [0, 1, 2, 3, 4]);
+    assert_eq!(answers(&fresh), expect(&ids, &order));
     assert_eq!(relay.unreadable(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_block_a_second_latest_answers_are_never_older_than_livechains_head() {
+    let Setup { node, relay, p } = setup().await;
+    // A block a second, each with transactions from DEV (a call of FRESH, an account without
+    // code, every 200 ms): DEV's nonce and balance change with every block.
+    node.result("evm_setIntervalMining", json!([1])).await;
+    let ticker = Ticker::start_with(node.addr, FRESH, DEV, Duration::from_millis(200));
+    let calls: Vec<(&'static str, Value)> = vec![
+        ("eth_getTransactionCount", json!([DEV, "latest"])),
+        ("eth_getBalance", json!([DEV, "latest"])),
+        ("eth_getBlockByNumber", json!(["latest", true])),
+    ];
+    let asked_before: Vec<usize> = calls.iter().map(|(m, p)| relay.asked(m, p)).collect();
+    let (stop, rounds) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let sampler = sample(&p, calls.clone(), stop.clone(), rounds.clone());
+    let start = node.block_number().await;
+    node.wait_block(start + 6, Duration::from_secs(20)).await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = sampler.await.unwrap();
+    let (sent, failed) = ticker.stop().await;
+    assert!(
+        sent >= 20 && failed == 0,
+        "ticker: {sent} sent, {failed} failed"
+    );
+    let (first, last) = (seen[0].head, seen[seen.len() - 1].head);
+    assert!(last >= first + 5, "heads {first}..{last}");
+
+    // The last block at which anvil says DEV had each nonce and balance.
+    let mut nonce_at = std::collections::HashMap::new();
+    let mut balance_at = std::collections::HashMap::new();
+    for n in first.saturating_sub(2)..=node.block_number().await {
+        let nonce = node
+            .result("eth_getTransactionCount", json!([DEV, hex(n)]))
+            .await;
+        nonce_at.insert(nonce, n);
+        let balance = node.result("eth_getBalance", json!([DEV, hex(n)])).await;
+        balance_at.insert(balance, n);
+    }
+    for r in &seen {
+        let of = |at: &std::collections::HashMap<Value, u64>, v: &Value| at.get(v).copied();
+        let got = (
+            of(&nonce_at, &r.results[0]),
+            of(&balance_at, &r.results[1]),
+            r.results[2]["number"].as_str().map(|n| quantity(&json!(n))),
+        );
+        assert!(
+            [got.0, got.1, got.2]
+                .iter()
+                .all(|n| n.is_some_and(|n| n >= r.head)),
+            "DEV's nonce, its balance and the latest block asked when livechain's head was {} \
+             are those of blocks {got:?}",
+            r.head
+        );
+    }
+    // The cache answered most of them: about one exchange per head, not per call.
+    let heads = last - first + 1;
+    for ((method, params), before) in calls.iter().zip(asked_before) {
+        let sent = (relay.asked(method, params) - before) as u64;
+        eprintln!(
+            "{method}: {sent} of {} calls reached anvil, {heads} heads",
+            seen.len()
+        );
+        assert!(
+            sent <= 3 * heads && (seen.len() as u64) > 3 * sent,
+            "{method}: {sent} of {} calls reached anvil over {heads} heads",
+            seen.len()
+        );
+    }
 }
