@@ -1,13 +1,18 @@
 //! The response cache end to end with a real node: one anvil dev node behind a counting
 //! forwarder (`common::forward`, which records the JSON-RPC calls relayed to anvil) behind
-//! livechain. Answers of finalized blocks are asked once however many clients ask, a `latest`
-//! balance is never older than the head livechain reports, nothing of a block replaced by
-//! `anvil_reorg` is served once livechain has the new head, `Cache-Control: no-cache` reaches the
-//! node, and a batch half in the cache sends only the other half.
+//! livechain. Answers of finalized blocks are asked once however many clients ask, `latest`
+//! answers are never older than the head livechain reports (after a transfer, and with a block a
+//! second) and reach anvil about once per head, nothing of a block replaced by `anvil_reorg` is
+//! served once livechain has the new head, `Cache-Control: no-cache` reaches the node, and a
+//! batch half in the cache sends only the other half (livechain sends the calls of a batch that
+//! need the same block height as one sub-batch, so `latest` calls and calls at a number travel
+//! apart).
 //!
 //! anvil automines (a block per transaction, or per `anvil_mine`), so the head moves only when a
 //! test says, and reports `finalized` 64 blocks below its head (`safe` 32): each test first mines
-//! 100 blocks so that livechain's supervisor learns a finalized block from the tags.
+//! 100 blocks so that livechain's supervisor learns a finalized block from the tags. livechain
+//! follows anvil's heads over its WebSocket (not counted) and polls `["latest", false]` blocks
+//! when it is quiet, so the tests count other calls.
 
 mod common;
 
