@@ -7,11 +7,17 @@
 //!
 //! It also counts the connections it relays, and among them those whose first bytes are an HTTP
 //! request asking for `Upgrade: websocket`, so a test can tell which upstream carries a socket.
+//!
+//! One started with [`Forwarder::counting`] also reads the HTTP/1.1 requests it relays (not
+//! WebSockets) and records the JSON-RPC calls in their bodies, so a test can count what the node
+//! behind it was asked ([`Forwarder::asked`], [`Forwarder::requests`]); anvil has no counters.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -24,6 +30,32 @@ struct Counters {
     accepted: AtomicUsize,
     open: AtomicUsize,
     open_ws: AtomicUsize,
+    /// Whether requests are read and recorded ([`Forwarder::counting`]).
+    counting: bool,
+    seen: Mutex<Seen>,
+}
+
+/// What a counting forwarder recorded.
+#[derive(Default)]
+struct Seen {
+    requests: Vec<Request>,
+    /// Connections whose requests could not be read (chunked, too big, not JSON): a test that
+    /// counts asserts there were none.
+    unreadable: usize,
+}
+
+/// The most requests a counting forwarder records; later ones count as unreadable.
+const MAX_RECORDED: usize = 100_000;
+/// The longest request head and body it reads.
+const MAX_REQUEST: usize = 8 * 1024 * 1024;
+
+/// One HTTP request relayed by a counting forwarder.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The body was a JSON array (a batch).
+    pub batch: bool,
+    /// Its calls, in order: `(method, params)` (`null` when it had none).
+    pub calls: Vec<(String, Value)>,
 }
 
 /// One forwarder; killed when dropped.
@@ -41,12 +73,24 @@ pub struct Forwarder {
 impl Forwarder {
     /// Starts relaying a fresh ephemeral port to `target`.
     pub async fn start(target: SocketAddr) -> Forwarder {
+        Forwarder::start_with(target, false)
+    }
+
+    /// Like [`Forwarder::start`], and records the JSON-RPC calls of the HTTP requests relayed.
+    pub async fn counting(target: SocketAddr) -> Forwarder {
+        Forwarder::start_with(target, true)
+    }
+
+    fn start_with(target: SocketAddr, counting: bool) -> Forwarder {
         let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
         let addr = listener.local_addr().expect("forwarder address");
         let mut f = Forwarder {
             addr,
             target,
-            counters: Arc::default(),
+            counters: Arc::new(Counters {
+                counting,
+                ..Counters::default()
+            }),
             cut: watch::channel(false).0,
             accept: None,
         };
@@ -93,6 +137,36 @@ impl Forwarder {
     /// Open connections that began with a WebSocket upgrade request.
     pub fn open_websockets(&self) -> usize {
         self.counters.open_ws.load(Ordering::SeqCst)
+    }
+
+    /// Every HTTP request recorded so far (a counting forwarder), oldest first.
+    pub fn requests(&self) -> Vec<Request> {
+        self.counters.seen.lock().unwrap().requests.clone()
+    }
+
+    /// How many calls of `method` with exactly `params` were relayed (single or in a batch).
+    pub fn asked(&self, method: &str, params: &Value) -> usize {
+        let seen = self.counters.seen.lock().unwrap();
+        seen.requests
+            .iter()
+            .flat_map(|r| &r.calls)
+            .filter(|(m, p)| m == method && p == params)
+            .count()
+    }
+
+    /// How many calls of `method`, whatever their params, were relayed.
+    pub fn asked_method(&self, method: &str) -> usize {
+        let seen = self.counters.seen.lock().unwrap();
+        seen.requests
+            .iter()
+            .flat_map(|r| &r.calls)
+            .filter(|(m, _)| m == method)
+            .count()
+    }
+
+    /// Connections whose requests could not be read: the counts above miss them.
+    pub fn unreadable(&self) -> usize {
+        self.counters.seen.lock().unwrap().unreadable
     }
 
     /// Stops listening and resets every open connection, like a provider that crashed: when
@@ -178,6 +252,8 @@ async fn relay(
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
         let mut first = true;
+        // What has come of the request being read, when requests are read.
+        let mut reading = counters.counting.then(Vec::new);
         loop {
             let n = match client_rx.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -187,7 +263,16 @@ async fn relay(
                 first = false;
                 if is_upgrade(&buf[..n]) {
                     websocket = true;
+                    reading = None;
                     counters.open_ws.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            if let Some(pending) = &mut reading {
+                pending.extend_from_slice(&buf[..n]);
+                // Recorded before it is relayed, so an answer never comes before its count.
+                if !record(pending, counters) {
+                    reading = None;
+                    counters.seen.lock().unwrap().unreadable += 1;
                 }
             }
             if server_tx.write_all(&buf[..n]).await.is_err() {
@@ -223,6 +308,57 @@ async fn relay(
     if killed {
         reset(&client);
         reset(&server);
+    }
+}
+
+/// Takes every complete request out of the front of `pending` and records its calls; `false`
+/// when they cannot be read (no `content-length`, too big, a body that is not JSON-RPC).
+fn record(pending: &mut Vec<u8>, counters: &Counters) -> bool {
+    loop {
+        let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return pending.len() <= MAX_REQUEST;
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+        let mut length = None;
+        for line in head.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                return false;
+            };
+            match name.trim() {
+                "content-length" => length = value.trim().parse::<usize>().ok(),
+                "transfer-encoding" | "content-encoding" => return false,
+                _ => {}
+            }
+        }
+        let Some(length) = length.filter(|l| *l <= MAX_REQUEST) else {
+            return false;
+        };
+        let start = end + 4;
+        if pending.len() < start + length {
+            return true;
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&pending[start..start + length]) else {
+            return false;
+        };
+        pending.drain(..start + length);
+        let (batch, items) = match body {
+            Value::Array(items) => (true, items),
+            one => (false, vec![one]),
+        };
+        let calls = items
+            .into_iter()
+            .map(|mut c| {
+                let method = c["method"].as_str().unwrap_or_default().to_owned();
+                let params = c.get_mut("params").map(Value::take).unwrap_or_default();
+                (method, params)
+            })
+            .collect();
+        let mut seen = counters.seen.lock().unwrap();
+        if seen.requests.len() >= MAX_RECORDED {
+            seen.unreadable += 1;
+        } else {
+            seen.requests.push(Request { batch, calls });
+        }
     }
 }
 
