@@ -3,12 +3,19 @@
 //! machine, then the WebSocket runs: proxied sockets (passthrough), and managed subscriptions at
 //! scale. Run it with `benches/load.sh` (installs nginx, raises the descriptor limit) or
 //! `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000] [--ws-idle N]
-//! [--ws-active N] [--ws-subscribers N] [--no-ws] [--no-managed] [--no-http] [--open-rate R]
-//! [--open-rounds N] [--baseline BIN]` (`--baseline` runs another livechain binary, an earlier
-//! build, in the closed-loop rounds in turns with this one; `--levels ""` skips the closed-loop
-//! runs; `--open-rate` sets the open-loop rate instead of half of livechain's best;
-//! `--open-rounds` the open-loop runs per target, pooled, 6 by default; `LOAD_KEEP=1` keeps the
-//! processes' logs).
+//! [--ws-active N] [--ws-subscribers N] [--no-ws] [--no-managed] [--no-http] [--no-cache]
+//! [--only-cache] [--open-rate R] [--open-rounds N] [--cache-mix-rate R] [--baseline BIN]`
+//! (`--baseline` runs another livechain binary, an earlier build, in the closed-loop rounds in
+//! turns with this one; `--levels ""` skips the closed-loop runs; `--open-rate` sets the
+//! open-loop rate instead of half of livechain's best; `--open-rounds` the open-loop runs per
+//! target, pooled, 6 by default; `--no-cache` skips the cache phase, `--only-cache` runs it
+//! alone; `--cache-mix-rate` is the wallet mix's rate, 2,000 requests/s by default;
+//! `LOAD_KEEP=1` keeps the processes' logs).
+//!
+//! The cache phase (see `cache_phase`) runs livechain with its response cache on: a call that
+//! is always a hit (a finalized block by number) closed loop against nginx proxying it to the
+//! node, in turns; open loop at half of the hit throughput; and a wallet-like mix at a moderate
+//! rate, counting the calls clients sent against the calls the node served.
 //!
 //! Everything listens on 127.0.0.1 ephemeral ports; every phase is bounded in time; every process
 //! started here is stopped by its PID when the run ends, also on panic.
@@ -48,6 +55,10 @@ struct Opts {
     /// Another livechain binary (an earlier build) run in the closed-loop phase beside this
     /// one, in turns with it, so that before and after are measured at the same time.
     baseline: Option<String>,
+    /// The cache phase (`cache_phase`).
+    cache: bool,
+    /// The wallet mix's rate in the cache phase, requests/s.
+    cache_mix_rate: f64,
 }
 
 fn opts() -> Opts {
@@ -65,6 +76,8 @@ fn opts() -> Opts {
         http: true,
         ws: true,
         baseline: None,
+        cache: true,
+        cache_mix_rate: 2000.0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -85,13 +98,23 @@ fn opts() -> Opts {
             "--ws-active" => o.ws_active = value.parse().expect("--ws-active"),
             "--ws-subscribers" => o.ws_subscribers = value.parse().expect("--ws-subscribers"),
             "--open-rate" => o.open_rate = Some(value.parse().expect("--open-rate")),
+            "--cache-mix-rate" => {
+                o.cache_mix_rate = value.parse::<f64>().expect("--cache-mix-rate").max(1.0)
+            }
             "--open-rounds" => {
                 o.open_rounds = value.parse::<usize>().expect("--open-rounds").max(1)
             }
-            "--no-ws" | "--no-http" | "--no-managed" => {
+            "--no-ws" | "--no-http" | "--no-managed" | "--no-cache" | "--only-cache" => {
                 match args[i].as_str() {
                     "--no-ws" => o.ws = false,
                     "--no-http" => o.http = false,
+                    "--no-cache" => o.cache = false,
+                    "--only-cache" => {
+                        o.cache = true;
+                        o.http = false;
+                        o.ws = false;
+                        o.managed = false;
+                    }
                     _ => o.managed = false,
                 }
                 i += 1;
@@ -206,6 +229,19 @@ fn start_livechain_with(
     log: &str,
     chain_extra: &str,
 ) -> (Proc, SocketAddr) {
+    start_livechain_cache(bin, dir, mock, threads, log, chain_extra, false)
+}
+
+/// [`start_livechain_with`], with the response cache on (`cache`) or off.
+fn start_livechain_cache(
+    bin: &str,
+    dir: &Path,
+    mock: SocketAddr,
+    threads: usize,
+    log: &str,
+    chain_extra: &str,
+    cache: bool,
+) -> (Proc, SocketAddr) {
     std::fs::create_dir_all(dir).expect("livechain dir");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let main = dir.join("livechain.toml");
@@ -222,8 +258,9 @@ fn start_livechain_with(
     )
     .expect("write upstreams");
     // Proxying is what is compared with nginx: the response cache would answer most of the mix
-    // itself. A build from before the cache has no `[cache]` table (and refuses one).
-    std::fs::write(&main, format!("{server}[cache]\nenabled = false\n")).expect("write config");
+    // itself (the cache phase turns it on). A build from before the cache has no `[cache]` table
+    // (and refuses one).
+    std::fs::write(&main, format!("{server}[cache]\nenabled = {cache}\n")).expect("write config");
     let knows_cache = Command::new(bin)
         .args(["check", "--config"])
         .arg(&main)
@@ -422,18 +459,25 @@ fn bodies() -> Vec<Vec<u8>> {
     ];
     let mut out = Vec::new();
     for (weight, body) in mix {
-        let req = format!(
-            "POST /ethereum HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\n\r\n{body}",
-            body.len()
-        );
+        let req = post(&body);
         for _ in 0..weight {
-            out.push(req.clone().into_bytes());
+            out.push(req.clone());
         }
     }
     // Interleave so that consecutive requests of a connection differ.
     let n = out.len();
     (0..n).map(|i| out[(i * 7) % n].clone()).collect()
+}
+
+/// `body` as a keep-alive JSON-RPC POST to livechain's chain path (the node and nginx take any
+/// path).
+fn post(body: &str) -> Vec<u8> {
+    format!(
+        "POST /ethereum HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 #[derive(Default)]
@@ -442,6 +486,10 @@ struct ConnStats {
     /// Open loop: how late each request was sent (the generator's own delay, counted in the
     /// latency too).
     late_us: Vec<u32>,
+    /// Open loop: latency from when each request was written (without the generator's delay).
+    from_send_us: Vec<u32>,
+    /// Requests written, warm-up included, by their index in the request list.
+    written: Vec<u64>,
     ok: u64,
     errors: u64,
     connect_errors: u64,
@@ -452,6 +500,13 @@ impl ConnStats {
     fn absorb(&mut self, other: &ConnStats) {
         self.latencies_us.extend_from_slice(&other.latencies_us);
         self.late_us.extend_from_slice(&other.late_us);
+        self.from_send_us.extend_from_slice(&other.from_send_us);
+        if self.written.len() < other.written.len() {
+            self.written.resize(other.written.len(), 0);
+        }
+        for (a, b) in self.written.iter_mut().zip(&other.written) {
+            *a += b;
+        }
         self.ok += other.ok;
         self.errors += other.errors;
         self.connect_errors += other.connect_errors;
@@ -561,14 +616,21 @@ async fn conn_loop(
         if due >= end {
             break;
         }
-        let req = &reqs[i % reqs.len()];
+        let k = i % reqs.len();
+        let req = &reqs[k];
         i += 1;
         if period.is_some() && due >= measure_from {
             st.late_us
                 .push(due.elapsed().as_micros().min(u32::MAX as u128) as u32);
         }
+        let sent = Instant::now();
+        let written = &mut st.written;
         let answer = match tokio::time::timeout_at(end.into(), async {
             s.write_all(req).await.ok()?;
+            if written.len() < reqs.len() {
+                written.resize(reqs.len(), 0);
+            }
+            written[k] += 1;
             read_answer(&mut s, &mut buf).await
         })
         .await
@@ -583,6 +645,11 @@ async fn conn_loop(
                 if measured {
                     st.latencies_us
                         .push(done.duration_since(due).as_micros().min(u32::MAX as u128) as u32);
+                    if period.is_some() {
+                        st.from_send_us.push(
+                            done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32,
+                        );
+                    }
                     match a {
                         Answer::Ok => st.ok += 1,
                         Answer::Bad => st.errors += 1,
@@ -610,6 +677,8 @@ struct Run {
     p999: f64,
     /// Open loop: p50 and p99 of how late requests were sent, in ms.
     late: (f64, f64),
+    /// Open loop: p50 and p99 of the latency from when each request was written, in ms.
+    from_send: (f64, f64),
     errors: u64,
     connect_errors: u64,
     /// Percent of one core.
@@ -698,6 +767,7 @@ impl Samples {
         let st = &mut self.stats;
         st.latencies_us.sort_unstable();
         st.late_us.sort_unstable();
+        st.from_send_us.sort_unstable();
         let all = &st.latencies_us;
         let secs = self.secs.max(f64::EPSILON);
         Run {
@@ -706,6 +776,10 @@ impl Samples {
             p99: percentile(all, 0.99),
             p999: percentile(all, 0.999),
             late: (percentile(&st.late_us, 0.5), percentile(&st.late_us, 0.99)),
+            from_send: (
+                percentile(&st.from_send_us, 0.5),
+                percentile(&st.from_send_us, 0.99),
+            ),
             errors: st.errors,
             connect_errors: st.connect_errors,
             cpu: self.cpu.map(|(_, total)| total / secs * 100.0),
@@ -717,10 +791,6 @@ impl Samples {
 
 /// `conns` connections against `addr` for warm-up + `o.duration`; `rate` (requests/s in total)
 /// for open-loop runs. CPU and RSS are those of `pid` (and its children) during the measurement.
-async fn run(addr: SocketAddr, conns: usize, o: &Opts, rate: Option<f64>, pid: Option<u32>) -> Run {
-    measure(addr, conns, o, rate, pid).await.summary()
-}
-
 async fn measure(
     addr: SocketAddr,
     conns: usize,
@@ -728,7 +798,18 @@ async fn measure(
     rate: Option<f64>,
     pid: Option<u32>,
 ) -> Samples {
-    let reqs = Arc::new(bodies());
+    measure_with(addr, conns, o, rate, pid, Arc::new(bodies())).await
+}
+
+/// [`measure`] with the requests `reqs` (each connection goes round them from its own offset).
+async fn measure_with(
+    addr: SocketAddr,
+    conns: usize,
+    o: &Opts,
+    rate: Option<f64>,
+    pid: Option<u32>,
+    reqs: Arc<Vec<Vec<u8>>>,
+) -> Samples {
     let gate = Arc::new(Semaphore::new(256));
     let start = Instant::now();
     let measure_from = start + warmup(o, conns);
@@ -792,11 +873,22 @@ fn row(out: &mut String, label: &str, conns: &str, r: &Run) {
 
 /// Closed-loop runs of each target in turns; the median run (by requests/s) of each.
 async fn rounds(targets: &[(SocketAddr, Option<u32>)], conns: usize, o: &Opts) -> Vec<Run> {
+    rounds_with(targets, conns, o, Arc::new(bodies())).await
+}
+
+/// [`rounds`] with the requests `reqs`.
+async fn rounds_with(
+    targets: &[(SocketAddr, Option<u32>)],
+    conns: usize,
+    o: &Opts,
+    reqs: Arc<Vec<Vec<u8>>>,
+) -> Vec<Run> {
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..o.rounds {
         for (i, &(addr, pid)) in targets.iter().enumerate() {
             eprintln!("load: {conns} connections, round {}, target {i}", round + 1);
-            runs[i].push(run(addr, conns, o, None, pid).await);
+            let r = measure_with(addr, conns, o, None, pid, reqs.clone()).await;
+            runs[i].push(r.summary());
         }
     }
     runs.into_iter()
@@ -872,10 +964,7 @@ async fn closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
         wait_http(*addr, "baseline livechain").await;
     }
 
-    let mut out = String::from(
-        "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU | CPU per request | proxy RSS |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut out = String::from(TABLE_HEAD);
     let mut ratios = String::new();
     let mut lc_best: f64 = 0.0;
     for &conns in &o.levels {
@@ -1090,6 +1179,485 @@ async fn open_loop(o: &Opts, bin: &str, dir: &Path, cores: usize, rate: f64) -> 
         own.3, own.0, own.1, own.2
     );
     (out, ratio)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache
+//
+// livechain with its response cache on (`cache_phase`): (a) a call that is always a hit, a
+// finalized block by number, closed loop at each level against nginx proxying the same call to
+// the node, in turns; (b) that hit open loop at half of its best throughput; (c) a wallet-like
+// mix at a moderate rate while the node makes a head a second, counting the calls the clients
+// sent against the calls the node served.
+
+/// The header of the request tables.
+const TABLE_HEAD: &str = "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | errors | proxy CPU | CPU per request | proxy RSS |\n\
+                          |---|---|---|---|---|---|---|---|---|---|\n";
+
+fn rpc_body(id: usize, method: &str, params: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
+}
+
+/// One JSON-RPC call to `addr` on a connection of its own: the answer's `result`, `None` when
+/// there is none (an error, no answer within 5 s).
+async fn rpc_result(addr: SocketAddr, method: &str, params: &str) -> Option<serde_json::Value> {
+    let body = rpc_body(1, method, params);
+    let req = format!(
+        "POST /ethereum HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get("result").filter(|r| !r.is_null()).cloned()
+}
+
+/// Polls livechain's chain status until it shows a finalized block, at most `within`.
+async fn wait_finalized(lc: SocketAddr, within: Duration) -> Option<u64> {
+    let until = Instant::now() + within;
+    loop {
+        let body = http_get(lc, "/v1/chains/ethereum/status").await;
+        let finalized = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("finalized")?.as_u64());
+        if finalized.is_some() || Instant::now() >= until {
+            return finalized;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+type Counts = std::collections::BTreeMap<String, f64>;
+
+/// livechain's `livechain_cache_requests_total`, summed by result (hit, miss, …).
+async fn cache_counts(lc: SocketAddr) -> Counts {
+    let metrics = http_get(lc, "/metrics").await;
+    let mut out = Counts::new();
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("livechain_cache_requests_total{"))
+    {
+        let Some(result) = l
+            .split("result=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
+        let v: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(result.to_owned()).or_insert(0.0) += v;
+    }
+    out
+}
+
+/// What the cache counted between `before` and `after`: "hit 12, miss 3 (hits 80.0 %)".
+fn counts_text(before: &Counts, after: &Counts) -> String {
+    let d: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .collect();
+    let total: f64 = d.iter().map(|(_, v)| v).sum();
+    let hits = d.iter().find(|(k, _)| k == "hit").map_or(0.0, |(_, v)| *v);
+    let each: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+    format!(
+        "{} (hits {:.1} %)",
+        each.join(", "),
+        100.0 * hits / total.max(1.0)
+    )
+}
+
+/// The node's counters (`GET /__mock/stats`).
+async fn node_stats(mock: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&http_get(mock, "/__mock/stats").await).unwrap_or_default()
+}
+
+/// The node, and livechain with its cache on, in `dir`, livechain showing a finalized block.
+async fn cache_targets(
+    bin: &str,
+    dir: &Path,
+    node_threads: Option<usize>,
+    threads: usize,
+) -> (Proc, SocketAddr, Proc, SocketAddr, Option<u64>) {
+    std::fs::create_dir_all(dir).expect("cache dir");
+    let (mock, mock_addr) = start_mock(bin, dir, 1000, node_threads);
+    wait_http(mock_addr, "mock").await;
+    let (lc, lc_addr) = start_livechain_cache(bin, dir, mock_addr, threads, "info", "", true);
+    wait_http(lc_addr, "livechain (cache on)").await;
+    let finalized = wait_finalized(lc_addr, Duration::from_secs(30)).await;
+    (mock, mock_addr, lc, lc_addr, finalized)
+}
+
+/// A call that is always a hit once made: the finalized block `n` by number, without its
+/// transactions. The request list and the params.
+fn finalized_call(n: u64) -> (Arc<Vec<Vec<u8>>>, String) {
+    let params = format!(r#"["0x{n:x}",false]"#);
+    let req = post(&rpc_body(1, "eth_getBlockByNumber", &params));
+    (Arc::new(vec![req]), params)
+}
+
+/// (a): cache hits closed loop against nginx proxying the same call, in turns, at each level.
+/// The rows, the lines, and the hits' best requests/s.
+async fn cache_closed_loop(o: &Opts, bin: &str, dir: &Path) -> (String, String, f64) {
+    let dir = dir.join("cache");
+    let (mock, mock_addr, lc, lc_addr, finalized) = cache_targets(bin, &dir, None, 2).await;
+    let (ngx, ngx_addr) = start_nginx(&dir, mock_addr, 2);
+    wait_http(ngx_addr, "nginx").await;
+    let Some(finalized) = finalized else {
+        return (
+            String::new(),
+            "- cache hits: livechain showed no finalized block within 30 s; not measured\n".into(),
+            0.0,
+        );
+    };
+    let (reqs, params) = finalized_call(finalized);
+    // The first call fills the cache.
+    let answer = rpc_result(lc_addr, "eth_getBlockByNumber", &params).await;
+    let before = cache_counts(lc_addr).await;
+    let (lc_pid, ngx_pid) = (lc.child.id(), ngx.child.id());
+    let (mut rows, mut lines) = (String::new(), String::new());
+    let mut best: f64 = 0.0;
+    for &conns in &o.levels {
+        let targets = [(ngx_addr, Some(ngx_pid)), (lc_addr, Some(lc_pid))];
+        let mut medians = rounds_with(&targets, conns, o, reqs.clone())
+            .await
+            .into_iter();
+        let (nginx, hit) = (
+            medians.next().expect("nginx"),
+            medians.next().expect("livechain"),
+        );
+        best = best.max(hit.rps);
+        row(
+            &mut rows,
+            "nginx, the same call proxied",
+            &conns.to_string(),
+            &nginx,
+        );
+        row(&mut rows, "livechain, cache hit", &conns.to_string(), &hit);
+        let ratio = hit.rps / nginx.rps.max(f64::EPSILON);
+        lines.push_str(&format!(
+            "- {conns} connections: cache hit/nginx throughput **{ratio:.2}** (goal ≥ 3: {}); \
+             p99 hit {:.2} ms vs nginx {:.2} ms; CPU per request {:.1} µs vs {:.1} µs\n",
+            if ratio >= 3.0 { "met" } else { "not met" },
+            hit.p99,
+            nginx.p99,
+            hit.cpu_per_request_us().unwrap_or(0.0),
+            nginx.cpu_per_request_us().unwrap_or(0.0),
+        ));
+    }
+    let after = cache_counts(lc_addr).await;
+    let head = format!(
+        "- the call: eth_getBlockByNumber(0x{finalized:x}, false), block {finalized}, finalized \
+         as livechain saw it ({} bytes of result); livechain's cache over these runs: {}\n",
+        answer.map_or(0, |a| a.to_string().len()),
+        counts_text(&before, &after),
+    );
+    drop(ngx);
+    drop(lc);
+    drop(mock);
+    (rows, format!("{head}{lines}"), best)
+}
+
+/// (b): the hit open loop at `rate`, 64 connections, in processes of their own set up as in
+/// `open_loop` (livechain on core 1 with one thread; the generator and the node on core 0;
+/// real-time scheduling where allowed), `open_rounds` runs pooled.
+async fn cache_open_loop(
+    o: &Opts,
+    bin: &str,
+    dir: &Path,
+    cores: usize,
+    rate: f64,
+) -> (String, String) {
+    let dir = dir.join("cache-open");
+    let (mock, _, lc, lc_addr, finalized) = cache_targets(bin, &dir, Some(1), 1).await;
+    let Some(finalized) = finalized else {
+        return (
+            String::new(),
+            "- cache hits, open loop: livechain showed no finalized block within 30 s\n".into(),
+        );
+    };
+    let (reqs, params) = finalized_call(finalized);
+    let _ = rpc_result(lc_addr, "eth_getBlockByNumber", &params).await;
+    let (me, mock_pid, lc_pid) = (std::process::id(), mock.child.id(), lc.child.id());
+    let pinned = cores >= 2 && pin(me, "0") && pin(mock_pid, "0") && pin(lc_pid, "1");
+    let procs = [me, mock_pid, lc_pid];
+    let rt = procs.iter().all(|&p| realtime(p, true));
+    eprintln!(
+        "load: cache hits open loop at {rate:.0} requests/s, {} rounds (pinned: {pinned}, \
+         real-time: {rt})",
+        o.open_rounds
+    );
+    let before = cache_counts(lc_addr).await;
+    let mut pooled = Samples::default();
+    let mut p99s = Vec::new();
+    for round in 0..o.open_rounds {
+        eprintln!("load: cache hits open loop round {}", round + 1);
+        let s = measure_with(lc_addr, 64, o, Some(rate), Some(lc_pid), reqs.clone()).await;
+        let mut l = s.stats.latencies_us.clone();
+        l.sort_unstable();
+        p99s.push(format!("{:.2}", percentile(&l, 0.99)));
+        pooled.merge(s);
+    }
+    let after = cache_counts(lc_addr).await;
+    if rt {
+        for &p in &procs {
+            realtime(p, false);
+        }
+    }
+    if pinned {
+        pin(me, "0-1");
+    }
+    drop(lc);
+    drop(mock);
+    let r = pooled.summary();
+    let mut rows = String::new();
+    let label = format!(
+        "64 @ {rate:.0}/s, {} × {} s",
+        o.open_rounds,
+        o.duration.as_secs()
+    );
+    row(&mut rows, "livechain, cache hit (open loop)", &label, &r);
+    let setup = match (pinned, rt) {
+        (true, true) => "; livechain on core 1, generator and node on core 0, real-time scheduling",
+        (true, false) => "; livechain on core 1, generator and node on core 0",
+        _ => "",
+    };
+    let lines = format!(
+        "- cache hit at half of the hit throughput ({rate:.0} requests/s, one livechain \
+         thread{setup}): p50 {:.3} ms, p99 {:.3} ms from when each request was due (goal p99 < \
+         0.5 ms: {}); from when it was written p50 {:.3} ms, p99 {:.3} ms; the generator sent \
+         late by p50 {:.3} / p99 {:.3} ms (tokio's millisecond timer); p99 of each round (ms): \
+         {}; livechain's cache: {}\n",
+        r.p50,
+        r.p99,
+        if r.p99 < 0.5 { "met" } else { "not met" },
+        r.from_send.0,
+        r.from_send.1,
+        r.late.0,
+        r.late.1,
+        p99s.join(" / "),
+        counts_text(&before, &after),
+    );
+    (rows, lines)
+}
+
+/// The wallet-like mix: percent of requests per method.
+const WALLET_MIX: [(usize, &str); 7] = [
+    (10, "eth_chainId"),
+    (20, "eth_blockNumber"),
+    (25, "eth_getBalance"),
+    (10, "eth_getBlockByNumber"),
+    (10, "eth_getTransactionReceipt"),
+    (10, "eth_gasPrice"),
+    (15, "eth_call"),
+];
+
+/// The token contract of the mix's `eth_call` (`balanceOf`).
+const TOKEN: &str = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48";
+
+/// `n` requests drawn from [`WALLET_MIX`] (a fixed seed): `eth_getBalance` and `eth_call` of
+/// one of `addresses`, receipts of one of `receipts` (block transactions the node knows),
+/// blocks, balances and calls at `latest`. The requests and each one's method.
+fn wallet_mix(
+    addresses: &[String],
+    receipts: &[String],
+    n: usize,
+) -> (Vec<Vec<u8>>, Vec<&'static str>) {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let total: u64 = WALLET_MIX.iter().map(|w| w.0 as u64).sum();
+    let (mut reqs, mut methods) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for id in 0..n {
+        let mut pick = (next() % total) as usize;
+        let method = WALLET_MIX
+            .iter()
+            .find(|(w, _)| {
+                let here = pick < *w;
+                pick = pick.saturating_sub(*w);
+                here
+            })
+            .map_or("eth_blockNumber", |m| m.1);
+        let addr = &addresses[(next() % addresses.len() as u64) as usize];
+        let params = match method {
+            "eth_getBalance" => format!(r#"["{addr}","latest"]"#),
+            "eth_getBlockByNumber" => r#"["latest",false]"#.to_owned(),
+            "eth_getTransactionReceipt" if !receipts.is_empty() => {
+                let h = &receipts[(next() % receipts.len() as u64) as usize];
+                format!(r#"["{h}"]"#)
+            }
+            "eth_getTransactionReceipt" => format!(r#"["0x{:064x}"]"#, next()),
+            "eth_call" => format!(
+                r#"[{{"to":"{TOKEN}","data":"0x70a08231000000000000000000000000{}"}},"latest"]"#,
+                &addr[2..]
+            ),
+            _ => "[]".to_owned(),
+        };
+        reqs.push(post(&rpc_body(id + 1, method, &params)));
+        methods.push(method);
+    }
+    (reqs, methods)
+}
+
+/// (c): the wallet mix through livechain with its cache on, open loop at `cache_mix_rate` over
+/// 64 connections for warm-up + `duration`, the node making a head every second. Calls the
+/// clients wrote against calls the node served, per method; livechain's own calls to the node
+/// (heads, finality, health) measured first over as long with no clients, and shown apart.
+async fn cache_mix(o: &Opts, bin: &str, dir: &Path) -> (String, String) {
+    let dir = dir.join("cache-mix");
+    let block_ms = 1000;
+    let (mock, mock_addr, lc, lc_addr, finalized) = cache_targets(bin, &dir, None, 2).await;
+    let lc_pid = lc.child.id();
+    // Receipts a wallet looks up: the first transaction of every fourth of the last 128 blocks
+    // (about half of them finalized), asked of the node itself before counting starts.
+    let head = rpc_result(mock_addr, "eth_blockNumber", "[]")
+        .await
+        .and_then(|h| u64::from_str_radix(h.as_str()?.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0);
+    let mut receipts = Vec::new();
+    for n in (head.saturating_sub(128)..head).step_by(4) {
+        let block = rpc_result(
+            mock_addr,
+            "eth_getBlockByNumber",
+            &format!(r#"["0x{n:x}",false]"#),
+        )
+        .await;
+        if let Some(h) = block
+            .as_ref()
+            .and_then(|b| b.get("transactions")?.get(0)?.as_str())
+        {
+            receipts.push(h.to_owned());
+        }
+    }
+    let addresses: Vec<String> = (0..100u64)
+        .map(|i| {
+            let m = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            format!("0x{m:016x}{i:024x}")
+        })
+        .collect();
+    let (reqs, methods) = wallet_mix(&addresses, &receipts, 2000);
+    let reqs = Arc::new(reqs);
+
+    eprintln!("load: cache mix, livechain's own calls with no clients");
+    let idle0 = node_stats(mock_addr).await;
+    let idle_from = Instant::now();
+    tokio::time::sleep(warmup(o, 64) + o.duration).await;
+    let idle1 = node_stats(mock_addr).await;
+    let idle_secs = idle_from.elapsed().as_secs_f64();
+    eprintln!("load: cache mix at {:.0} requests/s", o.cache_mix_rate);
+    let before = cache_counts(lc_addr).await;
+    let run_from = Instant::now();
+    let samples = measure_with(lc_addr, 64, o, Some(o.cache_mix_rate), Some(lc_pid), reqs).await;
+    let run_secs = run_from.elapsed().as_secs_f64();
+    let run1 = node_stats(mock_addr).await;
+    let after = cache_counts(lc_addr).await;
+    drop(lc);
+    drop(mock);
+
+    let calls = |s: &serde_json::Value, m: Option<&str>| -> f64 {
+        match m {
+            None => s.get("calls"),
+            Some(m) => s.get("methods").and_then(|ms| ms.get(m)),
+        }
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0)
+    };
+    let scale = run_secs / idle_secs.max(f64::EPSILON);
+    let mut sent = vec![0.0f64; WALLET_MIX.len()];
+    for (k, n) in samples.stats.written.iter().enumerate() {
+        if let Some(i) = WALLET_MIX.iter().position(|w| w.1 == methods[k]) {
+            sent[i] += *n as f64;
+        }
+    }
+    let mut table = String::from(
+        "| method | share of the mix | client calls | node calls | node calls with no clients (same span) | saved |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    let saved = |client: f64, node: f64| {
+        if client > 0.0 {
+            format!("{:.1} %", 100.0 * (1.0 - node / client))
+        } else {
+            "-".to_owned()
+        }
+    };
+    let (mut node_mix, mut idle_mix) = (0.0, 0.0);
+    for (i, (weight, m)) in WALLET_MIX.iter().enumerate() {
+        let node = calls(&run1, Some(m)) - calls(&idle1, Some(m));
+        let idle = (calls(&idle1, Some(m)) - calls(&idle0, Some(m))) * scale;
+        node_mix += node;
+        idle_mix += idle;
+        table.push_str(&format!(
+            "| {m} | {weight} % | {:.0} | {node:.0} | {idle:.0} | {} |\n",
+            sent[i],
+            saved(sent[i], node),
+        ));
+    }
+    let client: f64 = sent.iter().sum();
+    let node_all = calls(&run1, None) - calls(&idle1, None);
+    let idle_all = (calls(&idle1, None) - calls(&idle0, None)) * scale;
+    table.push_str(&format!(
+        "| other methods (livechain's own) | - | 0 | {:.0} | {:.0} | - |\n",
+        node_all - node_mix,
+        idle_all - idle_mix,
+    ));
+    table.push_str(&format!(
+        "| **all** | 100 % | {client:.0} | {node_all:.0} | {idle_all:.0} | **{}** |\n",
+        saved(client, node_all),
+    ));
+    let r = samples.summary();
+    let mut rows = String::new();
+    row(
+        &mut rows,
+        "livechain, wallet mix (cache on, open loop)",
+        &format!(
+            "64 @ {:.0}/s, 1 × {} s",
+            o.cache_mix_rate,
+            o.duration.as_secs()
+        ),
+        &r,
+    );
+    let lines = format!(
+        "- wallet mix: {} requests of the weights above over {:.1} s (warm-up included) at {:.0} \
+         requests/s, 64 connections, one call per request; {} addresses for eth_getBalance and \
+         eth_call (balanceOf on one token) at `latest`, receipts of {} block transactions of the \
+         last 128 blocks, eth_getBlockByNumber(latest, false); the node makes a head every {} \
+         ms (so `latest` answers last one head, about {:.0} heads in the run); livechain's \
+         finalized block {}\n\
+         - calls saved: **{}** of the client calls never reached the node ({client:.0} sent, \
+         {node_all:.0} served by the node, livechain's own calls included); without \
+         livechain's own calls (about {idle_all:.0} over as long with no clients): {}; \
+         livechain's cache: {}\n",
+        client,
+        run_secs,
+        o.cache_mix_rate,
+        addresses.len(),
+        receipts.len(),
+        block_ms,
+        run_secs * 1000.0 / block_ms as f64,
+        finalized.map_or("unknown".to_owned(), |f| f.to_string()),
+        saved(client, node_all),
+        saved(client, node_all - idle_all),
+        counts_text(&before, &after),
+    );
+    (rows, format!("{lines}\n{table}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1764,6 +2332,26 @@ fn main() {
         table.push_str(&rows);
         ratios.push_str(&ratio);
         report.push_str(&format!("{table}\n{ratios}\n"));
+    }
+    if o.cache {
+        let (mut rows, mut lines, best) = rt.block_on(cache_closed_loop(&o, bin, &dir));
+        if let Some(rate) = (best > 0.0).then_some(best / 2.0).or(o.open_rate) {
+            // One thread for the generator on its core, as in `open_loop`.
+            let single = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (r, l) = single.block_on(cache_open_loop(&o, bin, &dir, cores, rate));
+            single.shutdown_timeout(Duration::from_secs(1));
+            rows.push_str(&r);
+            lines.push_str(&l);
+        }
+        let (r, mix) = rt.block_on(cache_mix(&o, bin, &dir));
+        rows.push_str(&r);
+        report.push_str(&format!(
+            "cache phase: livechain with its response cache on (`[cache] enabled = true`)\n\n\
+             {TABLE_HEAD}{rows}\n{lines}{mix}\n"
+        ));
     }
     if o.ws {
         report.push_str(&rt.block_on(ws_benchmark(&o, bin, &dir)));

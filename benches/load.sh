@@ -2,7 +2,8 @@
 # The load benchmark in one command: installs nginx when missing (Debian/Ubuntu), raises the
 # descriptor limit as far as the machine allows, builds with the bench profile and runs
 # benches/load.rs: direct vs nginx vs livechain over HTTP at 64, 1,000 and 10,000 connections,
-# then the WebSocket scale run. Extra arguments go to the benchmark, e.g.
+# then the response-cache phase (--no-cache skips it, --only-cache runs it alone) and the
+# WebSocket scale run. Extra arguments go to the benchmark, e.g.
 #   benches/load.sh --duration 5 --levels 64,1000 --ws-idle 2000
 # The report is printed and written to target/load-report.md.
 set -euo pipefail
