@@ -66,45 +66,7 @@ pub fn plan(method: &str, params: Option<&str>, view: &View) -> Option<Plan> {
     Some(Plan { life: life?, group })
 }
 
-/// Method name prefixes whose answers no rule may keep: writes, signing, filters and
-/// subscriptions (their answers depend on state kept by one node), node administration and
-/// test-node controls.
-const NEVER_KEPT: &[&str] = &[
-    "eth_send",
-    "eth_sign",
-    "eth_subscribe",
-    "eth_unsubscribe",
-    "eth_newFilter",
-    "eth_newBlockFilter",
-    "eth_newPendingTransactionFilter",
-    "eth_getFilterChanges",
-    "eth_getFilterLogs",
-    "eth_uninstallFilter",
-    "personal_",
-    "admin_",
-    "miner_",
-    "txpool_",
-    "engine_",
-    "anvil_",
-    "evm_",
-    "hardhat_",
-];
-
-/// Whether `method`'s answers may never be kept, whatever a rule says.
-pub fn never_kept(method: &str) -> bool {
-    NEVER_KEPT.iter().any(|p| method.starts_with(p))
-}
-
-/// Whether a rule's method pattern (a name, or a prefix ending in `*`) names a method that is
-/// never kept.
-pub fn may_cover_unkept(pattern: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => NEVER_KEPT
-            .iter()
-            .any(|p| p.starts_with(prefix) || prefix.starts_with(p)),
-        None => never_kept(pattern),
-    }
-}
+pub use crate::jsonrpc::classify::{may_cover_unkept, never_kept};
 
 /// Whether params name the `pending` block anywhere (a rule's methods are not understood, so
 /// any mention counts).

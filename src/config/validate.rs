@@ -516,7 +516,7 @@ fn cache_rule<'a>(
                 format!("{m:?} is already named by cache.rules[{first}]"),
             );
         }
-        if r.ttl_ms.is_some() && crate::cache::policy::may_cover_unkept(m) {
+        if r.ttl_ms.is_some() && crate::jsonrpc::classify::may_cover_unkept(m) {
             p.push(
                 key("methods"),
                 format!(

@@ -265,6 +265,46 @@ pub fn error_members(raw: &RawValue) -> Option<(i64, String)> {
     Some((e.code, e.message))
 }
 
+/// Method name prefixes whose answers no rule may keep: writes, signing, filters and
+/// subscriptions (their answers depend on state kept by one node), node administration and
+/// test-node controls.
+const NEVER_KEPT: &[&str] = &[
+    "eth_send",
+    "eth_sign",
+    "eth_subscribe",
+    "eth_unsubscribe",
+    "eth_newFilter",
+    "eth_newBlockFilter",
+    "eth_newPendingTransactionFilter",
+    "eth_getFilterChanges",
+    "eth_getFilterLogs",
+    "eth_uninstallFilter",
+    "personal_",
+    "admin_",
+    "miner_",
+    "txpool_",
+    "engine_",
+    "anvil_",
+    "evm_",
+    "hardhat_",
+];
+
+/// Whether `method`'s answers may never be kept, whatever a rule says.
+pub fn never_kept(method: &str) -> bool {
+    NEVER_KEPT.iter().any(|p| method.starts_with(p))
+}
+
+/// Whether a rule's method pattern (a name, or a prefix ending in `*`) names a method that is
+/// never kept.
+pub fn may_cover_unkept(pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => NEVER_KEPT
+            .iter()
+            .any(|p| p.starts_with(prefix) || prefix.starts_with(p)),
+        None => never_kept(pattern),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
