@@ -2179,6 +2179,7 @@ async fn status_reports_head_hash_safe_and_finalized() {
     assert!(tags, "finality from tags: {}", chain_status(&p).await);
     let mut problems = Vec::new();
     let mut hash_mismatch = Vec::new();
+    let mut settling = 0;
     for _ in 0..15 {
         let now = chain.head();
         let s = chain_status(&p).await;
@@ -2191,7 +2192,12 @@ async fn status_reports_head_hash_safe_and_finalized() {
             problems.push(format!("head {head}, the chain's is {now}"));
         }
         let hash = s["head_hash"].as_str().unwrap_or("");
-        if hash != hash_hex(chain.block_hash(head)) {
+        if hash == hash_hex(chain.block_hash(head.saturating_sub(1))) {
+            // `head` is the upstreams' newest, `head_hash` the supervisor's canonical head: with
+            // a block every 100 ms, a read can fall between a node reporting a block and the
+            // supervisor taking it in.
+            settling += 1;
+        } else if hash != hash_hex(chain.block_hash(head)) {
             let canonical = (head - 3..=head + 1).find(|n| hash_hex(chain.block_hash(*n)) == hash);
             hash_mismatch.push(format!("head {head} with head_hash of block {canonical:?}"));
         }
@@ -2222,6 +2228,11 @@ async fn status_reports_head_hash_safe_and_finalized() {
             ));
         }
         tokio::time::sleep(ms(120)).await;
+    }
+    if settling > 5 {
+        problems.push(format!(
+            "head_hash was the block before head in {settling} of 15 reads: the supervisor lags"
+        ));
     }
     if !hash_mismatch.is_empty() {
         problems.push(format!(
