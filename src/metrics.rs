@@ -577,6 +577,56 @@ impl RequestSeries {
     }
 }
 
+/// Method groups and results of `livechain_cache_requests_total` (see `cache::policy`).
+const CACHE_GROUPS: &[&str] = &[
+    "static",
+    "head",
+    "block",
+    "receipts",
+    "transaction",
+    "state",
+    "logs",
+    "rule",
+];
+const CACHE_RESULTS: &[&str] = &["hit", "miss", "bypass", "coalesced"];
+
+/// One chain's `livechain_cache_requests_total` series, each resolved once: a hit costs an
+/// increment, not a label lookup.
+pub struct CacheSeries {
+    slots: Box<[OnceLock<prometheus::IntCounter>]>,
+}
+
+impl Default for CacheSeries {
+    fn default() -> CacheSeries {
+        CacheSeries {
+            slots: (0..CACHE_GROUPS.len() * CACHE_RESULTS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
+    }
+}
+
+impl CacheSeries {
+    /// Counts one call of `chain` (whose series these are).
+    pub fn inc(&self, chain: &str, group: &str, result: &str) {
+        let at = |list: &[&str], v: &str| list.iter().position(|x| *x == v);
+        let (Some(g), Some(r)) = (at(CACHE_GROUPS, group), at(CACHE_RESULTS, result)) else {
+            metrics()
+                .cache_requests
+                .with_label_values(&[chain, group, result])
+                .inc();
+            return;
+        };
+        self.slots[g * CACHE_RESULTS.len() + r]
+            .get_or_init(|| {
+                metrics()
+                    .cache_requests
+                    .with_label_values(&[chain, group, result])
+            })
+            .inc();
+    }
+}
+
 /// The `status` label: the HTTP status as text, without allocating for the common ones.
 fn status_label(status: u16) -> &'static str {
     match status {

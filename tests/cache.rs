@@ -191,17 +191,23 @@ async fn no_cache_reaches_the_node_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_calls_in_flight_share_one_exchange() {
-    // Slow answers, and blocks far apart so the head does not move during the test.
-    let node = mock_with(1, Duration::from_millis(10_000), (400, 400)).await;
+    // Slow answers (400 ms), so that the calls arrive while the first is on its way.
+    let node = mock_with(1, Duration::from_millis(1000), (400, 400)).await;
     let p = proxy_for(&node, "").await;
+    let fin = chain_status(&p).await["finalized"].as_u64().unwrap();
     let before = asked(&node, "eth_call").await;
-    let params = json!([{"to": ADDR, "data": "0x70a08231"}, "latest"]);
-    let calls: Vec<_> = (0..300u64)
+    let params = json!([{"to": ADDR, "data": "0x70a08231"}, hex(fin)]);
+    let gate = std::sync::Arc::new(tokio::sync::Barrier::new(500));
+    let calls: Vec<_> = (0..500u64)
         .map(|i| {
             let addr = p.addr;
             let params = params.clone();
+            let gate = gate.clone();
             tokio::spawn(async move {
                 let mut c = Client::new(addr);
+                // Connected first, then all sent at once.
+                c.request("GET", "/health", &[], b"").await;
+                gate.wait().await;
                 let r = c
                     .post("/ethereum", &call(1000 + i, "eth_call", params))
                     .await;
@@ -218,7 +224,16 @@ async fn identical_calls_in_flight_share_one_exchange() {
     }
     assert_eq!(results.len(), 1, "{results:?}");
     let sent = asked(&node, "eth_call").await - before;
-    assert!(sent <= 2, "{sent} exchanges for 300 identical calls");
+    assert_eq!(sent, 1, "{sent} exchanges for 500 identical calls");
+    let metrics = p.client().request("GET", "/metrics", &[], b"").await.text();
+    let coalesced = metrics
+        .lines()
+        .find(|l| l.starts_with("livechain_cache_requests_total{") && l.contains("coalesced"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    // All but the first wait for it (a call arriving after its answer is a plain hit).
+    assert!(coalesced >= 250.0, "{coalesced} calls counted as coalesced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

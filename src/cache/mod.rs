@@ -318,7 +318,15 @@ impl Cache {
 
     /// The answer kept for `key` (one past its rule's ttl is dropped).
     pub fn get(&self, key: &Key, max_bytes: u64) -> Option<Arc<Stored>> {
-        let store = self.store(max_bytes);
+        // A guard, not a clone of the Arc: no shared count touched on a hit.
+        let current = self.store.load();
+        let fresh;
+        let store: &Store = if current.max_bytes == max_bytes {
+            &current
+        } else {
+            fresh = self.store(max_bytes);
+            &fresh
+        };
         let entry = store.entries.get(key)?;
         if entry.expires.is_some_and(|at| at <= Instant::now()) {
             if store.entries.remove(key).is_some() {

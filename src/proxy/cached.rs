@@ -17,7 +17,6 @@ use crate::cache::{self, Cache, Life, Stored, Turn};
 use crate::canon::View;
 use crate::config::CacheConfig;
 use crate::jsonrpc::Call;
-use crate::metrics::metrics;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
@@ -49,10 +48,9 @@ impl Planned {
     /// Counts the call in the metrics and the hit ratio.
     pub fn count(&self, through: &Through<'_>, f: &Forwarder<'_>, result: &str) {
         through.cache.count(matches!(result, "hit" | "coalesced"));
-        metrics()
+        f.chain
             .cache_requests
-            .with_label_values(&[f.chain.name.as_str(), self.group, result])
-            .inc();
+            .inc(f.chain.name.as_str(), self.group, result);
     }
 
     /// While the supervisor has not taken in the newest head the upstreams report (a moment

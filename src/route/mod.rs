@@ -162,6 +162,8 @@ pub struct Chain {
     pub canon: Arc<Canon>,
     /// Its request counters and durations by method.
     pub requests: crate::metrics::RequestSeries,
+    /// Its response-cache counters by method group and result.
+    pub cache_requests: crate::metrics::CacheSeries,
     upstreams: Vec<Arc<Upstream>>,
 }
 
@@ -177,6 +179,7 @@ impl Chain {
         Chain {
             canon,
             requests: crate::metrics::RequestSeries::default(),
+            cache_requests: crate::metrics::CacheSeries::default(),
             name,
             chain_id: live.chain_id,
             max_block_lag: live.max_block_lag,
