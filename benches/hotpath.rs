@@ -117,6 +117,7 @@ fn ten_upstreams() -> Arc<livechain::route::Chain> {
         path: "bench.toml".into(),
         server,
         upstreams,
+        keys: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

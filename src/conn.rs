@@ -37,6 +37,16 @@ impl Conn {
         (conn, ahead)
     }
 
+    /// The peer's address, when the socket has one (a Unix socket has none).
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Conn::Tcp(tcp) => tcp.peer_addr().ok().map(|a| a.ip()),
+            Conn::Pingora(stream) => stream
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
+        }
+    }
+
     fn take_descriptor(stream: Stream) -> Conn {
         let Some(l4) = stream.as_any().downcast_ref::<L4Stream>() else {
             return Conn::Pingora(stream);

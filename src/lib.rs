@@ -4,12 +4,13 @@
 //! (parse and classify the body) → [`route`] (chain and upstream table) → [`upstream`] (selection
 //! and the HTTP exchange) → back through [`proxy`] to the client. Beside it, [`supervisor`]
 //! follows every upstream's head and keeps each chain's canonical blocks in [`canon`], from which
-//! [`ws`] serves client subscriptions. [`config`] turns the user's TOML into the typed config
+//! [`ws`] serves client subscriptions; [`auth`] says who a request is and whether it may be served. [`config`] turns the user's TOML into the typed config
 //! everything else uses; [`mock`] is the built-in node used by the default config and tests.
 // One audited exception: `conn::Conn::adopt` borrows a descriptor Pingora owns.
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod canon;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod dns;
 pub mod h1;
 pub mod health;
 pub mod jsonrpc;
+pub mod kv;
 pub mod metrics;
 pub mod mock;
 pub mod probe;

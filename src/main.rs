@@ -52,6 +52,21 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         lag_blocks: u64,
     },
+    /// API keys for the keys file.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Print a fresh random key (once: it is not stored anywhere) and its `[[keys]]` entry.
+    New {
+        /// The key's id: what logs, metrics and /status show.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -98,6 +113,9 @@ fn main() -> ExitCode {
             failure_rate,
             lag_blocks,
         ),
+        Command::Key {
+            action: KeyAction::New { id },
+        } => new_key(&id),
         Command::Check => match livechain::config::load(&cli.config) {
             Ok(config) => {
                 println!("{}: configuration is valid", config.path.display());
@@ -109,6 +127,34 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `livechain key new --id NAME`: 32 random bytes from the OS, hex; the entry holds only its
+/// SHA-256.
+fn new_key(id: &str) -> ExitCode {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        eprintln!("livechain: --id must be 1 to 64 of a-z A-Z 0-9 - _ .");
+        return ExitCode::from(2);
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = livechain::config::sha256(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("key: {key}");
+    println!("(shown once: give it to the client; livechain keeps only its hash)");
+    println!();
+    println!("[[keys]]");
+    println!("id = \"{id}\"");
+    println!("sha256 = \"{hash}\"");
+    ExitCode::SUCCESS
 }
 
 fn run_proxy(path: &std::path::Path, control: &Control, hup: Signal) -> ExitCode {

@@ -89,6 +89,17 @@ pub struct Metrics {
     pub cache_redis_errors: prometheus::IntCounter,
     /// `livechain_cache_redis_up`: 1 while the shared cache's Redis is connected.
     pub cache_redis_up: IntGauge,
+    /// `livechain_key_requests_total{key,chain}`: requests admitted, by key id (`anonymous`
+    /// without one; ids come from the keys file, so the series are bounded).
+    pub key_requests: IntCounterVec,
+    /// `livechain_key_limited_total{key,chain}`: requests refused by a rate limit.
+    pub key_limited: IntCounterVec,
+    /// `livechain_auth_failures_total{reason}`: requests refused by access control.
+    pub auth_failures: IntCounterVec,
+    /// `livechain_limits_backend_errors_total`: Redis commands of the shared limits that failed.
+    pub limits_backend_errors: prometheus::IntCounter,
+    /// `livechain_limits_backend_up`: 1 while the shared limits' Redis is connected.
+    pub limits_backend_up: IntGauge,
     /// `livechain_cache_bytes` and `livechain_cache_entries`: what the response cache holds.
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
@@ -260,6 +271,31 @@ impl Metrics {
                  bypass, coalesced).",
                 &["chain", "group", "result"],
             ),
+            key_requests: counter(
+                "livechain_key_requests_total",
+                "Requests admitted by access control, by key id (anonymous without a key) and chain.",
+                &["key", "chain"],
+            ),
+            key_limited: counter(
+                "livechain_key_limited_total",
+                "Requests refused by a rate limit, by key id (anonymous without a key) and chain.",
+                &["key", "chain"],
+            ),
+            auth_failures: counter(
+                "livechain_auth_failures_total",
+                "Requests refused by access control, by reason.",
+                &["reason"],
+            ),
+            limits_backend_errors: prometheus::IntCounter::new(
+                "livechain_limits_backend_errors_total",
+                "Redis commands of the shared rate limits that failed or timed out.",
+            )
+            .expect("valid metric"),
+            limits_backend_up: IntGauge::new(
+                "livechain_limits_backend_up",
+                "1 while the shared rate limits' Redis is connected (0 when down or not configured).",
+            )
+            .expect("valid metric"),
             cache_evictions: counter(
                 "livechain_cache_evictions_total",
                 "Answers the response cache dropped, by reason (size, head, reorg, ttl).",
@@ -356,6 +392,11 @@ impl Metrics {
             Box::new(m.subscription_events.clone()),
             Box::new(m.head_delivery.clone()),
             Box::new(m.cache_requests.clone()),
+            Box::new(m.key_requests.clone()),
+            Box::new(m.key_limited.clone()),
+            Box::new(m.auth_failures.clone()),
+            Box::new(m.limits_backend_errors.clone()),
+            Box::new(m.limits_backend_up.clone()),
             Box::new(m.cache_evictions.clone()),
             Box::new(m.cache_redis_errors.clone()),
             Box::new(m.cache_redis_up.clone()),

@@ -59,6 +59,9 @@ pub struct Reloader {
     pub started_with: ServerConfig,
     /// Takes `[cache]`'s rules and backend on every reload.
     pub cache: Arc<crate::cache::Cache>,
+    /// Takes `[limits]` and the keys' rates on every reload.
+    pub limiter: Arc<crate::auth::limit::Limiter>,
+    pub audit: Arc<crate::auth::audit::Audit>,
     pub router: Arc<Router>,
     pub mocks: MockHost,
     pub connector: Arc<Connector>,
@@ -127,6 +130,11 @@ impl Reloader {
         }
         let generation = built.snapshot.generation;
         self.cache.configure(&config.server.cache_setup);
+        self.limiter.configure(&config.server.access, &config.keys);
+        self.audit.configure(
+            built.snapshot.access.audits(),
+            config.server.access.audit_log.as_deref(),
+        );
         self.router.store(built.snapshot);
         self.mocks.retain(&built.mocks);
         Ok(generation)

@@ -84,11 +84,21 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         let _runtime = control.handle().enter();
         cache.configure(&s.cache_setup);
     }
+    let limiter = Arc::new(crate::auth::limit::Limiter::default());
+    let audit = Arc::new(crate::auth::audit::Audit::default());
+    {
+        let _runtime = control.handle().enter();
+        limiter.configure(&s.access, &config.keys);
+        let access = crate::auth::Access::new(&s.access, &config.keys);
+        audit.configure(access.audits(), s.access.audit_log.as_deref());
+    }
     let api = Api {
         started: std::time::Instant::now(),
         reload: reload.clone(),
         metrics_here: s.metrics_listen.is_none(),
         cache: cache.clone(),
+        limiter: limiter.clone(),
+        audit: audit.clone(),
     };
     let app = Livechain::new(router.clone(), connector.clone(), api);
     let mut proxy = pingora::services::listening::Service::new(
@@ -139,6 +149,8 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         connector,
         status: reload,
         cache,
+        limiter,
+        audit,
     };
     control.handle().spawn(reloader.run(hup));
     Ok(Livechaind {

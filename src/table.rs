@@ -61,7 +61,12 @@ pub fn build(
     }
     let generation = previous.map_or(1, |s| s.generation + 1);
     Ok(Built {
-        snapshot: Snapshot::new(chains, Limits::from_config(&config.server), generation),
+        snapshot: Snapshot::new(
+            chains,
+            Limits::from_config(&config.server),
+            crate::auth::Access::new(&config.server.access, &config.keys),
+            generation,
+        ),
         fresh,
         mocks: used_mocks,
     })

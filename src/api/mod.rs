@@ -1,4 +1,5 @@
-//! The service endpoints beside JSON-RPC: `GET /health`, `GET /status`, `GET /metrics`.
+//! The service endpoints beside JSON-RPC: `GET /health`, `GET /status`, `GET /metrics`,
+//! `GET /v1/admin/keys`.
 //! Answered from the routing snapshot and live health, never from upstreams. Which request
 //! reaches which endpoint is `proxy::dispatch`'s to decide.
 
@@ -19,6 +20,15 @@ pub enum Endpoint {
     Health,
     Status,
     Metrics,
+    /// `GET /v1/admin/keys`: the configured keys' ids and settings (never the keys).
+    Keys,
+}
+
+impl Endpoint {
+    /// Whether the admin token guards it (`/health` says only ok or unavailable).
+    pub fn is_admin(self) -> bool {
+        !matches!(self, Endpoint::Health)
+    }
 }
 
 #[derive(Clone)]
@@ -29,6 +39,10 @@ pub struct Api {
     pub metrics_here: bool,
     /// The response cache, for `/status`.
     pub cache: Arc<crate::cache::Cache>,
+    /// The rate limits' buckets.
+    pub limiter: Arc<crate::auth::limit::Limiter>,
+    /// The audit log.
+    pub audit: Arc<crate::auth::audit::Audit>,
 }
 
 impl Api {
@@ -40,6 +54,7 @@ impl Api {
             Endpoint::Metrics => {
                 Answer::typed(200, "text/plain; version=0.0.4", scrape::render(snapshot))
             }
+            Endpoint::Keys => status::keys(snapshot),
         }
     }
 }

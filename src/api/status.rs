@@ -198,3 +198,34 @@ pub fn status(api: &Api, snapshot: &Snapshot, now: Millis) -> Answer {
     });
     Answer::json(200, body.to_string())
 }
+
+/// `GET /v1/admin/keys`: each key's id and settings; the keys themselves are not kept.
+pub fn keys(snapshot: &Snapshot) -> Answer {
+    let rate = |r: Option<crate::config::Rate>| {
+        r.map(|r| json!({"per_second": r.per_second, "burst": r.burst}))
+    };
+    let keys: Vec<serde_json::Value> = snapshot
+        .access
+        .keys()
+        .map(|k| {
+            json!({
+                "id": k.id,
+                "enabled": k.enabled,
+                "chains": k.chains,
+                "deny": k.deny,
+                "requests": rate(k.rate),
+                "compute_units": rate(k.units),
+                "origins": k.origins,
+                "ips": k.ips.as_ref().map(|ips| ips.len()),
+            })
+        })
+        .collect();
+    let c = &snapshot.access.config;
+    let body = json!({
+        "anonymous": c.anonymous,
+        "anonymous_requests": rate(c.anonymous_rate),
+        "anonymous_compute_units": rate(c.anonymous_units),
+        "keys": keys,
+    });
+    Answer::json(200, body.to_string())
+}

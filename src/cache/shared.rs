@@ -17,19 +17,17 @@
 //! a failed or slow command marks Redis down (counted, logged once) and calls go on from memory
 //! and upstreams while a background task reconnects.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures::StreamExt;
-use redis::aio::MultiplexedConnection;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::{Cache, Key, Life, Stored};
 use crate::canon::Hash;
+use crate::kv::{Link, Report};
 use crate::metrics::metrics;
 
 const PREFIX: &str = "lc:1:";
@@ -57,23 +55,15 @@ const GONE: &str = "redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]); \
      redis.call('PUBLISH', ARGV[2], ARGV[3]) return 0";
 
 pub struct Shared {
-    client: redis::Client,
-    timeout: Duration,
+    link: Arc<Link>,
     ttl: Duration,
-    conn: ArcSwapOption<MultiplexedConnection>,
-    /// Whether Redis is believed up (for the log's "down"/"back" lines and `/status`).
-    up: AtomicBool,
-    lost: Arc<Notify>,
     writes: Arc<Semaphore>,
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    follow: JoinHandle<()>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let tasks = self.tasks.get_mut().unwrap_or_else(|e| e.into_inner());
-        for t in tasks.iter() {
-            t.abort();
-        }
+        self.follow.abort();
     }
 }
 
@@ -126,79 +116,32 @@ impl Shared {
         ttl: Duration,
         cache: Weak<Cache>,
     ) -> Result<Arc<Shared>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let shared = Arc::new(Shared {
-            client: client.clone(),
+        let m = metrics();
+        let link = Link::start(
+            url,
             timeout,
+            Report {
+                what: "cache",
+                up: m.cache_redis_up.clone(),
+                errors: m.cache_redis_errors.clone(),
+            },
+        )?;
+        let follow = tokio::spawn(follow_gone(link.client().clone(), timeout, cache));
+        Ok(Arc::new(Shared {
+            link,
             ttl,
-            conn: ArcSwapOption::empty(),
-            up: AtomicBool::new(true),
-            lost: Arc::new(Notify::new()),
             writes: Arc::new(Semaphore::new(WRITES)),
-            tasks: std::sync::Mutex::new(Vec::new()),
-        });
-        // Spawned once `shared` exists: the tasks hold it weakly (they end when it goes).
-        let tasks = vec![
-            tokio::spawn(keep_connected(Arc::downgrade(&shared))),
-            tokio::spawn(follow_gone(client, timeout, cache)),
-        ];
-        *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
-        Ok(shared)
+            follow,
+        }))
     }
 
     pub fn is_up(&self) -> bool {
-        self.conn.load().is_some()
-    }
-
-    fn failed(&self, what: &str, e: Option<&redis::RedisError>) {
-        metrics().cache_redis_errors.inc();
-        // A command Redis refused (a wrong type, a script error) says nothing of the
-        // connection; anything else does.
-        let connection = e.is_none_or(|e| {
-            e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-        });
-        if connection {
-            self.conn.store(None);
-            self.lost.notify_one();
-            metrics().cache_redis_up.set(0);
-            if self.up.swap(false, Ordering::AcqRel) {
-                // Kinds only: an error's text could quote the URL.
-                tracing::warn!(
-                    operation = what,
-                    error = e.map_or("timeout", |e| e.category()),
-                    "redis unavailable; serving from memory and upstreams until it is back"
-                );
-            }
-        } else {
-            tracing::debug!(
-                operation = what,
-                error = e.map_or("timeout", |e| e.category()),
-                "redis command failed"
-            );
-        }
-    }
-
-    async fn run<T: redis::FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Option<T> {
-        let mut conn = MultiplexedConnection::clone(self.conn.load().as_deref()?);
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.failed(what, Some(&e));
-                None
-            }
-            Err(_) => {
-                self.failed(what, None);
-                None
-            }
-        }
+        self.link.is_up()
     }
 
     /// The answer kept for `key`, if any instance kept one.
     pub async fn get(&self, chain: &str, key: &Key, life: Life) -> Option<Stored> {
-        let v: Option<Vec<u8>> = self.run("get", &get_cmd(chain, key, life)).await?;
+        let v: Option<Vec<u8>> = self.link.run("get", &get_cmd(chain, key, life)).await?;
         v.as_deref().and_then(decode)
     }
 
@@ -208,28 +151,14 @@ impl Shared {
         for (key, life) in keys {
             pipe.add_command(get_cmd(chain, key, *life));
         }
-        let Some(mut conn) = self.conn.load().as_deref().cloned() else {
-            return keys.iter().map(|_| None).collect();
-        };
-        let got = tokio::time::timeout(
-            self.timeout,
-            pipe.query_async::<Vec<Option<Vec<u8>>>>(&mut conn),
-        )
-        .await;
+        let got: Option<Vec<Option<Vec<u8>>>> =
+            self.link.run_pipe("get", &pipe, self.link.timeout()).await;
         match got {
-            Ok(Ok(values)) if values.len() == keys.len() => values
+            Some(values) if values.len() == keys.len() => values
                 .into_iter()
                 .map(|v| v.as_deref().and_then(decode))
                 .collect(),
-            Ok(Ok(_)) => keys.iter().map(|_| None).collect(),
-            Ok(Err(e)) => {
-                self.failed("get", Some(&e));
-                keys.iter().map(|_| None).collect()
-            }
-            Err(_) => {
-                self.failed("get", None);
-                keys.iter().map(|_| None).collect()
-            }
+            _ => keys.iter().map(|_| None).collect(),
         }
     }
 
@@ -274,7 +203,7 @@ impl Shared {
         };
         let me = self.clone();
         tokio::spawn(async move {
-            let _: Option<redis::Value> = me.run("put", &cmd).await;
+            let _: Option<redis::Value> = me.link.run("put", &cmd).await;
             drop(permit);
         });
     }
@@ -297,65 +226,10 @@ impl Shared {
                 .arg(message)
                 .ignore();
         }
-        let me = self.clone();
+        let link = self.link.clone();
         tokio::spawn(async move {
-            let Some(mut conn) = me.conn.load().as_deref().cloned() else {
-                return;
-            };
-            match tokio::time::timeout(me.timeout * 4, pipe.query_async::<()>(&mut conn)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => me.failed("gone", Some(&e)),
-                Err(_) => me.failed("gone", None),
-            }
+            let _: Option<()> = link.run_pipe("gone", &pipe, link.timeout() * 4).await;
         });
-    }
-}
-
-/// Keeps a connection open: connects at start and whenever a command found Redis gone, with a
-/// growing pause between tries.
-async fn keep_connected(me: Weak<Shared>) {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let Some(shared) = me.upgrade() else { return };
-        if shared.conn.load().is_some() {
-            let lost = shared.lost.clone();
-            drop(shared);
-            lost.notified().await;
-            continue;
-        }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(shared.timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(shared.timeout));
-        let connected = shared
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await;
-        match connected {
-            Ok(mut conn) => {
-                let ping: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-                if ping.is_ok() {
-                    shared.conn.store(Some(Arc::new(conn)));
-                    metrics().cache_redis_up.set(1);
-                    pause = Duration::from_millis(100);
-                    if !shared.up.swap(true, Ordering::AcqRel) {
-                        tracing::info!("redis is back; the shared cache is in use again");
-                    }
-                    continue;
-                }
-            }
-            Err(e) => {
-                metrics().cache_redis_up.set(0);
-                if shared.up.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(
-                        error = e.category(),
-                        "redis unavailable; serving from memory and upstreams until it is back"
-                    );
-                }
-            }
-        }
-        drop(shared);
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -17,6 +17,10 @@ pub(crate) struct MainFile {
     pub server: ServerFile,
     #[serde(default)]
     pub cache: CacheFile,
+    #[serde(default)]
+    pub auth: super::access::AuthFile,
+    #[serde(default)]
+    pub limits: super::access::LimitsFile,
 }
 
 /// `[cache]`. The whole table is optional; applied on reload.

@@ -4,6 +4,7 @@
 //! [`load`] and [`load_upstreams`] are what the binary and hot reload use; the `parse_*` and
 //! `*_with_env` variants take the environment as a function so tests stay hermetic.
 
+mod access;
 mod error;
 mod file;
 mod interpolate;
@@ -19,6 +20,10 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+pub use access::{
+    glob, load_keys, parse_keys, sha256, AccessConfig, ApiKey, Cidr, KeysConfig, LimitsBackend,
+    OnBackendError, Rate,
+};
 pub use error::{ConfigError, Problem};
 pub use model::*;
 
@@ -44,7 +49,7 @@ pub fn load_with_env(
 ) -> Result<Config, ConfigError> {
     let text = read(path)?;
     let main: MainFile = from_toml(&text, path)?;
-    let server = match validate::server(&main.server, &main.cache, path, &env) {
+    let server = match validate::server(&main, path, &env) {
         Ok(server) => server,
         Err(e) => {
             // Still check the upstreams file, so one run reports both files' problems.
@@ -56,11 +61,21 @@ pub fn load_with_env(
             });
         }
     };
-    let upstreams = load_upstreams_with_env(&server.upstreams_path, &env)?;
+    let upstreams = load_upstreams_with_env(&server.upstreams_path, &env);
+    let keys = match &server.access.keys_path {
+        Some(keys) => access::load_keys(keys, &env).map(Some),
+        None => Ok(None),
+    };
+    let (upstreams, keys) = match (upstreams, keys) {
+        (Ok(u), Ok(k)) => (u, k.unwrap_or_default()),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(a), Err(b)) => return Err(a.and(b)),
+    };
     Ok(Config {
         path: path.to_path_buf(),
         server,
         upstreams,
+        keys,
     })
 }
 
@@ -81,7 +96,7 @@ pub fn parse_server(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ServerConfig, ConfigError> {
     let main: MainFile = from_toml(text, path)?;
-    validate::server(&main.server, &main.cache, path, &env)
+    validate::server(&main, path, &env)
 }
 
 /// Parses and validates the text of an upstreams file; `path` is used in messages and to resolve

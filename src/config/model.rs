@@ -20,6 +20,8 @@ pub struct Config {
     pub path: PathBuf,
     pub server: ServerConfig,
     pub upstreams: UpstreamsConfig,
+    /// The keys file `[auth] keys` names (empty without one).
+    pub keys: super::KeysConfig,
 }
 
 /// `[cache]` in `livechain.toml`, applied on reload.
@@ -94,6 +96,8 @@ pub struct ServerConfig {
     pub cache: CacheConfig,
     /// `[cache]`'s rules and backend.
     pub cache_setup: CacheSetup,
+    /// `[auth]` and `[limits]`.
+    pub access: super::AccessConfig,
     /// A separate listener for `GET /metrics` (and `/health`), e.g. reachable only by Prometheus.
     pub metrics_listen: Option<SocketAddr>,
     /// Worker threads of the proxy service.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, Problems};
-use super::file::{CacheFile, CacheRuleFile, ServerFile, SubscriptionsFile, UpstreamsFile};
+use super::file::{CacheFile, CacheRuleFile, SubscriptionsFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
 use super::model::{
     CacheBackend, CacheConfig, CacheRule, CacheSetup, ChainConfig, ServerConfig, SubscriptionMode,
@@ -32,11 +32,11 @@ const MAX_REORG_WINDOW: u64 = 4096;
 const MIN_BODY_BYTES: u64 = 1024;
 
 pub(crate) fn server(
-    file: &ServerFile,
-    cache: &CacheFile,
+    main: &super::file::MainFile,
     path: &Path,
     env: Env<'_>,
 ) -> Result<ServerConfig, ConfigError> {
+    let (file, cache) = (&main.server, &main.cache);
     let mut p = Problems::new(path);
 
     let listen = match expand(&file.listen, env) {
@@ -165,6 +165,7 @@ pub(crate) fn server(
     }
 
     let cache_setup = cache_setup(cache, env, &mut p);
+    let access = super::access::access(&main.auth, &main.limits, path, env, &mut p);
 
     let upstreams_path = upstreams_path(path, &file.upstreams);
     if upstreams_path.is_none() {
@@ -181,6 +182,7 @@ pub(crate) fn server(
             max_entry_bytes: usize::try_from(cache.max_entry_bytes).unwrap_or(usize::MAX),
         },
         cache_setup,
+        access,
         metrics_listen,
         threads: usize::try_from(file.threads).unwrap_or(1),
         max_body_bytes,

@@ -180,6 +180,15 @@ pub struct RequestHead<'b> {
     /// `Cache-Control: no-cache` (or `no-store`, or `Pragma: no-cache`): the client wants the
     /// node's answer, not a kept one.
     pub no_cache: bool,
+    /// `Authorization` (a request with two is refused: which one a key check reads must not
+    /// be a guess).
+    pub authorization: Option<&'b [u8]>,
+    /// `X-Api-Key` (one at most, as `Authorization`).
+    pub api_key: Option<&'b [u8]>,
+    /// `Origin` (a browser's).
+    pub origin: Option<&'b [u8]>,
+    /// `X-Forwarded-For` (the last one when repeated: the nearest proxy's), else `Forwarded`.
+    pub forwarded_for: Option<&'b [u8]>,
     /// Bytes of the head, blank line included.
     pub len: usize,
 }
@@ -220,6 +229,9 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
     let mut upgrade_websocket = false;
     let mut ws = WebSocketHeads::default();
     let mut no_cache = false;
+    let (mut authorization, mut api_key, mut origin) = (None, None, None);
+    let (mut xff, mut forwarded) = (None, None);
+    let (mut authorizations, mut api_keys) = (0, 0);
     let f = frame(req.headers, |h| {
         let name = h.name;
         match name.len() {
@@ -257,10 +269,26 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
             6 if name.eq_ignore_ascii_case("pragma") => {
                 no_cache |= h.value.trim_ascii().eq_ignore_ascii_case(b"no-cache");
             }
+            13 if name.eq_ignore_ascii_case("authorization") => {
+                authorizations += 1;
+                authorization = Some(h.value);
+            }
+            9 if name.eq_ignore_ascii_case("x-api-key") => {
+                api_keys += 1;
+                api_key = Some(h.value);
+            }
+            6 if name.eq_ignore_ascii_case("origin") => origin = Some(h.value.trim_ascii()),
+            15 if name.eq_ignore_ascii_case("x-forwarded-for") => xff = Some(h.value),
+            9 if name.eq_ignore_ascii_case("forwarded") => forwarded = Some(h.value),
             _ => {}
         }
         Ok(())
     })?;
+    if authorizations > 1 || api_keys > 1 {
+        return Err(HeadError::Bad(
+            "more than one Authorization or X-Api-Key header",
+        ));
+    }
     if f.hosts > 1 || (!http10 && f.hosts == 0) {
         return Err(HeadError::Bad(
             "an HTTP/1.1 request needs exactly one Host header",
@@ -304,6 +332,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
         content_types,
         websocket: None,
         no_cache,
+        authorization,
+        api_key,
+        origin,
+        forwarded_for: xff.or(forwarded),
         len,
     };
     // HTTP/1.0 has no 100 Continue to send.

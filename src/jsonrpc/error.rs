@@ -16,6 +16,10 @@ pub mod code {
     pub const NO_UPSTREAM: i32 = -32011;
     /// Upstreams failed (connect error, timeout, bad answer) for every attempt.
     pub const UPSTREAM_FAILED: i32 = -32603;
+    /// EIP-1474: a rate limit was exceeded.
+    pub const LIMIT_EXCEEDED: i32 = -32005;
+    /// EIP-1474: a resource (here: the shared rate limits) is unavailable.
+    pub const RESOURCE_UNAVAILABLE: i32 = -32002;
 }
 
 /// Longest piece of client input quoted back in an error message.

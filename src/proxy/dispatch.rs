@@ -59,6 +59,7 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
         "/health" => return service(Endpoint::Health, read_only, method, path),
         "/status" => return service(Endpoint::Status, read_only, method, path),
         "/metrics" if metrics_here => return service(Endpoint::Metrics, read_only, method, path),
+        "/v1/admin/keys" => return service(Endpoint::Keys, read_only, method, path),
         _ => {}
     }
     if path == "/v1/chains" || path.starts_with("/v1/chains/") {
@@ -76,12 +77,12 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
         };
     }
     if let Some(rest) = path.strip_prefix("/v1/ws/") {
-        let chain = segment(rest).and_then(|s| snapshot.chain(s));
+        let chain = chain_segment(rest).and_then(|s| snapshot.chain(s));
         return match (chain, websocket, method) {
             (Some(chain), true, "GET") => Target::WebSocket(chain.clone()),
             (None, _, _) => Target::Refuse(Box::new(unknown_chain(
                 snapshot,
-                segment(rest).unwrap_or(rest),
+                chain_segment(rest).unwrap_or(rest),
                 404,
             ))),
             (Some(_), false, "GET") => Target::Refuse(Box::new(
@@ -102,7 +103,7 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             ))),
         };
     }
-    let name = path.strip_prefix('/').and_then(segment);
+    let name = path.strip_prefix('/').and_then(chain_segment);
     let Some(chain) = name.and_then(|s| snapshot.chain(s)) else {
         let name = name.unwrap_or(path);
         let err = unknown_chain_error(snapshot, name);
@@ -123,6 +124,31 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             "send JSON-RPC requests with POST, or open a WebSocket (GET with Upgrade: websocket)",
         ))),
     }
+}
+
+/// The chain of a chain path's rest: `ethereum`, `ethereum/`, or `ethereum/KEY` (an API key
+/// after it, as provider URLs have them); `None` for more segments or none.
+fn chain_segment(rest: &str) -> Option<&str> {
+    chain_and_key(rest).map(|(chain, _)| chain)
+}
+
+fn chain_and_key(rest: &str) -> Option<(&str, Option<&str>)> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let mut parts = rest.splitn(3, '/');
+    let chain = parts.next().filter(|c| !c.is_empty())?;
+    let key = parts.next();
+    (parts.next().is_none() && key != Some("")).then_some((chain, key))
+}
+
+/// The API key in a chain path (`/ethereum/KEY`, `/v1/ws/ethereum/KEY`), if any.
+pub fn path_key(path: &str) -> Option<&str> {
+    if path.starts_with("/v1/chains") {
+        return None;
+    }
+    let rest = path
+        .strip_prefix("/v1/ws/")
+        .or_else(|| path.strip_prefix('/'))?;
+    chain_and_key(rest)?.1
 }
 
 /// The one segment of a path's rest: `ethereum`, `ethereum/`; `None` for more or none.
@@ -193,6 +219,7 @@ mod tests {
                 None
             })
             .unwrap(),
+            keys: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

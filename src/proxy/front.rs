@@ -14,6 +14,7 @@
 //! "Performance") and so that one parser decides everything (`h1`).
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use super::dispatch::{self, Site, Target};
 use super::forward::{attempt_timer, AttemptTimer};
 use super::media::{self, Media};
 use super::{Livechain, RequestCtx};
+use crate::auth::{self, Refusal, Who};
 use crate::conn::Conn;
 use crate::h1::body::{self, BodyError};
 use crate::h1::head::{self, Framing, HeadError};
@@ -103,6 +105,12 @@ struct Request {
     websocket: Option<Box<ws::Handshake>>,
     /// The client asked for no kept answer.
     no_cache: bool,
+    /// Who is asking, or why they may not (decided from the head: key, address).
+    who: Result<Who, Refusal>,
+    /// The client's address (as trusted proxies report it).
+    ip: IpAddr,
+    /// A browser's `Origin`, kept only when a key restricts origins or for a preflight.
+    origin: Option<Box<str>>,
 }
 
 /// What came of waiting for a request.
@@ -123,6 +131,9 @@ impl ServerApp for Front {
     ) -> Option<Stream> {
         crate::upstream::serve_here();
         let (mut stream, read_ahead) = Conn::adopt(stream);
+        let peer = stream
+            .peer_ip()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let mut head = Vec::with_capacity(256);
         let Some(_admitted) = self.admit() else {
             let answer = Answer::rpc_error(
@@ -146,7 +157,7 @@ impl ServerApp for Front {
         let mut wait = Wait { idle, stop };
         let mut timer = None;
         loop {
-            let next = next_request(self, &mut stream, &mut buf, shutdown, &mut wait).await;
+            let next = next_request(self, &mut stream, &mut buf, shutdown, &mut wait, peer).await;
             let req = match next {
                 Next::Gone => return None,
                 Next::Refuse(answer) => {
@@ -202,7 +213,7 @@ impl Front {
     }
 
     /// Decides what the head at the start of `buf` asks for; `None` while it is incomplete.
-    fn decide(&self, buf: &[u8]) -> Option<Next> {
+    fn decide(&self, buf: &[u8], peer: IpAddr) -> Option<Next> {
         let parsed = match head::parse_request(buf) {
             Ok(Some(h)) => h,
             Ok(None) => return None,
@@ -222,6 +233,65 @@ impl Front {
             parsed.websocket.is_some(),
             &snapshot,
         );
+        let access = &snapshot.access;
+        if let Target::Service(endpoint) = &target {
+            // `server.metrics_listen` is the operator's own door: no token there.
+            if endpoint.is_admin() && self.site != Site::Metrics {
+                let token = parsed.authorization.and_then(auth::bearer);
+                let verdict = access.is_admin(token);
+                if verdict == Some(false) {
+                    metrics()
+                        .auth_failures
+                        .with_label_values(&["admin_token"])
+                        .inc();
+                }
+                match (verdict, token) {
+                    (Some(false), None) => {
+                        return Some(Next::Request(self.refused_head(
+                            &parsed,
+                            snapshot,
+                            admin_refusal(401),
+                        )))
+                    }
+                    (Some(false), Some(_)) => {
+                        return Some(Next::Request(self.refused_head(
+                            &parsed,
+                            snapshot,
+                            admin_refusal(403),
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut ip = peer;
+        let (who, origin) = match &target {
+            Target::JsonRpc(_)
+            | Target::WebSocket(_)
+            | Target::Events(_)
+            | Target::Preflight
+            | Target::UnknownChain(_) => {
+                let key = auth::presented(
+                    dispatch::path_key(parsed.path).map(str::as_bytes),
+                    parsed.authorization,
+                    parsed.api_key,
+                );
+                if key.is_none() && access.is_open() {
+                    (Ok(Who::Anonymous(peer)), None)
+                } else {
+                    ip = access.client_ip(peer, parsed.forwarded_for);
+                    let who = access.identify(key, ip);
+                    let restricts = matches!(&who, Ok(Who::Key(k, _)) if k.origins.is_some());
+                    let origin = parsed
+                        .origin
+                        .filter(|_| restricts || matches!(target, Target::Preflight))
+                        .and_then(|o| std::str::from_utf8(o).ok())
+                        .map(Into::into);
+                    (who, origin)
+                }
+            }
+            _ => (Ok(Who::Anonymous(peer)), None),
+        };
         let path =
             matches!(target, Target::Rest | Target::WebSocket(_)).then(|| parsed.path.into());
         let query = match &target {
@@ -247,8 +317,37 @@ impl Front {
             query,
             websocket,
             no_cache: parsed.no_cache,
+            who,
+            ip,
+            origin,
             snapshot,
         }))
+    }
+
+    /// A request answered from its head alone (`answer`), its body read and dropped.
+    fn refused_head(
+        &self,
+        parsed: &head::RequestHead<'_>,
+        snapshot: Arc<Snapshot>,
+        answer: Answer,
+    ) -> Request {
+        Request {
+            media: media::of(parsed.content_type, parsed.content_types),
+            head_len: parsed.len,
+            body: parsed.body,
+            keep_alive: parsed.keep_alive,
+            expect_continue: parsed.expect_continue,
+            head_only: parsed.method == "HEAD",
+            target: Target::Refuse(Box::new(answer)),
+            path: None,
+            query: None,
+            websocket: None,
+            no_cache: false,
+            who: Err(Refusal::NoKey),
+            ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            origin: None,
+            snapshot,
+        }
     }
 
     /// Reads the body, answers, and logs one request; whether the connection stays open.
@@ -266,6 +365,7 @@ impl Front {
         let mut ctx = RequestCtx::new();
         ctx.access_log = limits.access_log;
         ctx.no_cache = req.no_cache;
+        ctx.client_ip = Some(req.ip);
         buf.advance(req.head_len);
         let mut answer = match req.target {
             Target::JsonRpc(chain) => {
@@ -273,14 +373,21 @@ impl Front {
                 match read_body(stream, buf, req.body, req.expect_continue, &limits).await {
                     Err(BodyEnd::Gone) => return false,
                     Err(BodyEnd::Answer(a)) => a,
-                    Ok(body) => match req.media {
-                        Media::Json => {
+                    Ok(body) => match (req.media, req.who) {
+                        (Media::Json, Ok(who)) => {
+                            ctx.who = Some(who);
+                            ctx.origin = req.origin;
                             ctx.timer = Some(timer.take().unwrap_or_else(attempt_timer));
                             let a = self.app.jsonrpc(&chain, &limits, body, &mut ctx).await;
                             *timer = ctx.timer.take();
                             a
                         }
-                        other => super::refuse_each(&body, limits.bounds(), 415, &other.error()),
+                        (Media::Json, Err(refusal)) => {
+                            self.app.refuse(&body, &limits, refusal, &mut ctx)
+                        }
+                        (other, _) => {
+                            super::refuse_each(&body, limits.bounds(), 415, &other.error())
+                        }
                     },
                 }
             }
@@ -294,7 +401,13 @@ impl Front {
             // Answered without the body, which is read and dropped to keep the connection.
             early => {
                 let answer = match early {
-                    Target::Preflight => super::respond::preflight(),
+                    Target::Preflight => match (&req.who, req.origin.as_deref()) {
+                        (Err(refusal), _) => super::refused(*refusal),
+                        (Ok(Who::Key(key, _)), Some(origin)) if !key.allows_origin(origin) => {
+                            super::refused(Refusal::Origin)
+                        }
+                        _ => super::respond::preflight(),
+                    },
                     Target::Service(endpoint) => self.app.api.answer(endpoint, snapshot),
                     Target::Rest => {
                         let path = req.path.as_deref().unwrap_or("/v1/chains");
@@ -345,7 +458,16 @@ impl Front {
         ctx.access_log = limits.access_log;
         buf.advance(req.head_len);
         let handshake = req.websocket.unwrap_or_default();
-        let refused = if req.body != Framing::Empty {
+        let who = match req.who {
+            Ok(who) => self
+                .app
+                .admit_socket(&chain, &req.snapshot, who, req.origin.as_deref()),
+            Err(refusal) => Err(refusal),
+        };
+        let refused = if let Err(refusal) = who {
+            ctx.decision = Some(refusal.reason());
+            Err(super::refused(refusal))
+        } else if req.body != Framing::Empty {
             Err(Answer::rpc_error(
                 400,
                 &RpcError::new(code::INVALID_REQUEST, "a WebSocket upgrade has no body"),
@@ -365,6 +487,7 @@ impl Front {
                 &self.app.ws_counts,
                 &self.app.ws_services(),
                 native,
+                who.ok(),
             ))
             .await
         };
@@ -401,7 +524,16 @@ impl Front {
         ctx.method = Some(std::borrow::Cow::Borrowed("events"));
         ctx.access_log = limits.access_log;
         buf.advance(req.head_len);
-        let refused = if req.body != Framing::Empty {
+        let who = match req.who {
+            Ok(who) => self
+                .app
+                .admit_socket(&chain, &req.snapshot, who, req.origin.as_deref()),
+            Err(refusal) => Err(refusal),
+        };
+        let refused = if let Err(refusal) = who {
+            ctx.decision = Some(refusal.reason());
+            Err(super::refused(refusal))
+        } else if req.body != Framing::Empty {
             Err(super::rest::error(400, "an event stream request has no body").closing())
         } else {
             ws::sse::wanted(req.query.as_deref()).map_err(|e| super::rest::error(400, e))
@@ -441,6 +573,7 @@ async fn next_request<S: Future<Output = ()>>(
     buf: &mut BytesMut,
     shutdown: &ShutdownWatch,
     wait: &mut Wait<'_, S>,
+    peer: IpAddr,
 ) -> Next {
     // Later than before, so the timer only has its deadline moved, not re-registered.
     wait.idle
@@ -449,7 +582,7 @@ async fn next_request<S: Future<Output = ()>>(
     let mut head_begun = false;
     loop {
         if !buf.is_empty() {
-            if let Some(next) = front.decide(buf) {
+            if let Some(next) = front.decide(buf, peer) {
                 return next;
             }
             if !head_begun {
@@ -586,4 +719,25 @@ fn too_large(max: usize) -> Answer {
 /// The answer to a head that cannot be taken; the connection is closed after it.
 fn head_error(e: HeadError) -> Answer {
     Answer::rpc_error(e.status(), &RpcError::invalid_request(e.reason())).closing()
+}
+
+/// An admin endpoint without the admin token (401, with the scheme to use) or with another
+/// token (403).
+fn admin_refusal(status: u16) -> Answer {
+    let (message, answer) = match status {
+        401 => (
+            "this endpoint needs Authorization: Bearer <admin_token>",
+            true,
+        ),
+        _ => ("wrong admin token", false),
+    };
+    let a = Answer::rpc_error(status, &RpcError::new(code::INVALID_REQUEST, message));
+    if answer {
+        a.with_header(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        )
+    } else {
+        a
+    }
 }

@@ -10,6 +10,7 @@
 //!    failing over to another when it cannot answer ([`forward`], [`crate::upstream`]);
 //! 4. the upstream's answer is written back unchanged ([`crate::h1::answer`]).
 
+mod access;
 mod batch;
 mod cached;
 mod dispatch;
@@ -22,6 +23,8 @@ mod rest;
 mod single;
 
 pub use front::Front;
+
+pub(crate) use access::refused;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -46,17 +49,23 @@ pub struct Livechain {
     api: Api,
     ws_counts: Arc<ws::Counts>,
     cache: Arc<crate::cache::Cache>,
+    limiter: Arc<crate::auth::limit::Limiter>,
+    audit: Arc<crate::auth::audit::Audit>,
 }
 
 impl Livechain {
     pub fn new(router: Arc<Router>, connector: Arc<Connector>, api: Api) -> Livechain {
         let cache = api.cache.clone();
+        let limiter = api.limiter.clone();
+        let audit = api.audit.clone();
         Livechain {
             router,
             connector,
             api,
             ws_counts: Arc::default(),
             cache,
+            limiter,
+            audit,
         }
     }
 
@@ -83,6 +92,20 @@ impl Livechain {
         if ctx.access_log.keeps(&line) {
             crate::telemetry::access::write(&line);
         }
+        let known = ctx.who.is_some() || ctx.decision.is_some();
+        let ip = ctx.who.as_ref().map(|w| w.ip()).or(ctx.client_ip);
+        if let (true, true, Some(ip)) = (self.audit.is_on(), known, ip) {
+            self.audit.write(&crate::auth::audit::Entry {
+                // Refused before it was known who: no id to show.
+                who: ctx.who.as_ref().map_or("-", |w| w.label()),
+                ip,
+                chain: line.chain,
+                method: line.method,
+                calls: line.calls,
+                status,
+                decision: ctx.decision.unwrap_or("allowed"),
+            });
+        }
     }
 }
 
@@ -107,6 +130,14 @@ pub struct RequestCtx {
     no_cache: bool,
     /// What the response cache did, for the access log.
     cache: Option<&'static str>,
+    /// Who asked (set once the head's key and address were checked).
+    who: Option<crate::auth::Who>,
+    /// The browser origin, when a key restricts origins.
+    origin: Option<Box<str>>,
+    /// What access control decided, for the audit log (`allowed`, or a refusal's reason).
+    decision: Option<&'static str>,
+    /// The client's address, for the audit line of a request refused before it was known who.
+    client_ip: Option<std::net::IpAddr>,
 }
 
 impl RequestCtx {
@@ -125,6 +156,10 @@ impl RequestCtx {
             access_log: Default::default(),
             no_cache: false,
             cache: None,
+            who: None,
+            origin: None,
+            decision: None,
+            client_ip: None,
         }
     }
 }
@@ -146,6 +181,7 @@ impl ws::Calls for Livechain {
     fn call(
         &self,
         chain: &str,
+        who: Option<crate::auth::Who>,
         body: Bytes,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send>> {
         let app = self.clone();
@@ -160,9 +196,39 @@ impl ws::Calls for Livechain {
             let mut ctx = RequestCtx::new();
             ctx.chain = Some(chain.clone());
             ctx.access_log = limits.access_log;
+            ctx.who = who;
             let answer = app.jsonrpc(&chain, &limits, body, &mut ctx).await;
             app.log(&ctx, answer.status, None);
             answer.body
+        })
+    }
+
+    fn check(
+        &self,
+        chain: &str,
+        who: crate::auth::Who,
+        body: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Bytes>> + Send>> {
+        let app = self.clone();
+        let chain = chain.to_owned();
+        Box::pin(async move {
+            let snapshot = app.router.load();
+            let chain = snapshot.chain_named(&chain).cloned()?;
+            let limits = snapshot.limits;
+            let request = jsonrpc::parse(&body, limits.bounds()).ok()?;
+            let mut ctx = RequestCtx::new();
+            ctx.chain = Some(chain.clone());
+            ctx.who = Some(who);
+            match app
+                .admit_calls(&chain, &request, &body, &limits, &mut ctx)
+                .await
+            {
+                Ok(()) => None,
+                Err(answer) => {
+                    app.log(&ctx, answer.status, None);
+                    Some(answer.body)
+                }
+            }
         })
     }
 }
@@ -188,6 +254,13 @@ impl Livechain {
                 return body_error(&body, e);
             }
         };
+        if let Err(refused) = self.admit_calls(chain, &request, &body, limits, ctx).await {
+            ctx.metric_method = Some(match &request {
+                Request::Single(call) => MethodLabel::of(call.method(&body)),
+                Request::Batch(_) => MethodLabel::BATCH,
+            });
+            return refused;
+        }
         let forwarder = Forwarder {
             chain,
             connector: &self.connector,

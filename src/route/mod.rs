@@ -99,6 +99,8 @@ const LINEAR_LOOKUP: usize = 8;
 /// One immutable routing table.
 pub struct Snapshot {
     pub limits: Limits,
+    /// Keys and access settings (`[auth]`, `[limits]`, the keys file).
+    pub access: Arc<crate::auth::Access>,
     /// Counts the tables built since start: 1 for the first, +1 per successful reload.
     pub generation: u64,
     chains: Vec<Arc<Chain>>,
@@ -107,7 +109,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(chains: Vec<Chain>, limits: Limits, generation: u64) -> Snapshot {
+    pub fn new(
+        chains: Vec<Chain>,
+        limits: Limits,
+        access: crate::auth::Access,
+        generation: u64,
+    ) -> Snapshot {
         let chains: Vec<Arc<Chain>> = chains.into_iter().map(Arc::new).collect();
         let by_name = chains
             .iter()
@@ -121,6 +128,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             limits,
+            access: Arc::new(access),
             generation,
             chains,
             by_name,
@@ -225,6 +233,7 @@ mod tests {
             path: "t.toml".into(),
             server: parse_server("", Path::new("t.toml"), |_| None).unwrap(),
             upstreams: parse_upstreams(&text, Path::new("u.toml"), |_| None).unwrap(),
+            keys: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -49,12 +49,23 @@ use crate::upstream::Upstream;
 /// Answers JSON-RPC bodies received over a managed socket the way an HTTP POST to the chain is
 /// answered (parsing, deny list, selection, retries, failover); implemented by the proxy.
 pub trait Calls: Send + Sync + 'static {
-    /// The answer body for `body` on chain `chain` (empty: nothing to send back).
+    /// The answer body for `body` on chain `chain` from `who` (checked against its key and
+    /// limits as an HTTP request is; empty: nothing to send back).
     fn call(
         &self,
         chain: &str,
+        who: Option<crate::auth::Who>,
         body: bytes::Bytes,
     ) -> Pin<Box<dyn Future<Output = bytes::Bytes> + Send>>;
+
+    /// Checks a message answered on the socket itself (subscriptions) against `who`'s key and
+    /// limits: the refusal's answer body, or `None` when it may be served.
+    fn check(
+        &self,
+        chain: &str,
+        who: crate::auth::Who,
+        body: bytes::Bytes,
+    ) -> Pin<Box<dyn Future<Output = Option<bytes::Bytes>> + Send>>;
 }
 
 /// What a managed socket is served with, from the proxy.
@@ -187,6 +198,7 @@ pub async fn prepare(
     counts: &Arc<Counts>,
     services: &Services,
     native: bool,
+    who: Option<crate::auth::Who>,
 ) -> Result<Accepted, Answer> {
     let reject = |status: u16, reason: &'static str, msg: String| {
         metrics()
@@ -261,6 +273,7 @@ pub async fn prepare(
                 calls: services.calls.clone(),
                 native,
                 limits: *limits,
+                who,
             })),
         });
     }

@@ -48,6 +48,8 @@ pub struct SessionCtx {
     /// The native event protocol is served on this socket (`/v1/ws/{chain}`).
     pub native: bool,
     pub limits: Limits,
+    /// Who opened the socket: every message is checked against its key and limits.
+    pub who: Option<crate::auth::Who>,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Bytes> + Send>>;
@@ -441,6 +443,12 @@ impl Session {
                     self.forward(body);
                     return Ok(());
                 }
+                if let Some(check) = self.refused(&body) {
+                    if let Some(refused) = check.await {
+                        self.push_text(refused, None);
+                        return Ok(());
+                    }
+                }
                 if let Some(answer) = self.subscription_call(&body, &call).await? {
                     self.push_text(answer.into(), None);
                 }
@@ -450,6 +458,12 @@ impl Session {
                     |i| matches!(i, Item::Call(c) if is_subscription_method(c.method(&body))),
                 ) =>
             {
+                if let Some(check) = self.refused(&body) {
+                    if let Some(refused) = check.await {
+                        self.push_text(refused, None);
+                        return Ok(());
+                    }
+                }
                 self.batch(body, items).await?;
             }
             _ => self.forward(body),
@@ -468,7 +482,17 @@ impl Session {
 
     /// Sends a JSON-RPC body the way HTTP requests go (its answer is queued when it comes).
     fn forward(&mut self, body: Bytes) {
-        self.calls.push(self.ctx.calls.call(&self.ctx.chain, body));
+        let who = self.ctx.who.clone();
+        self.calls
+            .push(self.ctx.calls.call(&self.ctx.chain, who, body));
+    }
+
+    /// The refusal of a message with subscription calls (the key's methods, the limits), which
+    /// are answered here rather than sent the HTTP way. The check is made before it is awaited:
+    /// the session itself is not held across the wait.
+    fn refused(&self, body: &Bytes) -> Option<Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>> {
+        let who = self.ctx.who.clone()?;
+        Some(self.ctx.calls.check(&self.ctx.chain, who, body.clone()))
     }
 
     /// A batch with subscription calls in it: those answered here, the rest forwarded one by
@@ -483,7 +507,8 @@ impl Session {
                 finals[i] = self.subscription_call(&body, call).await?.map(Bytes::from);
             } else {
                 let one = body.slice(call.span.clone());
-                forwarded.push((i, self.ctx.calls.call(&self.ctx.chain, one)));
+                let who = self.ctx.who.clone();
+                forwarded.push((i, self.ctx.calls.call(&self.ctx.chain, who, one)));
             }
         }
         self.calls.push(Box::pin(async move {

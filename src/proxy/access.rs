@@ -1,0 +1,155 @@
+//! Whether a request may be served, once its calls are known: the key's chain, origin and
+//! methods, then the rate limits (a batch counts as its calls, each call as its method's cost).
+//! Refusals are JSON-RPC errors with the request's ids and the status that fits; a refused
+//! request (401, 403) takes nothing from any bucket.
+
+use bytes::Bytes;
+use http::{header, HeaderValue};
+
+use super::{refuse_each, Livechain, RequestCtx};
+use crate::auth::limit::Verdict;
+use crate::auth::{Refusal, Who};
+use crate::h1::Answer;
+use crate::jsonrpc::{self, code, Request, RpcError};
+use crate::metrics::metrics;
+use crate::route::{Chain, Limits, Snapshot};
+
+/// The JSON-RPC error of a refusal.
+fn error_of(refusal: Refusal) -> RpcError {
+    let code = match refusal {
+        Refusal::Limited(_) => code::LIMIT_EXCEEDED,
+        Refusal::Unavailable => code::RESOURCE_UNAVAILABLE,
+        Refusal::Method => code::METHOD_NOT_FOUND,
+        _ => code::INVALID_REQUEST,
+    };
+    RpcError::new(code, refusal.message())
+}
+
+/// Adds what a refusal's answer carries besides its body: when to try again after a limit,
+/// the scheme a missing key needs.
+fn headed(answer: Answer, refusal: Refusal) -> Answer {
+    match refusal {
+        Refusal::Limited(after) => {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            let value = HeaderValue::from(secs.max(1));
+            answer.with_header(header::RETRY_AFTER, value)
+        }
+        Refusal::NoKey | Refusal::UnknownKey | Refusal::Disabled => {
+            answer.with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        }
+        _ => answer,
+    }
+}
+
+/// The answer to a request refused before its body was read (one error, `null` id).
+pub(crate) fn refused(refusal: Refusal) -> Answer {
+    headed(
+        Answer::rpc_error(refusal.status(), &error_of(refusal)),
+        refusal,
+    )
+}
+
+/// `livechain_auth_failures_total{reason}` and, for a limit, the key's limited count.
+fn count(refusal: Refusal, who: Option<&Who>, chain: &str) {
+    let m = metrics();
+    m.auth_failures.with_label_values(&[refusal.reason()]).inc();
+    if let (Refusal::Limited(_), Some(who)) = (refusal, who) {
+        m.key_limited.with_label_values(&[who.label(), chain]).inc();
+    }
+}
+
+impl Livechain {
+    /// The answer to a JSON-RPC body refused as a whole: each call's id gets the error.
+    pub(crate) fn refuse(
+        &self,
+        body: &Bytes,
+        limits: &Limits,
+        refusal: Refusal,
+        ctx: &mut RequestCtx,
+    ) -> Answer {
+        let chain = ctx.chain.as_ref().map_or("-", |c| c.name.as_str());
+        count(refusal, ctx.who.as_ref(), chain);
+        ctx.decision = Some(refusal.reason());
+        headed(
+            refuse_each(body, limits.bounds(), refusal.status(), &error_of(refusal)),
+            refusal,
+        )
+    }
+
+    /// Whether `who` may open a socket or event stream on `chain` (its messages are limited
+    /// one by one).
+    pub(crate) fn admit_socket(
+        &self,
+        chain: &Chain,
+        snapshot: &Snapshot,
+        who: Who,
+        origin: Option<&str>,
+    ) -> Result<Who, Refusal> {
+        match snapshot.access.admit(&who, &chain.name, origin) {
+            Ok(()) => Ok(who),
+            Err(refusal) => {
+                count(refusal, Some(&who), &chain.name);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Checks a parsed request of `who` (in `ctx`) against the key's settings and the limits;
+    /// `Err` is the answer when refused.
+    pub(crate) async fn admit_calls(
+        &self,
+        chain: &Chain,
+        request: &Request,
+        body: &Bytes,
+        limits: &Limits,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Answer> {
+        let Some(who) = ctx.who.as_ref() else {
+            return Ok(());
+        };
+        let snapshot = self.router.load();
+        let access = &snapshot.access;
+        if access.is_open() && who.key().is_none() {
+            return Ok(());
+        }
+        let methods: Vec<&str> = match request {
+            Request::Single(call) => vec![call.method(body)],
+            Request::Batch(items) => items
+                .iter()
+                .filter_map(|i| match i {
+                    jsonrpc::Item::Call(c) => Some(c.method(body)),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let mut verdict = access.admit(who, &chain.name, ctx.origin.as_deref());
+        if let (Ok(()), Some(key)) = (verdict, who.key()) {
+            if methods.iter().any(|m| key.denies(m)) {
+                verdict = Err(Refusal::Method);
+            }
+        }
+        if verdict.is_ok() {
+            let calls = u32::try_from(methods.len()).unwrap_or(u32::MAX);
+            let units = methods
+                .iter()
+                .map(|m| access.config.cost(m))
+                .fold(0u32, u32::saturating_add);
+            verdict = match self.limiter.check(who, calls, units).await {
+                Verdict::Allowed => Ok(()),
+                Verdict::Limited(after) => Err(Refusal::Limited(after)),
+                Verdict::Unavailable => Err(Refusal::Unavailable),
+            };
+        }
+        match verdict {
+            Ok(()) => {
+                metrics()
+                    .key_requests
+                    .with_label_values(&[who.label(), &chain.name])
+                    .inc();
+                ctx.decision = Some("allowed");
+                Ok(())
+            }
+            Err(refusal) => Err(self.refuse(body, limits, refusal, ctx)),
+        }
+    }
+}
