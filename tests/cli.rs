@@ -207,3 +207,65 @@ async fn ask_mock(args: &[&str], method: &str) -> (String, serde_json::Value) {
     let v = answer.expect("mock answered").json();
     (v["result"].as_str().unwrap_or_default().to_owned(), v)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_new_prints_a_fresh_key_once_and_an_entry_that_accepts_it() {
+    let run = || {
+        let out = Command::new(bin())
+            .args(["key", "new", "--id", "wallet-backend"])
+            .output()
+            .expect("run livechain key new");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (first, second) = (run(), run());
+    let key = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("key: "))
+            .expect("a key line")
+            .to_owned()
+    };
+    let k = key(&first);
+    assert_eq!(k.len(), 64, "32 random bytes, hex: {k}");
+    assert_ne!(k, key(&second), "two runs, two keys");
+    let entry = &first[first.find("[[keys]]").expect("an entry")..];
+    assert!(entry.contains("id = \"wallet-backend\""));
+    assert!(!entry.contains(&k), "the entry holds the hash, not the key");
+    // The entry, as printed, lets the key in and no other.
+    let node = mock(1).await;
+    let dir = TempDir::new();
+    let keys = dir.write("keys.toml", entry);
+    let extra = format!(
+        "\n[auth]\nkeys = \"{}\"\nanonymous = false\n",
+        keys.display()
+    );
+    let p = Proxy::start(
+        &upstreams_toml("ethereum", 1, &[("a", format!("http://{}", node.addr()))]),
+        &extra,
+    )
+    .await;
+    let mut c = p.client();
+    let ok = c
+        .post(
+            &format!("/ethereum/{k}"),
+            &call(1, "eth_chainId", json!([])),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let other = c
+        .post(
+            &format!("/ethereum/{}", key(&second)),
+            &call(1, "eth_chainId", json!([])),
+        )
+        .await;
+    assert_eq!(other.status, 401);
+    let bad = Command::new(bin())
+        .args(["key", "new", "--id", "has space"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

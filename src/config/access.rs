@@ -339,6 +339,19 @@ pub struct KeysConfig {
     pub keys: Vec<ApiKey>,
 }
 
+/// 64 hex digits as 32 bytes.
+fn hex32(h: &str) -> Option<[u8; 32]> {
+    if h.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in h.as_bytes().chunks_exact(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        out[i] = u8::try_from(digit(pair[0])? << 4 | digit(pair[1])?).ok()?;
+    }
+    Some(out)
+}
+
 /// The SHA-256 of `key`, as the keys file holds it.
 pub fn sha256(key: &[u8]) -> [u8; 32] {
     use sha2::Digest;
@@ -599,9 +612,7 @@ pub fn parse_keys(
         let sha = match (&k.sha256, &k.key) {
             (Some(h), None) => {
                 let h = h.trim().to_ascii_lowercase();
-                let bytes = (h.len() == 64)
-                    .then(|| crate::canon::block::parse_hash(&format!("0x{h}")))
-                    .flatten();
+                let bytes = hex32(&h);
                 if bytes.is_none() {
                     p.push(
                         format!("{at}sha256"),
@@ -711,5 +722,58 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/33").is_none());
         assert!(Cidr::parse("nope").is_none());
         assert!(glob("eth_*", "eth_call") && !glob("eth_call", "eth_callx"));
+    }
+
+    #[test]
+    fn a_keys_file_is_checked_key_by_key_and_never_quotes_a_key() {
+        let env = |n: &str| (n == "K").then(|| "from-the-environment-0123".to_owned());
+        let path = Path::new("conf/keys.toml");
+        let ok = parse_keys(
+            "[[keys]]\nid = \"a\"\nkey = \"${K}\"\nrequests_per_second = 5\n\n\
+             [[keys]]\nid = \"b\"\nsha256 = \"AB\"\n",
+            path,
+            env,
+        );
+        let e = ok.unwrap_err().to_string();
+        assert!(
+            e.contains("conf/keys.toml: keys[1].sha256: must be 64 hex digits"),
+            "{e}"
+        );
+        let good = parse_keys(
+            &format!(
+                "[[keys]]\nid = \"a\"\nkey = \"${{K}}\"\nrequests_per_second = 5\n\n\
+                 [[keys]]\nid = \"b\"\nsha256 = \"{}\"\nchains = [\"ethereum\"]\n",
+                "ab".repeat(32)
+            ),
+            path,
+            env,
+        )
+        .unwrap();
+        assert_eq!(good.keys[0].sha256, sha256(b"from-the-environment-0123"));
+        assert_eq!(
+            good.keys[0].rate,
+            Some(Rate {
+                per_second: 5,
+                burst: 5
+            })
+        );
+        assert_eq!(good.keys[1].sha256, [0xab; 32]);
+        assert!(!format!("{good:?}").contains("from-the-environment"));
+        for (text, expect) in [
+            ("[[keys]]\nid = \"a\"\n", "keys[0].sha256: each key needs sha256 (or key)"),
+            ("[[keys]]\nid = \"a b\"\nkey = \"0123456789abcdef0\"\n", "keys[0].id"),
+            ("[[keys]]\nid = \"a\"\nkey = \"short\"\n", "keys[0].key: must be at least 16"),
+            ("[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef0\"\n[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef1\"\n", "is used by another key"),
+            ("[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef0\"\n[[keys]]\nid = \"b\"\nkey = \"0123456789abcdef0\"\n", "the same key as keys[0]"),
+            ("[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef0\"\nburst = 5\n", "keys[0].burst: needs requests_per_second"),
+            ("[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef0\"\nips = [\"x\"]\n", "keys[0].ips"),
+            ("[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef0\"\norigins = [\"app.example.com\"]\n", "keys[0].origins"),
+            ("[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef0\"\ndeny = [\"a*b\"]\n", "keys[0].deny"),
+            ("[[keys]]\nid = \"a\"\nkey = \"0123456789abcdef0\"\ncolor = 1\n", "unknown field"),
+        ] {
+            let e = parse_keys(text, path, env).unwrap_err().to_string();
+            assert!(e.contains(expect), "{text}: {e}");
+            assert!(!e.contains("0123456789abcdef"), "a key quoted: {e}");
+        }
     }
 }

@@ -327,3 +327,48 @@ fn cache_rules_and_the_redis_backend_are_checked_and_the_url_never_quoted() {
     // A rule may say never for anything, writes included.
     server_ok("[[cache.rules]]\nmethods = [\"eth_*\"]\nnever = true\n");
 }
+
+#[test]
+fn auth_and_limits_are_checked_and_the_admin_token_never_quoted() {
+    let s = server_ok(
+        "[auth]\nkeys = \"keys.toml\"\nanonymous = false\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n\
+         admin_token = \"${INFURA_KEY}\"\n[limits]\non_backend_error = \"deny\"\n\
+         [limits.anonymous]\nrequests_per_second = 20\nburst = 40\n[limits.method_costs]\neth_getLogs = 20\n",
+    );
+    let a = &s.access;
+    assert_eq!(a.keys_path.as_deref(), Some(Path::new("conf/keys.toml")));
+    assert!(!a.anonymous);
+    assert_eq!(a.trusted_proxies.len(), 2);
+    assert_eq!(a.admin_token.as_deref(), Some(INFURA_SECRET));
+    assert!(!format!("{a:?}").contains(INFURA_SECRET));
+    assert_eq!(a.on_backend_error, OnBackendError::Deny);
+    assert_eq!(
+        a.anonymous_rate,
+        Some(Rate {
+            per_second: 20,
+            burst: 40
+        })
+    );
+    assert_eq!((a.cost("eth_getLogs"), a.cost("eth_call")), (20, 1));
+    let e = server_err(
+        "[auth]\ntrusted_proxies = [\"nope\"]\nadmin_token = \"short\"\n[limits]\nbackend = \"x\"\n\
+         on_backend_error = \"maybe\"\n[limits.anonymous]\nrequests_per_second = 0\n\
+         [limits.method_costs]\neth_call = 0\n",
+    );
+    for expect in [
+        "auth.trusted_proxies: \"nope\" is not an address",
+        "auth.admin_token: must be at least 16 characters",
+        "limits.backend: must be \"memory\" or \"redis\"",
+        "limits.on_backend_error: must be \"local\" or \"deny\"",
+        "limits.anonymous.requests_per_second: must be between 1 and 1000000",
+        "limits.method_costs.eth_call: must be between 1 and 1000000",
+    ] {
+        assert!(e.contains(expect), "{expect}: {e}");
+    }
+    let e = server_err("[limits]\nbackend = \"redis\"\nredis_url = \"http://:${INFURA_KEY}@x\"\n");
+    assert!(
+        e.contains("limits.redis_url: must be a redis:// URL") && !e.contains(INFURA_SECRET),
+        "{e}"
+    );
+    assert!(server_err("[auth]\nkey = \"x\"\n").contains("unknown field"));
+}
