@@ -202,6 +202,15 @@ async fn every_refusal_has_its_status_code_and_the_request_s_ids() {
     .await;
     assert_eq!(r.status, 400);
 
+    // The REST endpoints (which may ask the node) need the key too.
+    let rest = "/v1/chains/ethereum/blocks/latest";
+    assert_eq!(p.client().request("GET", rest, &[], b"").await.status, 401);
+    let r = p
+        .client()
+        .request("GET", rest, &[("x-api-key", KEY_A)], b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
     // Refused requests are counted by reason; the keys never show.
     let metrics = p.client().request("GET", "/metrics", &[], b"").await.text();
     for reason in [

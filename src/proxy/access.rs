@@ -94,6 +94,40 @@ impl Livechain {
         }
     }
 
+    /// A REST request (`/v1/chains/...`, which may ask upstreams): the key as for a call, and
+    /// one call from the limits.
+    pub(crate) async fn admit_rest(
+        &self,
+        snapshot: &Snapshot,
+        who: Result<Who, Refusal>,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Answer> {
+        let who = match who {
+            Ok(who) => who,
+            Err(refusal) => {
+                count(refusal, None, "-");
+                ctx.decision = Some(refusal.reason());
+                return Err(refused(refusal));
+            }
+        };
+        if snapshot.access.is_open() && who.key().is_none() {
+            return Ok(());
+        }
+        let verdict = self.limiter.check(&who, 1, 1).await;
+        ctx.who = Some(who);
+        let refusal = match verdict {
+            Verdict::Allowed => {
+                ctx.decision = Some("allowed");
+                return Ok(());
+            }
+            Verdict::Limited(after) => Refusal::Limited(after),
+            Verdict::Unavailable => Refusal::Unavailable,
+        };
+        count(refusal, ctx.who.as_ref(), "-");
+        ctx.decision = Some(refusal.reason());
+        Err(refused(refusal))
+    }
+
     /// Checks a parsed request of `who` (in `ctx`) against the key's settings and the limits;
     /// `Err` is the answer when refused.
     pub(crate) async fn admit_calls(

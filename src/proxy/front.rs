@@ -269,6 +269,7 @@ impl Front {
             Target::JsonRpc(_)
             | Target::WebSocket(_)
             | Target::Events(_)
+            | Target::Rest
             | Target::Preflight
             | Target::UnknownChain(_) => {
                 let key = auth::presented(
@@ -409,12 +410,17 @@ impl Front {
                         _ => super::respond::preflight(),
                     },
                     Target::Service(endpoint) => self.app.api.answer(endpoint, snapshot),
-                    Target::Rest => {
-                        let path = req.path.as_deref().unwrap_or("/v1/chains");
-                        super::rest::answer(snapshot, &self.app.connector, path)
-                            .await
-                            .unwrap_or_else(|| super::rest::error(404, "no such endpoint"))
-                    }
+                    // The REST endpoints may ask upstreams: a key and the limits apply as to
+                    // one call.
+                    Target::Rest => match self.app.admit_rest(snapshot, req.who, &mut ctx).await {
+                        Err(refused) => refused,
+                        Ok(()) => {
+                            let path = req.path.as_deref().unwrap_or("/v1/chains");
+                            super::rest::answer(snapshot, &self.app.connector, path)
+                                .await
+                                .unwrap_or_else(|| super::rest::error(404, "no such endpoint"))
+                        }
+                    },
                     Target::Refuse(answer) => *answer,
                     // Served above and in `process_new`.
                     Target::JsonRpc(_)
