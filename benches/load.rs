@@ -4,18 +4,24 @@
 //! scale. Run it with `benches/load.sh` (installs nginx, raises the descriptor limit) or
 //! `cargo bench --bench load -- [--duration S] [--levels 64,1000,10000] [--ws-idle N]
 //! [--ws-active N] [--ws-subscribers N] [--no-ws] [--no-managed] [--no-http] [--no-cache]
-//! [--only-cache] [--open-rate R] [--open-rounds N] [--cache-mix-rate R] [--baseline BIN]`
+//! [--only-cache] [--no-access] [--only-access] [--open-rate R] [--open-rounds N]
+//! [--cache-mix-rate R] [--baseline BIN]`
 //! (`--baseline` runs another livechain binary, an earlier build, in the closed-loop rounds in
 //! turns with this one; `--levels ""` skips the closed-loop runs; `--open-rate` sets the
 //! open-loop rate instead of half of livechain's best; `--open-rounds` the open-loop runs per
 //! target, pooled, 6 by default; `--no-cache` skips the cache phase, `--only-cache` runs it
 //! alone; `--cache-mix-rate` is the wallet mix's rate, 2,000 requests/s by default;
-//! `LOAD_KEEP=1` keeps the processes' logs).
+//! `--no-access` skips the access phase, `--only-access` runs it alone; `LOAD_KEEP=1` keeps the
+//! processes' logs).
 //!
 //! The cache phase (see `cache_phase`) runs livechain with its response cache on: a call that
 //! is always a hit (a finalized block by number) closed loop against nginx proxying it to the
 //! node, in turns; open loop at half of the hit throughput; and a wallet-like mix at a moderate
 //! rate, counting the calls clients sent against the calls the node served.
+//!
+//! The access phase (see `access_phase`) runs livechain without access control against
+//! livechain with a keys file of 100 keys and limits high enough never to refuse, the limits in
+//! memory and in a `redis-server` started here, closed loop in turns with the proxy rows' mix.
 //!
 //! Everything listens on 127.0.0.1 ephemeral ports; every phase is bounded in time; every process
 //! started here is stopped by its PID when the run ends, also on panic.
@@ -59,6 +65,8 @@ struct Opts {
     cache: bool,
     /// The wallet mix's rate in the cache phase, requests/s.
     cache_mix_rate: f64,
+    /// The access phase (`access_phase`).
+    access: bool,
 }
 
 fn opts() -> Opts {
@@ -78,6 +86,7 @@ fn opts() -> Opts {
         baseline: None,
         cache: true,
         cache_mix_rate: 2000.0,
+        access: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -104,13 +113,23 @@ fn opts() -> Opts {
             "--open-rounds" => {
                 o.open_rounds = value.parse::<usize>().expect("--open-rounds").max(1)
             }
-            "--no-ws" | "--no-http" | "--no-managed" | "--no-cache" | "--only-cache" => {
+            "--no-ws" | "--no-http" | "--no-managed" | "--no-cache" | "--only-cache"
+            | "--no-access" | "--only-access" => {
                 match args[i].as_str() {
                     "--no-ws" => o.ws = false,
                     "--no-http" => o.http = false,
                     "--no-cache" => o.cache = false,
+                    "--no-access" => o.access = false,
                     "--only-cache" => {
                         o.cache = true;
+                        o.access = false;
+                        o.http = false;
+                        o.ws = false;
+                        o.managed = false;
+                    }
+                    "--only-access" => {
+                        o.access = true;
+                        o.cache = false;
                         o.http = false;
                         o.ws = false;
                         o.managed = false;
@@ -242,6 +261,22 @@ fn start_livechain_cache(
     chain_extra: &str,
     cache: bool,
 ) -> (Proc, SocketAddr) {
+    start_livechain_conf(bin, dir, mock, threads, log, chain_extra, cache, "")
+}
+
+/// [`start_livechain_cache`] with `main_extra` (tables such as `[auth]` and `[limits]`) at the
+/// end of the main config file; a config this build refuses is then a panic, with its reasons.
+#[allow(clippy::too_many_arguments)]
+fn start_livechain_conf(
+    bin: &str,
+    dir: &Path,
+    mock: SocketAddr,
+    threads: usize,
+    log: &str,
+    chain_extra: &str,
+    cache: bool,
+    main_extra: &str,
+) -> (Proc, SocketAddr) {
     std::fs::create_dir_all(dir).expect("livechain dir");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let main = dir.join("livechain.toml");
@@ -260,14 +295,28 @@ fn start_livechain_cache(
     // Proxying is what is compared with nginx: the response cache would answer most of the mix
     // itself (the cache phase turns it on). A build from before the cache has no `[cache]` table
     // (and refuses one).
-    std::fs::write(&main, format!("{server}[cache]\nenabled = {cache}\n")).expect("write config");
-    let knows_cache = Command::new(bin)
+    std::fs::write(
+        &main,
+        format!("{server}[cache]\nenabled = {cache}\n{main_extra}"),
+    )
+    .expect("write config");
+    let check = Command::new(bin)
         .args(["check", "--config"])
         .arg(&main)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+        .stdin(Stdio::null())
+        .output();
+    let knows_cache = check.as_ref().is_ok_and(|c| c.status.success());
+    if !knows_cache && !main_extra.is_empty() {
+        let why = check.map_or_else(
+            |e| e.to_string(),
+            |c| {
+                let mut why = String::from_utf8_lossy(&c.stdout).into_owned();
+                why.push_str(&String::from_utf8_lossy(&c.stderr));
+                why
+            },
+        );
+        panic!("livechain refused {}: {why}", main.display());
+    }
     if !knows_cache {
         std::fs::write(&main, &server).expect("write config");
     }
@@ -407,6 +456,11 @@ fn realtime(pid: u32, rt: bool) -> bool {
 
 /// The request mix: (weight, body). Reads dominate, as for a wallet or indexer back-end.
 fn bodies() -> Vec<Vec<u8>> {
+    bodies_at("/ethereum")
+}
+
+/// [`bodies`] posted to `path` (`/ethereum/KEY` in the access phase).
+fn bodies_at(path: &str) -> Vec<Vec<u8>> {
     let addr = "0x742d35cc6634c0532925a3b844bc454e4438f44e";
     let call = |id: usize, method: &str, params: &str| {
         format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#)
@@ -459,7 +513,7 @@ fn bodies() -> Vec<Vec<u8>> {
     ];
     let mut out = Vec::new();
     for (weight, body) in mix {
-        let req = post(&body);
+        let req = post_to(path, &body);
         for _ in 0..weight {
             out.push(req.clone());
         }
@@ -472,8 +526,13 @@ fn bodies() -> Vec<Vec<u8>> {
 /// `body` as a keep-alive JSON-RPC POST to livechain's chain path (the node and nginx take any
 /// path).
 fn post(body: &str) -> Vec<u8> {
+    post_to("/ethereum", body)
+}
+
+/// [`post`] to `path`.
+fn post_to(path: &str, body: &str) -> Vec<u8> {
     format!(
-        "POST /ethereum HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          content-length: {}\r\n\r\n{body}",
         body.len()
     )
@@ -492,6 +551,8 @@ struct ConnStats {
     written: Vec<u64>,
     ok: u64,
     errors: u64,
+    /// Of `errors`: answers with status 429 (refused by a rate limit).
+    limited: u64,
     connect_errors: u64,
 }
 
@@ -509,6 +570,7 @@ impl ConnStats {
         }
         self.ok += other.ok;
         self.errors += other.errors;
+        self.limited += other.limited;
         self.connect_errors += other.connect_errors;
     }
 }
@@ -516,6 +578,8 @@ impl ConnStats {
 enum Answer {
     Ok,
     Bad,
+    /// Status 429: over a rate limit.
+    Limited,
 }
 
 /// Reads one HTTP/1.1 answer with a content-length from `s`; `None` on a broken connection.
@@ -534,6 +598,7 @@ async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Answer> {
     };
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let status_ok = head.starts_with("HTTP/1.1 200");
+    let limited = head.starts_with("HTTP/1.1 429");
     let len: usize = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.eq_ignore_ascii_case("content-length")
@@ -549,6 +614,8 @@ async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Answer> {
     let body = &buf[head_end..head_end + len];
     Some(if status_ok && find(body, b"\"error\"").is_none() {
         Answer::Ok
+    } else if limited {
+        Answer::Limited
     } else {
         Answer::Bad
     })
@@ -653,6 +720,10 @@ async fn conn_loop(
                     match a {
                         Answer::Ok => st.ok += 1,
                         Answer::Bad => st.errors += 1,
+                        Answer::Limited => {
+                            st.errors += 1;
+                            st.limited += 1;
+                        }
                     }
                 }
             }
@@ -680,7 +751,11 @@ struct Run {
     /// Open loop: p50 and p99 of the latency from when each request was written, in ms.
     from_send: (f64, f64),
     errors: u64,
+    /// Of `errors`: answers with status 429.
+    limited: u64,
     connect_errors: u64,
+    /// Requests written, warm-up included.
+    sent: u64,
     /// Percent of one core.
     cpu: Option<f64>,
     /// The user-space part of `cpu`.
@@ -781,7 +856,9 @@ impl Samples {
                 percentile(&st.from_send_us, 0.99),
             ),
             errors: st.errors,
+            limited: st.limited,
             connect_errors: st.connect_errors,
+            sent: st.written.iter().sum(),
             cpu: self.cpu.map(|(_, total)| total / secs * 100.0),
             cpu_user: self.cpu.map(|(user, _)| user / secs * 100.0),
             rss_mib: self.rss_mib,
@@ -883,20 +960,37 @@ async fn rounds_with(
     o: &Opts,
     reqs: Arc<Vec<Vec<u8>>>,
 ) -> Vec<Run> {
+    let targets: Vec<_> = targets
+        .iter()
+        .map(|&(addr, pid)| (addr, pid, reqs.clone()))
+        .collect();
+    rounds_each(&targets, conns, o)
+        .await
+        .into_iter()
+        .map(median)
+        .collect()
+}
+
+/// A closed-loop target: its address, the PID whose CPU is measured, and its requests.
+type Target = (SocketAddr, Option<u32>, Arc<Vec<Vec<u8>>>);
+
+/// Closed-loop runs of each target (with its own requests) in turns: every run of each.
+async fn rounds_each(targets: &[Target], conns: usize, o: &Opts) -> Vec<Vec<Run>> {
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..o.rounds {
-        for (i, &(addr, pid)) in targets.iter().enumerate() {
+        for (i, (addr, pid, reqs)) in targets.iter().enumerate() {
             eprintln!("load: {conns} connections, round {}, target {i}", round + 1);
-            let r = measure_with(addr, conns, o, None, pid, reqs.clone()).await;
+            let r = measure_with(*addr, conns, o, None, *pid, reqs.clone()).await;
             runs[i].push(r.summary());
         }
     }
-    runs.into_iter()
-        .map(|mut rs| {
-            rs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-            rs.swap_remove(rs.len() / 2)
-        })
-        .collect()
+    runs
+}
+
+/// The median run by requests/s.
+fn median(mut runs: Vec<Run>) -> Run {
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    runs.swap_remove(runs.len() / 2)
 }
 
 /// The node, and livechain and nginx in front of it, each answering; all stopped when dropped.
@@ -1661,6 +1755,401 @@ async fn cache_mix(o: &Opts, bin: &str, dir: &Path) -> (String, String) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Access control
+//
+// livechain without access control against livechain with a keys file and limits high enough
+// never to refuse (`access_phase`): the limits in memory, and in a `redis-server` started here,
+// closed loop at each level in turns, the proxy rows' mix with the cache off.
+
+/// Keys in the keys file.
+const ACCESS_KEYS: usize = 100;
+
+/// The key the client presents (its index in the keys file).
+const CLIENT_KEY: usize = 42;
+
+/// `[limits.method_costs]` of the keyed instances: compute units per call (1 when not listed).
+const METHOD_COSTS: [(&str, u32); 4] = [
+    ("eth_call", 5),
+    ("eth_getBalance", 2),
+    ("eth_getTransactionReceipt", 3),
+    ("eth_getLogs", 20),
+];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex(sha2::Sha256::digest(text.as_bytes()).as_slice())
+}
+
+fn redis_binary() -> String {
+    for p in [
+        "/usr/bin/redis-server",
+        "/usr/local/bin/redis-server",
+        "/usr/sbin/redis-server",
+    ] {
+        if Path::new(p).exists() {
+            return p.to_owned();
+        }
+    }
+    let in_path = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if in_path {
+        return "redis-server".to_owned();
+    }
+    panic!("redis-server is not installed: run benches/load.sh (scripts/deps installs it)");
+}
+
+/// One Redis command (inline) on a connection of its own: the reply's text (a bulk string's
+/// contents, else its first line); empty when there is none within 5 s.
+async fn redis_command(port: u16, command: &str) -> String {
+    let ask = async {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
+        s.write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let n = s.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(eol) = find(&buf, b"\r\n") else {
+                continue;
+            };
+            let first = String::from_utf8_lossy(&buf[..eol]).into_owned();
+            let Some(len) = first.strip_prefix('$') else {
+                return Some(first);
+            };
+            let len: usize = len.parse().ok()?;
+            if buf.len() >= eol + 2 + len {
+                return Some(String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len]).into_owned());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// A `redis-server` on a free loopback port, with no persistence, its files in `dir`; up when
+/// it answers PING (at most 10 s).
+async fn start_redis(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new(redis_binary())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::fs::File::create(dir.join("redis.log")).expect("log"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let redis = Proc { child };
+    let until = Instant::now() + Duration::from_secs(10);
+    while redis_command(port, "PING").await != "+PONG" {
+        assert!(
+            Instant::now() < until,
+            "redis-server on {port} did not answer PING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (redis, port)
+}
+
+/// The scripts Redis ran (`EVAL` and `EVALSHA` calls in `INFO commandstats`).
+async fn redis_script_calls(port: u16) -> f64 {
+    redis_command(port, "INFO commandstats")
+        .await
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_evalsha:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The sum of the samples of metric `name` in a Prometheus exposition whose labels contain
+/// `labels` (every sample when empty).
+fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A keyed instance's counters: (requests admitted for the client's key, requests it refused by
+/// a limit, access-control refusals, Redis errors of the limits).
+async fn key_counts(lc: SocketAddr, key_id: &str) -> [f64; 4] {
+    let m = http_get(lc, "/metrics").await;
+    let key = format!("key=\"{key_id}\"");
+    [
+        metric_sum(&m, "livechain_key_requests_total", &key),
+        metric_sum(&m, "livechain_key_limited_total", ""),
+        metric_sum(&m, "livechain_auth_failures_total", ""),
+        metric_sum(&m, "livechain_limits_backend_errors_total", ""),
+    ]
+}
+
+/// One POST of `body` to `path` on a connection of its own: the answer's status (0 when none).
+async fn post_status(addr: SocketAddr, path: &str, body: &str) -> u16 {
+    let ask = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        let req = String::from_utf8(post_to(path, body)).ok()?;
+        let req = req.replacen("\r\n", "\r\nconnection: close\r\n", 1);
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// The access phase: livechain without access control, and with a keys file of
+/// [`ACCESS_KEYS`] keys whose limits are high enough never to refuse (`requests_per_second`
+/// the most a key may set, 1,000,000, a burst of 10,000,000, 10,000,000 compute units a
+/// second) and `[limits.method_costs]`, the limits in memory and in a `redis-server` started
+/// here (`on_backend_error = "deny"`: a Redis failure shows as errors instead of falling back
+/// to memory; `redis_timeout_ms = 1000`: with the default 50 ms, 1,000 connections on two
+/// shared cores time commands out, and those requests are refused with 503). The proxy rows'
+/// mix, cache off; the audit log where it goes by default (the log, beside the access log); the
+/// client presents key [`CLIENT_KEY`] as the path's last segment. Closed loop at each level,
+/// the three in turns; each instance's `/metrics` (and Redis's command counts) show the key
+/// path was taken and nothing was refused.
+async fn access_phase(o: &Opts, bin: &str, dir: &Path) -> String {
+    let dir = dir.join("access");
+    std::fs::create_dir_all(&dir).expect("access dir");
+    let (mock, mock_addr) = start_mock(bin, &dir, 1000, None);
+    wait_http(mock_addr, "mock").await;
+    let (redis, redis_port) = start_redis(&dir).await;
+    let redis_pid = redis.child.id();
+
+    let keys: Vec<String> = (0..ACCESS_KEYS)
+        .map(|i| sha256_hex(&format!("livechain-load-key-{i}")))
+        .collect();
+    let mut keys_toml = String::new();
+    for (i, k) in keys.iter().enumerate() {
+        keys_toml.push_str(&format!(
+            "[[keys]]\nid = \"bench-{i:03}\"\nsha256 = \"{}\"\nrequests_per_second = 1000000\n\
+             burst = 10000000\ncompute_units_per_second = 10000000\n\n",
+            sha256_hex(k)
+        ));
+    }
+    let keys_path = dir.join("keys.toml");
+    std::fs::write(&keys_path, keys_toml).expect("write keys.toml");
+    let costs: String = METHOD_COSTS
+        .iter()
+        .map(|(m, c)| format!("{m} = {c}\n"))
+        .collect();
+    let access = |limits: &str| {
+        format!(
+            "[auth]\nkeys = \"{}\"\n\n[limits]\n{limits}\n\
+             [limits.method_costs]\n{costs}",
+            keys_path.display()
+        )
+    };
+    let redis_limits = format!(
+        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
+         on_backend_error = \"deny\"\nredis_timeout_ms = 1000\n"
+    );
+    let start = |name: &str, extra: String| {
+        start_livechain_conf(
+            bin,
+            &dir.join(name),
+            mock_addr,
+            2,
+            "info",
+            "",
+            false,
+            &extra,
+        )
+    };
+    let (plain, plain_addr) = start("plain", String::new());
+    let (mem, mem_addr) = start("memory", access("backend = \"memory\"\n"));
+    let (red, red_addr) = start("redis", access(&redis_limits));
+    wait_http(plain_addr, "livechain (no access control)").await;
+    wait_http(mem_addr, "livechain (keys, limits in memory)").await;
+    wait_http(red_addr, "livechain (keys, limits in Redis)").await;
+    // The limits' Redis link comes up in the background.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut redis_up = false;
+    while !redis_up && Instant::now() < until {
+        let m = http_get(red_addr, "/metrics").await;
+        redis_up = metric_sum(&m, "livechain_limits_backend_up", "") >= 1.0;
+        if !redis_up {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let key_id = format!("bench-{CLIENT_KEY:03}");
+    let key_path = format!("/ethereum/{}", keys[CLIENT_KEY]);
+    let probe = rpc_body(1, "eth_chainId", "[]");
+    // Access control is on: an unknown key is refused, the client's key served.
+    let unknown = format!("/ethereum/{}", sha256_hex("not-a-key"));
+    let statuses = [
+        post_status(mem_addr, &unknown, &probe).await,
+        post_status(red_addr, &unknown, &probe).await,
+        post_status(mem_addr, &key_path, &probe).await,
+        post_status(red_addr, &key_path, &probe).await,
+        post_status(plain_addr, "/ethereum", &probe).await,
+    ];
+
+    let plain_reqs = Arc::new(bodies());
+    let key_reqs = Arc::new(bodies_at(&key_path));
+    let (plain_pid, mem_pid, red_pid) = (plain.child.id(), mem.child.id(), red.child.id());
+    let (mem0, red0) = (
+        key_counts(mem_addr, &key_id).await,
+        key_counts(red_addr, &key_id).await,
+    );
+    let scripts0 = redis_script_calls(redis_port).await;
+    let (mut rows, mut lines) = (String::new(), String::new());
+    let (mut sent_mem, mut sent_red) = (0u64, 0u64);
+    for &conns in &o.levels {
+        let targets = [
+            (plain_addr, Some(plain_pid), plain_reqs.clone()),
+            (mem_addr, Some(mem_pid), key_reqs.clone()),
+            (red_addr, Some(red_pid), key_reqs.clone()),
+        ];
+        let red_before = key_counts(red_addr, &key_id).await[0];
+        let redis_cpu0 = cpu_secs(redis_pid);
+        let runs = rounds_each(&targets, conns, o).await;
+        let redis_cpu1 = cpu_secs(redis_pid);
+        let red_after = key_counts(red_addr, &key_id).await[0];
+        sent_mem += runs[1].iter().map(|r| r.sent).sum::<u64>();
+        sent_red += runs[2].iter().map(|r| r.sent).sum::<u64>();
+        let mut medians = runs.into_iter().map(median);
+        let (none, memory, shared) = (
+            medians.next().expect("plain"),
+            medians.next().expect("memory"),
+            medians.next().expect("redis"),
+        );
+        let c = conns.to_string();
+        row(&mut rows, "livechain, no access control", &c, &none);
+        row(
+            &mut rows,
+            &format!("livechain, {ACCESS_KEYS} keys, limits in memory"),
+            &c,
+            &memory,
+        );
+        row(
+            &mut rows,
+            &format!("livechain, {ACCESS_KEYS} keys, limits in Redis"),
+            &c,
+            &shared,
+        );
+        let ratio = |r: &Run| r.rps / none.rps.max(f64::EPSILON);
+        let verdict = |r: &Run| if ratio(r) >= 0.95 { "met" } else { "not met" };
+        let cpu = |r: &Run| r.cpu_per_request_us().unwrap_or(0.0);
+        // Redis's CPU over the level (idle while the other two run) per request it checked.
+        let redis_cpu = redis_cpu1.0 + redis_cpu1.1 - redis_cpu0.0 - redis_cpu0.1;
+        let redis_us = redis_cpu * 1e6 / (red_after - red_before).max(1.0);
+        lines.push_str(&format!(
+            "- {conns} connections: with keys/without throughput, limits in memory **{:.2}** \
+             (goal ≥ 0.95: {}), in Redis **{:.2}** ({}); CPU per request {:.1} µs without, \
+             {:.1} µs memory, {:.1} µs Redis (+ {:.1} µs of redis-server's); p99 {:.2} / {:.2} / \
+             {:.2} ms; refused by a limit (429): {} memory, {} Redis; errors {} / {} / {}\n",
+            ratio(&memory),
+            verdict(&memory),
+            ratio(&shared),
+            verdict(&shared),
+            cpu(&none),
+            cpu(&memory),
+            cpu(&shared),
+            redis_us,
+            none.p99,
+            memory.p99,
+            shared.p99,
+            memory.limited,
+            shared.limited,
+            none.errors + none.connect_errors,
+            memory.errors + memory.connect_errors,
+            shared.errors + shared.connect_errors,
+        ));
+    }
+    let (mem1, red1) = (
+        key_counts(mem_addr, &key_id).await,
+        key_counts(red_addr, &key_id).await,
+    );
+    let scripts = redis_script_calls(redis_port).await - scripts0;
+    drop(red);
+    drop(mem);
+    drop(plain);
+    drop(redis);
+    drop(mock);
+
+    let d = |a: &[f64; 4], b: &[f64; 4], i: usize| b[i] - a[i];
+    let key_path_taken = d(&mem0, &mem1, 0) > 0.0 && d(&red0, &red1, 0) > 0.0 && scripts > 0.0;
+    let head = format!(
+        "- setup: a keys file of {ACCESS_KEYS} keys (`sha256`), each `requests_per_second = \
+         1000000` (the most a key may set), `burst = 10000000`, `compute_units_per_second = \
+         10000000`; `[limits.method_costs]` {}; the client presents key `{key_id}` as the path's \
+         last segment (`POST /ethereum/KEY`), the instance without access control gets `POST \
+         /ethereum`; the proxy rows' mix, cache off, access log on in all three, the keyed \
+         instances' audit log to the log (the default); Redis: `redis-server` on \
+         127.0.0.1:{redis_port} (no persistence), `on_backend_error = \"deny\"` (a Redis \
+         failure would show as errors, not fall back to memory), `redis_timeout_ms = 1000`, link \
+         up before measuring: {redis_up}\n\
+         - access control on: an unknown key got {} (memory) and {} (Redis), the client's key \
+         {} and {}, no key on the open instance {}\n\
+         - key path taken: {}; over the phase `livechain_key_requests_total{{key=\"{key_id}\"}}` \
+         +{:.0} (memory) and +{:.0} (Redis) for {sent_mem} and {sent_red} requests the client \
+         wrote (warm-up included); Redis ran {scripts:.0} limit scripts; \
+         `livechain_key_limited_total` +{:.0} / +{:.0}, `livechain_auth_failures_total` +{:.0} / \
+         +{:.0}, `livechain_limits_backend_errors_total` (Redis) +{:.0}\n",
+        METHOD_COSTS
+            .iter()
+            .map(|(m, c)| format!("{m} = {c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        statuses[0],
+        statuses[1],
+        statuses[2],
+        statuses[3],
+        statuses[4],
+        if key_path_taken { "yes" } else { "NO" },
+        d(&mem0, &mem1, 0),
+        d(&red0, &red1, 0),
+        d(&mem0, &mem1, 1),
+        d(&red0, &red1, 1),
+        d(&mem0, &mem1, 2),
+        d(&red0, &red1, 2),
+        d(&red0, &red1, 3),
+    );
+    format!(
+        "access phase: livechain without access control vs with {ACCESS_KEYS} keys and limits \
+         that never refuse (`[auth] keys`, `[limits] backend = \"memory\"` and `\"redis\"`), in \
+         turns, cache off\n\n{TABLE_HEAD}{rows}\n{head}{lines}\n"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // WebSocket scale
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
@@ -2352,6 +2841,9 @@ fn main() {
             "cache phase: livechain with its response cache on (`[cache] enabled = true`)\n\n\
              {TABLE_HEAD}{rows}\n{lines}{mix}\n"
         ));
+    }
+    if o.access {
+        report.push_str(&rt.block_on(access_phase(&o, bin, &dir)));
     }
     if o.ws {
         report.push_str(&rt.block_on(ws_benchmark(&o, bin, &dir)));

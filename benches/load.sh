@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The load benchmark in one command: installs nginx when missing (Debian/Ubuntu), raises the
+# The load benchmark in one command: installs nginx when missing (Debian/Ubuntu; scripts/deps
+# installs redis-server, which the access phase starts on a loopback port), raises the
 # descriptor limit as far as the machine allows, builds with the bench profile and runs
 # benches/load.rs: direct vs nginx vs livechain over HTTP at 64, 1,000 and 10,000 connections,
-# then the response-cache phase (--no-cache skips it, --only-cache runs it alone) and the
-# WebSocket scale run. Extra arguments go to the benchmark, e.g.
+# then the response-cache phase (--no-cache skips it, --only-cache runs it alone), the access
+# phase (livechain without and with API keys and limits in memory and in Redis; --no-access
+# skips it, --only-access runs it alone) and the WebSocket scale run. Extra arguments go to the
+# benchmark, e.g.
 #   benches/load.sh --duration 5 --levels 64,1000 --ws-idle 2000
 # The report is printed and written to target/load-report.md.
 set -euo pipefail
