@@ -97,6 +97,28 @@ impl Link {
         }
     }
 
+    /// [`Link::run`] that hands back a command Redis refused (not counted as a failure: the
+    /// caller may know what to do, e.g. load a script); `Err(None)` when Redis is down or slow.
+    pub async fn run_quiet<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, Option<redis::RedisError>> {
+        let mut conn = self.connection().ok_or(None)?;
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.code().is_some() => Err(Some(e)),
+            Ok(Err(e)) => {
+                self.failed(what, Some(&e));
+                Err(None)
+            }
+            Err(_) => {
+                self.failed(what, None);
+                Err(None)
+            }
+        }
+    }
+
     /// [`Link::run`] for a pipeline (one round trip), within `timeout`.
     pub async fn run_pipe<T: redis::FromRedisValue>(
         &self,

@@ -528,26 +528,30 @@ async fn browser_preflight_answers_only_allowed_origins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_keys_and_message_limits() {
-    let s = setup("anonymous = false", "", &keys_file("")).await;
+    let slow = "\n[[keys]]\nid = \"socket\"\nkey = \"socket-key-0123456789abcdef\"\nrequests_per_second = 1\nburst = 10\n";
+    let s = setup("anonymous = false", "", &keys_file(slow)).await;
     let p = &s.p;
     // No key: refused before the upgrade.
     let stream = TcpStream::connect(p.addr).await.unwrap();
     let err = tokio_tungstenite::client_async(format!("ws://{}/ethereum", p.addr), stream).await;
     assert!(err.is_err(), "upgraded without a key");
-    // With the key in the path: messages past its 50/s burst are answered -32005.
+    // With the key in the path: messages past its burst of 10 (1/s after it) are answered
+    // -32005, and the socket stays open.
     let stream = TcpStream::connect(p.addr).await.unwrap();
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(format!("ws://{}/ethereum/{KEY_A}", p.addr), stream)
-            .await
-            .expect("upgrade with a key");
-    for i in 0..80u64 {
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/ethereum/socket-key-0123456789abcdef", p.addr),
+        stream,
+    )
+    .await
+    .expect("upgrade with a key");
+    for i in 0..30u64 {
         let msg = json!({"jsonrpc": "2.0", "id": i, "method": "eth_chainId", "params": []});
         ws.send(Message::text(msg.to_string())).await.unwrap();
     }
     let mut limited = 0;
     let mut answered = 0;
     let until = Instant::now() + Duration::from_secs(10);
-    while answered < 80 && Instant::now() < until {
+    while answered < 30 && Instant::now() < until {
         let Ok(Some(Ok(Message::Text(t)))) =
             tokio::time::timeout(Duration::from_secs(5), ws.next()).await
         else {
@@ -559,8 +563,8 @@ async fn websocket_keys_and_message_limits() {
             limited += 1;
         }
     }
-    assert_eq!(answered, 80);
-    assert!((20..=35).contains(&limited), "{limited} of 80 limited");
+    assert_eq!(answered, 30);
+    assert!((18..=20).contains(&limited), "{limited} of 30 limited");
     // Subscriptions count too: once over, eth_subscribe is refused.
     let sub =
         json!({"jsonrpc": "2.0", "id": "s", "method": "eth_subscribe", "params": ["newHeads"]});
@@ -726,7 +730,7 @@ async fn two_instances_sharing_redis_hold_one_limit_and_survive_its_restart() {
                     )
                     .await;
                 statuses.push((r.status, started.elapsed()));
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             statuses
         })
@@ -779,9 +783,15 @@ async fn two_instances_sharing_redis_hold_one_limit_and_survive_its_restart() {
     })
     .await;
     assert!(back, "redis not taken back");
+    // A moment of load with Redis back, then stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses = load.await.unwrap();
-    assert!(statuses.len() > 20, "{} requests under load", statuses.len());
+    assert!(
+        statuses.len() >= 20,
+        "{} requests under load",
+        statuses.len()
+    );
     for (status, took) in &statuses {
         assert_eq!(*status, 200, "under load across the restart: {statuses:?}");
         assert!(*took < Duration::from_secs(1), "{took:?}");

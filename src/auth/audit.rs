@@ -3,19 +3,17 @@
 //! or `anonymous`), from which address (as trusted proxies report it), which chain and methods,
 //! the status, and what access control decided. Never a body, never a key.
 //!
-//! To a file, lines are handed to a writer thread (a full queue drops lines, counted, rather
-//! than slow requests down); without a file they go to the log as target `livechain::audit`.
+//! To a file, lines are appended to a buffer a writer thread writes out in batches (as the log's
+//! lines are: a copy per request, no system call); without a file they go to the log as target
+//! `livechain::audit`, in the log's format.
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Lines queued for the writer thread at most.
-const QUEUE: usize = 65_536;
+use crate::telemetry::Batched;
 
 /// One request, as the audit log shows it.
 pub struct Entry<'a> {
@@ -36,37 +34,44 @@ pub struct Audit {
     /// Taken only to reconfigure.
     file: Mutex<Option<PathBuf>>,
     /// Read per line, without a lock.
-    sender: arc_swap::ArcSwapOption<SyncSender<Vec<u8>>>,
-    /// Lines dropped because the writer fell behind.
-    pub dropped: AtomicU64,
+    out: arc_swap::ArcSwapOption<Batched>,
 }
 
+/// `s` as a JSON string.
 fn quoted(out: &mut String, s: &str) {
-    // serde_json's escaping: every control character, quotes and backslashes.
-    out.push_str(&serde_json::Value::from(s).to_string());
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 impl Entry<'_> {
     fn json(&self) -> String {
+        use std::fmt::Write as _;
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let mut out = String::with_capacity(200);
-        out.push_str("{\"time_ms\":");
-        out.push_str(&ms.to_string());
-        out.push_str(",\"key\":");
+        let _ = write!(out, "{{\"time_ms\":{ms},\"key\":");
         quoted(&mut out, self.who);
-        out.push_str(",\"ip\":");
-        quoted(&mut out, &self.ip.to_string());
-        out.push_str(",\"chain\":");
+        let _ = write!(out, ",\"ip\":\"{}\",\"chain\":", self.ip);
         quoted(&mut out, self.chain);
         out.push_str(",\"method\":");
         quoted(&mut out, self.method);
-        out.push_str(",\"calls\":");
-        out.push_str(&self.calls.to_string());
-        out.push_str(",\"status\":");
-        out.push_str(&self.status.to_string());
-        out.push_str(",\"decision\":");
+        let _ = write!(
+            out,
+            ",\"calls\":{},\"status\":{},\"decision\":",
+            self.calls, self.status
+        );
         quoted(&mut out, self.decision);
         out.push('}');
         out
@@ -83,25 +88,18 @@ impl Audit {
             return;
         }
         *file = None;
-        self.sender.store(None);
+        // The old writer writes out what it holds when its last user drops it.
+        self.out.store(None);
         let Some(path) = path else { return };
-        match std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-        {
-            Ok(f) => {
-                let (tx, rx) = sync_channel(QUEUE);
-                let spawned = std::thread::Builder::new()
-                    .name("livechain-audit".into())
-                    .spawn(move || write_lines(f, rx));
-                match spawned {
-                    Ok(_) => {
-                        *file = Some(path.to_path_buf());
-                        self.sender.store(Some(std::sync::Arc::new(tx)));
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot start the audit log writer"),
-                }
+            .and_then(|f| Batched::spawn(f, "livechain-audit"));
+        match opened {
+            Ok(out) => {
+                *file = Some(path.to_path_buf());
+                self.out.store(Some(std::sync::Arc::new(out)));
             }
             Err(e) => tracing::error!(
                 path = %path.display(), error = %e,
@@ -118,32 +116,18 @@ impl Audit {
         if !self.is_on() {
             return;
         }
-        let line = entry.json();
-        if let Some(tx) = self.sender.load().as_deref() {
-            let mut bytes = line.into_bytes();
-            bytes.push(b'\n');
-            match tx.try_send(bytes) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        let mut line = entry.json();
+        if let Some(out) = self.out.load().as_deref() {
+            line.push('\n');
+            out.append(line.as_bytes());
             return;
         }
-        tracing::info!(target: "livechain::audit", "{line}");
-    }
-}
-
-/// The writer thread: writes lines as they come, flushing whenever the queue is empty; ends
-/// when the log is reconfigured (the sender dropped).
-fn write_lines(f: std::fs::File, rx: Receiver<Vec<u8>>) {
-    let mut out = std::io::BufWriter::new(f);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(&line);
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(&line);
+        if !tracing::enabled!(target: "livechain::audit", tracing::Level::INFO) {
+            return;
         }
-        let _ = out.flush();
+        if !crate::telemetry::access::write_object("livechain::audit", &line) {
+            tracing::info!(target: "livechain::audit", "{line}");
+        }
     }
 }
 

@@ -54,6 +54,10 @@ end
 return 0
 "#;
 
+/// The script's SHA-1, as `EVALSHA` names it.
+static GCRA_SHA: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| redis::Script::new(GCRA).get_hash().to_owned());
+
 /// The shared buckets' Redis, and what to do without it.
 struct SharedLimits {
     backend: LimitsBackend,
@@ -244,21 +248,30 @@ impl Limiter {
         }
         let answer = match shared.link.as_ref().filter(|l| l.is_up()) {
             Some(link) => {
-                let mut cmd = redis::cmd("EVAL");
+                // EVALSHA: the script is sent once (and again only if Redis lost it).
+                let mut cmd = redis::cmd("EVALSHA");
                 let buckets = [(rates.0, calls, "c"), (rates.1, units, "u")];
-                let used: Vec<_> = buckets
-                    .iter()
-                    .filter_map(|(r, n, kind)| r.map(|r| (r, *n, *kind)))
-                    .collect();
-                cmd.arg(GCRA).arg(used.len());
-                for (_, _, kind) in &used {
+                let used = buckets.iter().filter(|(r, _, _)| r.is_some()).count();
+                cmd.arg(&*GCRA_SHA).arg(used);
+                for (_, _, kind) in buckets.iter().filter(|(r, _, _)| r.is_some()) {
                     cmd.arg(format!("lc:1:rl:{id}:{kind}"));
                 }
-                for (r, n, _) in &used {
-                    let (t, tau) = gcra(*r);
-                    cmd.arg(t).arg(tau).arg(*n);
+                for (r, n, _) in &buckets {
+                    if let Some(r) = r {
+                        let (t, tau) = gcra(*r);
+                        cmd.arg(t).arg(tau).arg(*n);
+                    }
                 }
-                link.run::<u64>("limit", &cmd).await
+                match link.run_quiet::<u64>("limit", &cmd).await {
+                    Err(Some(e)) if e.code() == Some("NOSCRIPT") => {
+                        let mut load = redis::cmd("SCRIPT");
+                        load.arg("LOAD").arg(GCRA);
+                        let _: Option<String> = link.run("limit", &load).await;
+                        link.run::<u64>("limit", &cmd).await
+                    }
+                    Err(_) => None,
+                    Ok(v) => Some(v),
+                }
             }
             None => None,
         };

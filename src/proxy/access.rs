@@ -3,6 +3,8 @@
 //! Refusals are JSON-RPC errors with the request's ids and the status that fits; a refused
 //! request (401, 403) takes nothing from any bucket.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use http::{header, HeaderValue};
 
@@ -13,6 +15,48 @@ use crate::h1::Answer;
 use crate::jsonrpc::{self, code, Request, RpcError};
 use crate::metrics::metrics;
 use crate::route::{Chain, Limits, Snapshot};
+
+/// Calls `f` with each call's method.
+fn each_method<'b>(request: &'b Request, body: &'b [u8], mut f: impl FnMut(&'b str)) {
+    match request {
+        Request::Single(call) => f(call.method(body)),
+        Request::Batch(items) => {
+            for item in items {
+                if let jsonrpc::Item::Call(c) = item {
+                    f(c.method(body));
+                }
+            }
+        }
+    }
+}
+
+/// Counters by chain, then key id.
+type Series = HashMap<Box<str>, HashMap<Box<str>, prometheus::IntCounter>>;
+
+thread_local! {
+    /// `livechain_key_requests_total` series by chain and key, resolved once per thread (a
+    /// label lookup hashes the labels and takes a lock; key ids come from the keys file, so
+    /// these stay few).
+    static ADMITTED: std::cell::RefCell<Series> = Default::default();
+}
+
+fn count_admitted(key: &str, chain: &str) {
+    ADMITTED.with(|series| {
+        let mut series = series.borrow_mut();
+        let by_key = match series.get_mut(chain) {
+            Some(k) => k,
+            None => series.entry(chain.into()).or_default(),
+        };
+        match by_key.get(key) {
+            Some(c) => c.inc(),
+            None => {
+                let c = metrics().key_requests.with_label_values(&[key, chain]);
+                c.inc();
+                by_key.insert(key.into(), c);
+            }
+        }
+    });
+}
 
 /// The JSON-RPC error of a refusal.
 fn error_of(refusal: Refusal) -> RpcError {
@@ -146,28 +190,22 @@ impl Livechain {
         if access.is_open() && who.key().is_none() {
             return Ok(());
         }
-        let methods: Vec<&str> = match request {
-            Request::Single(call) => vec![call.method(body)],
-            Request::Batch(items) => items
-                .iter()
-                .filter_map(|i| match i {
-                    jsonrpc::Item::Call(c) => Some(c.method(body)),
-                    _ => None,
-                })
-                .collect(),
-        };
         let mut verdict = access.admit(who, &chain.name, ctx.origin.as_deref());
         if let (Ok(()), Some(key)) = (verdict, who.key()) {
-            if methods.iter().any(|m| key.denies(m)) {
-                verdict = Err(Refusal::Method);
+            if !key.deny.is_empty() {
+                let mut denied = false;
+                each_method(request, body, |m| denied |= key.denies(m));
+                if denied {
+                    verdict = Err(Refusal::Method);
+                }
             }
         }
         if verdict.is_ok() {
-            let calls = u32::try_from(methods.len()).unwrap_or(u32::MAX);
-            let units = methods
-                .iter()
-                .map(|m| access.config.cost(m))
-                .fold(0u32, u32::saturating_add);
+            let (mut calls, mut units) = (0u32, 0u32);
+            each_method(request, body, |m| {
+                calls = calls.saturating_add(1);
+                units = units.saturating_add(access.config.cost(m));
+            });
             verdict = match self.limiter.check(who, calls, units).await {
                 Verdict::Allowed => Ok(()),
                 Verdict::Limited(after) => Err(Refusal::Limited(after)),
@@ -176,10 +214,7 @@ impl Livechain {
         }
         match verdict {
             Ok(()) => {
-                metrics()
-                    .key_requests
-                    .with_label_values(&[who.label(), &chain.name])
-                    .inc();
+                count_admitted(who.label(), &chain.name);
                 ctx.decision = Some("allowed");
                 Ok(())
             }

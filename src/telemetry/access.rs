@@ -69,6 +69,11 @@ impl Sampling {
     }
 }
 
+// Each proxy thread formats into its own buffer, kept from line to line.
+thread_local! {
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+}
+
 /// Writes `line` to the log if the access log is enabled.
 pub fn write(line: &Line<'_>) {
     if !tracing::enabled!(target: "livechain::access", tracing::Level::INFO) {
@@ -90,16 +95,50 @@ pub fn write(line: &Line<'_>) {
         );
         return;
     };
-    // Each proxy thread formats into its own buffer, kept from line to line.
-    thread_local! {
-        static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
-    }
     LINE.with(|out| {
         let mut out = out.borrow_mut();
         out.clear();
         format(&mut out, sink.format, line);
         sink.shared.append(&out);
     });
+}
+
+/// Writes an event of `target` whose fields are the members of the JSON object `fields`
+/// (`{"a":1,…}`) straight into the log, in the log's format; `false` when the fast sink is not
+/// installed (the caller then goes through `tracing`).
+pub fn write_object(target: &str, fields: &str) -> bool {
+    let Some(sink) = SINK.get() else {
+        return false;
+    };
+    let inner = fields
+        .strip_prefix('{')
+        .and_then(|f| f.strip_suffix('}'))
+        .unwrap_or(fields);
+    LINE.with(|out| {
+        let mut out = out.borrow_mut();
+        out.clear();
+        match sink.format {
+            LogFormat::Text => {
+                timestamp(&mut out);
+                out.extend_from_slice(b"  INFO ");
+                out.extend_from_slice(target.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(fields.as_bytes());
+            }
+            LogFormat::Json => {
+                out.extend_from_slice(br#"{"timestamp":""#);
+                timestamp(&mut out);
+                out.extend_from_slice(br#"","level":"INFO","#);
+                out.extend_from_slice(inner.as_bytes());
+                out.extend_from_slice(br#","target":"#);
+                quoted(&mut out, target);
+                out.push(b'}');
+            }
+        }
+        out.push(b'\n');
+        sink.shared.append(&out);
+    });
+    true
 }
 
 fn format(out: &mut Vec<u8>, format: LogFormat, l: &Line<'_>) {

@@ -152,6 +152,33 @@ fn write_out(shared: &Shared, mut out: impl Write) {
     }
 }
 
+/// Lines written out by a thread of their own, batched as the log's are: for files written
+/// per request (the audit log). Dropping it writes out what is buffered and stops the thread.
+pub struct Batched {
+    guard: LogGuard,
+}
+
+impl Batched {
+    pub fn spawn(out: impl Write + Send + 'static, name: &str) -> std::io::Result<Batched> {
+        let shared = Arc::new(Shared::default());
+        let writer = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || write_out(&writer, out))?;
+        Ok(Batched {
+            guard: LogGuard {
+                shared,
+                thread: Some(thread),
+            },
+        })
+    }
+
+    /// Appends whole lines (a copy under a lock; no system call).
+    pub fn append(&self, lines: &[u8]) {
+        self.guard.shared.append(lines);
+    }
+}
+
 /// Installs the global subscriber; later calls (tests starting several servers) are no-ops.
 /// Keep the returned guard alive: dropping it writes out what is still buffered.
 pub fn init(format: LogFormat) -> Option<LogGuard> {
