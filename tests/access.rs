@@ -513,6 +513,34 @@ async fn browser_preflight_answers_only_allowed_origins() {
     assert!(ok.header("access-control-allow-origin").is_some());
     let refused = preflight("https://evil.example").await;
     assert_eq!(refused.status, 403);
+    // Without a key in the path (one sent as a header later): nothing to refuse yet, even
+    // with anonymous access off.
+    drop(s);
+    let s = setup("anonymous = false", "", &keys_file("")).await;
+    let p = &s.p;
+    let r = p
+        .client()
+        .request(
+            "OPTIONS",
+            "/ethereum",
+            &[
+                ("origin", "https://x.example"),
+                ("access-control-request-headers", "authorization"),
+            ],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = p
+        .client()
+        .request(
+            "OPTIONS",
+            "/ethereum/not-a-key-0123456789",
+            &[("origin", "https://x.example")],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 401);
     // A key without origins: any.
     let r = p
         .client()
@@ -800,6 +828,54 @@ async fn two_instances_sharing_redis_hold_one_limit_and_survive_its_restart() {
     let a = count_ok(&one.p, path, 15).await;
     let b = count_ok(&two.p, path, 15).await;
     assert!((20..=22).contains(&(a + b)), "{a} + {b} after the restart");
+}
+
+/// `EVALSHA` calls Redis has run (from `INFO commandstats`).
+async fn script_runs(port: u16) -> u64 {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"INFO commandstats\r\n").await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    r.read_line(&mut head).await.unwrap();
+    let len: usize = head.trim_start_matches('$').trim().parse().unwrap();
+    let mut body = vec![0u8; len + 2];
+    r.read_exact(&mut body).await.unwrap();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_high_rate_an_instance_takes_a_share_of_the_shared_bucket_at_once() {
+    let port = free_port();
+    let _redis = Redis::start_on(port).await;
+    let limits = format!("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"\n");
+    // 1,000/s with a burst of 100: a share is 20 calls (1/50 of a second's worth).
+    let keys = keys_file("\n[[keys]]\nid = \"fast\"\nkey = \"fast-key-0123456789abcdef\"\nrequests_per_second = 1000\nburst = 100\n");
+    let one = setup("", &limits, &keys).await;
+    let path = "/ethereum/fast-key-0123456789abcdef";
+    let up = eventually(Duration::from_secs(5), || async {
+        let m = one
+            .p
+            .client()
+            .request("GET", "/metrics", &[], b"")
+            .await
+            .text();
+        m.contains("livechain_limits_backend_up 1")
+    })
+    .await;
+    assert!(up);
+    let before = script_runs(port).await;
+    assert_eq!(count_ok(&one.p, path, 60).await, 60);
+    let runs = script_runs(port).await - before;
+    assert!((3..=6).contains(&runs), "{runs} script runs for 60 calls");
+    // And the bucket is still shared and enforced: 300 calls at once cannot all pass.
+    let two = setup("", &limits, &keys).await;
+    let (a, b) = tokio::join!(count_ok(&one.p, path, 150), count_ok(&two.p, path, 150));
+    assert!(a + b < 300, "{a} + {b}: the shared limit did not hold");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@
 //! the same ones: one script per check (both buckets at once, on Redis's clock), so a check is
 //! one round trip. When Redis cannot answer, `on_backend_error` decides: this instance's own
 //! buckets (`local`), or a refusal with 503 (`deny`); logged once, counted, and Redis is taken
-//! back as soon as it answers again.
+//! back as soon as it answers again. At high rates an instance takes a share of a bucket at
+//! once (1/50 of a second's worth, used within a second) so that most checks need no round
+//! trip; unused shares are lost, so instances together never admit more than the limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -53,6 +55,63 @@ for i = 1, #KEYS do
 end
 return 0
 "#;
+
+/// Tokens taken from Redis ahead of need are used within this long, or lost (which only ever
+/// under-admits).
+const LEASE_FOR: Duration = Duration::from_secs(1);
+/// Share of a bucket's rate taken from Redis at once: 1/50 of a second's worth (2 % of the
+/// limit per instance at most held unused).
+const LEASE_SHARE: u32 = 50;
+/// Leases held at once, all buckets.
+const MAX_LEASES: usize = 100_000;
+
+/// What this instance took from a shared bucket ahead of need.
+struct Lease {
+    calls: u32,
+    units: u32,
+    until: std::time::Instant,
+}
+
+/// How much to take from a shared bucket for a request costing `n`: `n`, or a share of the
+/// rate when that is more (never more than the bucket holds).
+fn leased(r: Rate, n: u32) -> u32 {
+    (r.per_second / LEASE_SHARE).min(r.burst).max(n)
+}
+
+/// Takes `calls` and `units` from the shared buckets of `id` in one script run: `Some(0)`, or
+/// the µs until they would fit; `None` when Redis could not answer.
+async fn take_shared(
+    link: &Link,
+    id: &str,
+    rates: (Option<Rate>, Option<Rate>),
+    calls: u32,
+    units: u32,
+) -> Option<u64> {
+    // EVALSHA: the script is sent once (and again only if Redis lost it).
+    let mut cmd = redis::cmd("EVALSHA");
+    let buckets = [(rates.0, calls, "c"), (rates.1, units, "u")];
+    let used = buckets.iter().filter(|(r, _, _)| r.is_some()).count();
+    cmd.arg(&*GCRA_SHA).arg(used);
+    for (_, _, kind) in buckets.iter().filter(|(r, _, _)| r.is_some()) {
+        cmd.arg(format!("lc:1:rl:{id}:{kind}"));
+    }
+    for (r, n, _) in &buckets {
+        if let Some(r) = r {
+            let (t, tau) = gcra(*r);
+            cmd.arg(t).arg(tau).arg(*n);
+        }
+    }
+    match link.run_quiet::<u64>("limit", &cmd).await {
+        Err(Some(e)) if e.code() == Some("NOSCRIPT") => {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(GCRA);
+            let _: Option<String> = link.run("limit", &load).await;
+            link.run::<u64>("limit", &cmd).await
+        }
+        Err(_) => None,
+        Ok(v) => Some(v),
+    }
+}
 
 /// The script's SHA-1, as `EVALSHA` names it.
 static GCRA_SHA: std::sync::LazyLock<String> =
@@ -125,6 +184,8 @@ pub struct Limiter {
     buckets: ArcSwap<Buckets>,
     clock: DefaultClock,
     shared: ArcSwapOption<SharedLimits>,
+    /// Tokens taken from the shared buckets ahead of need, by bucket id.
+    leases: std::sync::Mutex<HashMap<String, Lease>>,
     /// Forgets full anonymous buckets now and then.
     shrinking: std::sync::Once,
 }
@@ -138,6 +199,7 @@ impl Default for Limiter {
             }),
             clock: DefaultClock::default(),
             shared: ArcSwapOption::empty(),
+            leases: std::sync::Mutex::new(HashMap::new()),
             shrinking: std::sync::Once::new(),
         }
     }
@@ -246,43 +308,87 @@ impl Limiter {
         if rates == (None, None) {
             return Verdict::Allowed;
         }
-        let answer = match shared.link.as_ref().filter(|l| l.is_up()) {
-            Some(link) => {
-                // EVALSHA: the script is sent once (and again only if Redis lost it).
-                let mut cmd = redis::cmd("EVALSHA");
-                let buckets = [(rates.0, calls, "c"), (rates.1, units, "u")];
-                let used = buckets.iter().filter(|(r, _, _)| r.is_some()).count();
-                cmd.arg(&*GCRA_SHA).arg(used);
-                for (_, _, kind) in buckets.iter().filter(|(r, _, _)| r.is_some()) {
-                    cmd.arg(format!("lc:1:rl:{id}:{kind}"));
-                }
-                for (r, n, _) in &buckets {
-                    if let Some(r) = r {
-                        let (t, tau) = gcra(*r);
-                        cmd.arg(t).arg(tau).arg(*n);
-                    }
-                }
-                match link.run_quiet::<u64>("limit", &cmd).await {
-                    Err(Some(e)) if e.code() == Some("NOSCRIPT") => {
-                        let mut load = redis::cmd("SCRIPT");
-                        load.arg("LOAD").arg(GCRA);
-                        let _: Option<String> = link.run("limit", &load).await;
-                        link.run::<u64>("limit", &cmd).await
-                    }
-                    Err(_) => None,
-                    Ok(v) => Some(v),
-                }
-            }
-            None => None,
+        // A bucket the key does not have takes nothing (and leases none).
+        let calls = if rates.0.is_some() { calls } else { 0 };
+        let units = if rates.1.is_some() { units } else { 0 };
+        if self.from_lease(&id, calls, units) {
+            return Verdict::Allowed;
+        }
+        let Some(link) = shared.link.as_ref().filter(|l| l.is_up()) else {
+            return self.without_redis(&shared, who, calls, units);
         };
+        // A share of the rate at once, kept here for the next requests: at a high rate most
+        // checks then need no round trip. Near the limit, the exact cost is asked.
+        let lease = (
+            rates.0.map_or(0, |r| leased(r, calls)),
+            rates.1.map_or(0, |r| leased(r, units)),
+        );
+        let mut answer = take_shared(link, &id, rates, lease.0, lease.1).await;
+        if matches!(answer, Some(us) if us > 0) && lease != (calls, units) {
+            answer = take_shared(link, &id, rates, calls, units).await;
+            if answer == Some(0) {
+                return Verdict::Allowed;
+            }
+        } else if answer == Some(0) {
+            self.keep_lease(
+                id,
+                lease.0 - calls.min(lease.0),
+                lease.1 - units.min(lease.1),
+            );
+        }
         match answer {
             Some(0) => Verdict::Allowed,
             Some(us) => Verdict::Limited(Duration::from_micros(us)),
-            None => match shared.on_error {
-                OnBackendError::Local => self.check_local(who, calls, units),
-                OnBackendError::Deny => Verdict::Unavailable,
-            },
+            None => self.without_redis(&shared, who, calls, units),
         }
+    }
+
+    fn without_redis(&self, shared: &SharedLimits, who: &Who, calls: u32, units: u32) -> Verdict {
+        match shared.on_error {
+            OnBackendError::Local => self.check_local(who, calls, units),
+            OnBackendError::Deny => Verdict::Unavailable,
+        }
+    }
+
+    /// Takes from what this instance holds of `id`'s buckets, when it holds enough.
+    fn from_lease(&self, id: &str, calls: u32, units: u32) -> bool {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(l) = leases.get_mut(id) else {
+            return false;
+        };
+        if l.until < std::time::Instant::now() {
+            leases.remove(id);
+            return false;
+        }
+        if l.calls < calls || l.units < units {
+            return false;
+        }
+        l.calls -= calls;
+        l.units -= units;
+        true
+    }
+
+    fn keep_lease(&self, id: String, calls: u32, units: u32) {
+        if calls == 0 && units == 0 {
+            return;
+        }
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: ids are keys, or client addresses with anonymous limits.
+        if leases.len() >= MAX_LEASES {
+            let now = std::time::Instant::now();
+            leases.retain(|_, l| l.until > now);
+            if leases.len() >= MAX_LEASES {
+                return;
+            }
+        }
+        leases.insert(
+            id,
+            Lease {
+                calls,
+                units,
+                until: std::time::Instant::now() + LEASE_FOR,
+            },
+        );
     }
 
     fn check_local(&self, who: &Who, calls: u32, units: u32) -> Verdict {

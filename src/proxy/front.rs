@@ -402,7 +402,10 @@ impl Front {
             // Answered without the body, which is read and dropped to keep the connection.
             early => {
                 let answer = match early {
+                    // A browser's preflight carries no credentials: without a key in the
+                    // path there is nothing to refuse (the request itself is checked).
                     Target::Preflight => match (&req.who, req.origin.as_deref()) {
+                        (Err(Refusal::NoKey), _) => super::respond::preflight(),
                         (Err(refusal), _) => super::refused(*refusal),
                         (Ok(Who::Key(key, _)), Some(origin)) if !key.allows_origin(origin) => {
                             super::refused(Refusal::Origin)

@@ -18,7 +18,7 @@ pub fn preflight() -> Answer {
         )
         .with_header(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type, authorization"),
+            HeaderValue::from_static("content-type, authorization, x-api-key"),
         )
         .with_header(
             header::ACCESS_CONTROL_MAX_AGE,
