@@ -311,7 +311,7 @@ impl Limiter {
         // A bucket the key does not have takes nothing (and leases none).
         let calls = if rates.0.is_some() { calls } else { 0 };
         let units = if rates.1.is_some() { units } else { 0 };
-        if self.from_lease(&id, calls, units) {
+        if self.take_leased(&id, calls, units) {
             return Verdict::Allowed;
         }
         let Some(link) = shared.link.as_ref().filter(|l| l.is_up()) else {
@@ -351,7 +351,7 @@ impl Limiter {
     }
 
     /// Takes from what this instance holds of `id`'s buckets, when it holds enough.
-    fn from_lease(&self, id: &str, calls: u32, units: u32) -> bool {
+    fn take_leased(&self, id: &str, calls: u32, units: u32) -> bool {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         let Some(l) = leases.get_mut(id) else {
             return false;
