@@ -854,7 +854,7 @@ async fn at_a_high_rate_an_instance_takes_a_share_of_the_shared_bucket_at_once()
     let _redis = Redis::start_on(port).await;
     let limits = format!("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}\"\n");
     // 1,000/s with a burst of 100: a share is 20 calls (1/50 of a second's worth).
-    let keys = keys_file("\n[[keys]]\nid = \"fast\"\nkey = \"fast-key-0123456789abcdef\"\nrequests_per_second = 1000\nburst = 100\n");
+    let keys = keys_file("\n[[keys]]\nid = \"fast\"\nkey = \"fast-key-0123456789abcdef\"\nrequests_per_second = 1000\nburst = 100\n\n[[keys]]\nid = \"crowd\"\nkey = \"crowd-key-0123456789abcdef\"\nrequests_per_second = 1000\nburst = 1000\n");
     let one = setup("", &limits, &keys).await;
     let path = "/ethereum/fast-key-0123456789abcdef";
     let up = eventually(Duration::from_secs(5), || async {
@@ -872,6 +872,36 @@ async fn at_a_high_rate_an_instance_takes_a_share_of_the_shared_bucket_at_once()
     assert_eq!(count_ok(&one.p, path, 60).await, 60);
     let runs = script_runs(port).await - before;
     assert!((3..=6).contains(&runs), "{runs} script runs for 60 calls");
+    // Many requests at once for a bucket nobody holds a share of: one fetch at a time, the
+    // others wait for it and take from it (not one fetch each).
+    let crowd = "/ethereum/crowd-key-0123456789abcdef";
+    let before = script_runs(port).await;
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let addr = one.p.addr;
+            tokio::spawn(async move {
+                let mut c = Client::new(addr);
+                c.request("GET", "/health", &[], b"").await;
+                let r = c
+                    .request(
+                        "POST",
+                        crowd,
+                        &[("content-type", "application/json")],
+                        &call(1, "eth_chainId", json!([])),
+                    )
+                    .await;
+                r.status
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    let runs = script_runs(port).await - before;
+    assert!(
+        runs <= 8,
+        "{runs} script runs for 40 calls at once (shares of 20)"
+    );
     // And the bucket is still shared and enforced: 300 calls at once cannot all pass.
     let two = setup("", &limits, &keys).await;
     let (a, b) = tokio::join!(count_ok(&one.p, path, 150), count_ok(&two.p, path, 150));

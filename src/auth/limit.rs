@@ -65,6 +65,26 @@ const LEASE_SHARE: u32 = 50;
 /// Leases held at once, all buckets.
 const MAX_LEASES: usize = 100_000;
 
+type Waiting = futures::future::Shared<tokio::sync::oneshot::Receiver<()>>;
+
+/// The share fetch in flight for a bucket; done when dropped (its waiters wake either way).
+struct Fetching<'a> {
+    limiter: &'a Limiter,
+    id: String,
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Drop for Fetching<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .limiter
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        inflight.remove(&self.id);
+    }
+}
+
 /// What this instance took from a shared bucket ahead of need.
 struct Lease {
     calls: u32,
@@ -186,6 +206,8 @@ pub struct Limiter {
     shared: ArcSwapOption<SharedLimits>,
     /// Tokens taken from the shared buckets ahead of need, by bucket id.
     leases: std::sync::Mutex<HashMap<String, Lease>>,
+    /// Share fetches in flight, by bucket id.
+    inflight: std::sync::Mutex<HashMap<String, Waiting>>,
     /// Forgets full anonymous buckets now and then.
     shrinking: std::sync::Once,
 }
@@ -200,6 +222,7 @@ impl Default for Limiter {
             clock: DefaultClock::default(),
             shared: ArcSwapOption::empty(),
             leases: std::sync::Mutex::new(HashMap::new()),
+            inflight: std::sync::Mutex::new(HashMap::new()),
             shrinking: std::sync::Once::new(),
         }
     }
@@ -317,6 +340,19 @@ impl Limiter {
         let Some(link) = shared.link.as_ref().filter(|l| l.is_up()) else {
             return self.without_redis(&shared, who, calls, units);
         };
+        // One share fetch per bucket at a time: requests arriving meanwhile wait for it and
+        // take from it (thousands of requests at once must not each fetch a share).
+        let _fetching = match self.fetch_turn(&id) {
+            Ok(fetching) => fetching,
+            Err(wait) => {
+                let _ = wait.await;
+                if self.take_leased(&id, calls, units) {
+                    return Verdict::Allowed;
+                }
+                // The share did not cover this request: it asks on its own.
+                None
+            }
+        };
         // A share of the rate at once, kept here for the next requests: at a high rate most
         // checks then need no round trip. Near the limit, the exact cost is asked.
         let lease = (
@@ -348,6 +384,22 @@ impl Limiter {
             OnBackendError::Local => self.check_local(who, calls, units),
             OnBackendError::Deny => Verdict::Unavailable,
         }
+    }
+
+    /// Becomes the one fetching a share of `id`'s buckets (`Ok`, dropped when done), or the
+    /// wait for the fetch in flight (`Err`).
+    fn fetch_turn(&self, id: &str) -> Result<Option<Fetching<'_>>, Waiting> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = inflight.get(id) {
+            return Err(w.clone());
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        inflight.insert(id.to_owned(), futures::FutureExt::shared(rx));
+        Ok(Some(Fetching {
+            limiter: self,
+            id: id.to_owned(),
+            _done: tx,
+        }))
     }
 
     /// Takes from what this instance holds of `id`'s buckets, when it holds enough.
