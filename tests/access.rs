@@ -7,9 +7,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis::Redis;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use livechain::mock::MockNode;
@@ -653,42 +653,6 @@ async fn the_audit_log_has_a_line_per_request_without_the_key() {
     assert_eq!(lines[1]["decision"], "unknown_key");
     assert_eq!(lines[2]["key"], "anonymous");
     assert_eq!(lines[2]["chain"], "ethereum");
-}
-
-/// A `redis-server` on a loopback port, killed by its PID when dropped.
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    async fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/deps installs it)");
-        let up = eventually(Duration::from_secs(10), || async {
-            let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
-                return false;
-            };
-            let _ = s.write_all(b"PING\r\n").await;
-            let mut line = String::new();
-            let _ = BufReader::new(s).read_line(&mut line).await;
-            line.starts_with("+PONG")
-        })
-        .await;
-        assert!(up, "redis-server did not start");
-        Redis { child }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn count_ok(p: &Proxy, path: &str, n: u64) -> u64 {

@@ -8,12 +8,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::anvil::hex;
+use common::redis::Redis;
 use common::*;
 use livechain::mock::{MockChain, MockNode, MockSpec};
 use serde_json::{json, Value};
@@ -21,82 +21,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 const ADDR: &str = "0x00000000000000000000000000000000000000aa";
-
-/// A `redis-server` on a loopback port, killed by its PID when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start() -> Redis {
-        Redis::start_on(free_port()).await
-    }
-
-    async fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/deps installs it)");
-        let r = Redis { child, port };
-        let up = eventually(Duration::from_secs(10), || async {
-            r.command(&["PING"]).await.is_some_and(|a| a == "+PONG")
-        })
-        .await;
-        assert!(up, "redis-server did not answer PING on port {port}");
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// One command; the first line of the answer.
-    async fn command(&self, args: &[&str]) -> Option<String> {
-        let mut s = tokio::time::timeout(
-            Duration::from_secs(1),
-            TcpStream::connect(("127.0.0.1", self.port)),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut line = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            BufReader::new(s).read_line(&mut line),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        Some(line.trim_end().to_owned())
-    }
-
-    async fn keys(&self) -> u64 {
-        self.command(&["DBSIZE"])
-            .await
-            .and_then(|l| l.strip_prefix(':').and_then(|n| n.parse().ok()))
-            .unwrap_or(0)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn shared(url: &str) -> String {
     format!("[cache]\nbackend = \"redis\"\nredis_url = \"{url}\"\nredis_timeout_ms = 100\n")

@@ -62,6 +62,8 @@ const LEASE_FOR: Duration = Duration::from_secs(1);
 /// Share of a bucket's rate taken from Redis at once: 1/50 of a second's worth (2 % of the
 /// limit per instance at most held unused).
 const LEASE_SHARE: u32 = 50;
+/// Share fetches a request waits for before it asks on its own.
+const WAIT_ROUNDS: usize = 8;
 /// Leases held at once, all buckets.
 const MAX_LEASES: usize = 100_000;
 
@@ -341,18 +343,25 @@ impl Limiter {
             return self.without_redis(&shared, who, calls, units);
         };
         // One share fetch per bucket at a time: requests arriving meanwhile wait for it and
-        // take from it (thousands of requests at once must not each fetch a share).
-        let _fetching = match self.fetch_turn(&id) {
-            Ok(fetching) => fetching,
-            Err(wait) => {
-                let _ = wait.await;
-                if self.take_leased(&id, calls, units) {
-                    return Verdict::Allowed;
+        // take from it (thousands of requests at once must not each fetch a share); one the
+        // share did not cover waits for the next fetch, or makes it. Bounded: after a few
+        // rounds a request asks on its own.
+        let mut fetching = None;
+        for _ in 0..WAIT_ROUNDS {
+            match self.fetch_turn(&id) {
+                Ok(turn) => {
+                    fetching = turn;
+                    break;
                 }
-                // The share did not cover this request: it asks on its own.
-                None
+                Err(wait) => {
+                    let _ = wait.await;
+                    if self.take_leased(&id, calls, units) {
+                        return Verdict::Allowed;
+                    }
+                }
             }
-        };
+        }
+        let _fetching = fetching;
         // A share of the rate at once, kept here for the next requests: at a high rate most
         // checks then need no round trip. Near the limit, the exact cost is asked.
         let lease = (

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod http;
 pub mod load;
 pub mod rawnode;
+pub mod redis;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
