@@ -32,6 +32,10 @@ pub enum Link {
 pub struct Change {
     pub removed: Vec<Arc<Block>>,
     pub added: Vec<Arc<Block>>,
+    /// A kept block shown replaced without its replacement known: the one just below a
+    /// rebased segment that does not build on it. Not announced (subscribers get removals
+    /// with what replaced them), but nothing of it may be served any more.
+    pub replaced_below: Option<Arc<Block>>,
 }
 
 struct Node {
@@ -274,7 +278,11 @@ impl Tree {
         let added: Vec<Arc<Block>> = path[same..].to_vec();
         self.canonical.extend(added.iter().cloned());
         self.prune();
-        Some(Change { removed, added })
+        Some(Change {
+            removed,
+            added,
+            replaced_below: None,
+        })
     }
 
     /// The first choice: the highest head of the branch most upstreams are on, with the
@@ -322,6 +330,7 @@ impl Tree {
         Some(Change {
             removed: Vec::new(),
             added: chain,
+            replaced_below: None,
         })
     }
 
@@ -337,18 +346,20 @@ impl Tree {
         // that reaches up to the kept tip from below only fills in history.
         let in_segment: std::collections::HashSet<Hash> = segment.iter().map(|b| b.hash).collect();
         let kept: std::collections::HashSet<Hash> = self.canonical.iter().map(|b| b.hash).collect();
-        // The kept block just below the segment is replaced too when the segment does not
-        // build on it (the fork is deeper than the segment reaches): its answers and logs must
-        // go as well. Below it, what is kept cannot be told replaced or not.
         let removed: Vec<Arc<Block>> = self
             .canonical
             .iter()
-            .filter(|b| {
-                (b.number >= from && !in_segment.contains(&b.hash))
-                    || (b.number + 1 == from && b.hash != first.parent)
-            })
+            .filter(|b| b.number >= from && !in_segment.contains(&b.hash))
             .cloned()
             .collect();
+        // The kept block just below the segment is replaced too when the segment does not
+        // build on it (the fork is deeper than the segment reaches). Below it, what is kept
+        // cannot be told replaced or not.
+        let replaced_below = self
+            .canonical
+            .iter()
+            .find(|b| b.number + 1 == from && b.hash != first.parent)
+            .cloned();
         let added: Vec<Arc<Block>> = segment
             .iter()
             .filter(|b| !kept.contains(&b.hash))
@@ -395,7 +406,11 @@ impl Tree {
         }
         self.canonical = chain.into_iter().collect();
         self.prune();
-        Change { removed, added }
+        Change {
+            removed,
+            added,
+            replaced_below,
+        }
     }
 
     /// Drops canonical blocks beyond the window, and every block below the base or too far
@@ -654,8 +669,8 @@ mod tests {
         let mut other = Tree::new(128);
         let forked = branch(&mut other, &main[0], 9, 4);
         let c = t.rebase(forked[1..].to_vec());
-        assert_eq!(numbers(&c.removed), [102, 103, 104]);
-        assert_eq!(c.removed[0].hash, main[1].hash);
+        assert_eq!(numbers(&c.removed), [103, 104]);
+        assert_eq!(c.replaced_below.map(|b| b.hash), Some(main[1].hash));
         assert_eq!(t.tip().unwrap().hash, forked[3].hash);
     }
 

@@ -421,6 +421,32 @@ fn method_globs(p: &mut Problems, key: &str, globs: &[String]) {
     }
 }
 
+/// `TABLE.redis_url` for `backend = "redis"`: required, `${VAR}` expanded, a `redis://` URL
+/// with a host. Messages never quote it (it may hold a password); `""` after a problem.
+pub(crate) fn redis_url(raw: Option<&str>, table: &str, env: Env<'_>, p: &mut Problems) -> String {
+    let key = format!("{table}.redis_url");
+    match raw.map(|raw| expand(raw, env)) {
+        None => {
+            p.push(key, format!("is required with {table}.backend = \"redis\""));
+            String::new()
+        }
+        Some(Err(e)) => {
+            p.push(key, e.to_string());
+            String::new()
+        }
+        Some(Ok(v)) => match url::Url::parse(&v.value) {
+            Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => v.value,
+            _ => {
+                p.push(
+                    key,
+                    "must be a redis:// URL with a host, e.g. \"redis://127.0.0.1:6379/0\"",
+                );
+                String::new()
+            }
+        },
+    }
+}
+
 /// Validates `[auth]` and `[limits]`; problems go to `p`.
 pub(crate) fn access(
     auth: &AuthFile,
@@ -482,29 +508,7 @@ pub(crate) fn access(
             LimitsBackend::Memory
         }
         "redis" => {
-            let url = match limits.redis_url.as_deref().map(|raw| expand(raw, env)) {
-                None => {
-                    p.push(
-                        "limits.redis_url",
-                        "is required with limits.backend = \"redis\"",
-                    );
-                    String::new()
-                }
-                Some(Err(e)) => {
-                    p.push("limits.redis_url", e.to_string());
-                    String::new()
-                }
-                Some(Ok(v)) => match url::Url::parse(&v.value) {
-                    Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => v.value,
-                    _ => {
-                        p.push(
-                            "limits.redis_url",
-                            "must be a redis:// URL with a host, e.g. \"redis://127.0.0.1:6379\"",
-                        );
-                        String::new()
-                    }
-                },
-            };
+            let url = redis_url(limits.redis_url.as_deref(), "limits", env, p);
             if !(1..=10_000).contains(&limits.redis_timeout_ms) {
                 p.push(
                     "limits.redis_timeout_ms",

@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::access::redis_url;
 use super::error::{ConfigError, Problems};
 use super::file::{CacheFile, CacheRuleFile, SubscriptionsFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
@@ -431,29 +432,7 @@ fn cache_setup(cache: &CacheFile, env: Env<'_>, p: &mut Problems) -> CacheSetup 
             CacheBackend::Memory
         }
         "redis" => {
-            let url = match cache.redis_url.as_deref().map(|raw| expand(raw, env)) {
-                None => {
-                    p.push(
-                        "cache.redis_url",
-                        "is required with cache.backend = \"redis\"",
-                    );
-                    String::new()
-                }
-                Some(Err(e)) => {
-                    p.push("cache.redis_url", e.to_string());
-                    String::new()
-                }
-                Some(Ok(v)) => match url::Url::parse(&v.value) {
-                    Ok(u) if u.scheme() == "redis" && u.host_str().is_some() => v.value,
-                    _ => {
-                        p.push(
-                            "cache.redis_url",
-                            "must be a redis:// URL with a host, e.g. \"redis://127.0.0.1:6379/0\"",
-                        );
-                        String::new()
-                    }
-                },
-            };
+            let url = redis_url(cache.redis_url.as_deref(), "cache", env, p);
             if !(1..=10_000).contains(&cache.redis_timeout_ms) {
                 p.push(
                     "cache.redis_timeout_ms",

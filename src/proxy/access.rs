@@ -120,22 +120,28 @@ impl Livechain {
         )
     }
 
-    /// Whether `who` may open a socket or event stream on `chain` (its messages are limited
-    /// one by one).
+    /// Whether `who` (or the refusal the head already got) may open a socket or event stream
+    /// on `chain` (its messages are limited one by one); `Err` is the answer when not.
     pub(crate) fn admit_socket(
         &self,
         chain: &Chain,
         snapshot: &Snapshot,
-        who: Who,
+        who: Result<Who, Refusal>,
         origin: Option<&str>,
-    ) -> Result<Who, Refusal> {
-        match snapshot.access.admit(&who, &chain.name, origin) {
-            Ok(()) => Ok(who),
-            Err(refusal) => {
-                count(refusal, Some(&who), &chain.name);
-                Err(refusal)
-            }
-        }
+        ctx: &mut RequestCtx,
+    ) -> Result<Who, Answer> {
+        let refusal = match who {
+            Ok(who) => match snapshot.access.admit(&who, &chain.name, origin) {
+                Ok(()) => return Ok(who),
+                Err(refusal) => {
+                    count(refusal, Some(&who), &chain.name);
+                    refusal
+                }
+            },
+            Err(refusal) => refusal,
+        };
+        ctx.decision = Some(refusal.reason());
+        Err(refused(refusal))
     }
 
     /// A REST request (`/v1/chains/...`, which may ask upstreams): the key as for a call, and

@@ -467,15 +467,15 @@ impl Front {
         ctx.access_log = limits.access_log;
         buf.advance(req.head_len);
         let handshake = req.websocket.unwrap_or_default();
-        let who = match req.who {
-            Ok(who) => self
-                .app
-                .admit_socket(&chain, &req.snapshot, who, req.origin.as_deref()),
-            Err(refusal) => Err(refusal),
-        };
-        let refused = if let Err(refusal) = who {
-            ctx.decision = Some(refusal.reason());
-            Err(super::refused(refusal))
+        let who = self.app.admit_socket(
+            &chain,
+            &req.snapshot,
+            req.who,
+            req.origin.as_deref(),
+            &mut ctx,
+        );
+        let refused = if let Err(answer) = who {
+            Err(answer)
         } else if req.body != Framing::Empty {
             Err(Answer::rpc_error(
                 400,
@@ -533,15 +533,15 @@ impl Front {
         ctx.method = Some(std::borrow::Cow::Borrowed("events"));
         ctx.access_log = limits.access_log;
         buf.advance(req.head_len);
-        let who = match req.who {
-            Ok(who) => self
-                .app
-                .admit_socket(&chain, &req.snapshot, who, req.origin.as_deref()),
-            Err(refusal) => Err(refusal),
-        };
-        let refused = if let Err(refusal) = who {
-            ctx.decision = Some(refusal.reason());
-            Err(super::refused(refusal))
+        let who = self.app.admit_socket(
+            &chain,
+            &req.snapshot,
+            req.who,
+            req.origin.as_deref(),
+            &mut ctx,
+        );
+        let refused = if let Err(answer) = who {
+            Err(answer)
         } else if req.body != Framing::Empty {
             Err(super::rest::error(400, "an event stream request has no body").closing())
         } else {

@@ -428,8 +428,10 @@ impl ChainTask {
         }
         self.publish(chain);
         // After the view: a call planned from now on is keyed by the new head.
+        let mut replaced = change.removed.clone();
+        replaced.extend(change.replaced_below.iter().cloned());
         self.cache
-            .moved(&chain.name, &chain.canon.view(), &change.removed);
+            .moved(&chain.name, &chain.canon.view(), &replaced);
         let want_logs = canon.wants_logs();
         let fetches = change
             .added
