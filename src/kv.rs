@@ -84,17 +84,8 @@ impl Link {
     /// Runs `cmd` within the timeout; `None` when Redis is down, slow or refused it.
     pub async fn run<T: redis::FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Option<T> {
         let mut conn = self.connection()?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.failed(what, Some(&e));
-                None
-            }
-            Err(_) => {
-                self.failed(what, None);
-                None
-            }
-        }
+        let answer = self.bounded(what, self.timeout, cmd.query_async::<T>(&mut conn));
+        self.counted(what, answer.await)
     }
 
     /// [`Link::run`] that hands back a command Redis refused (not counted as a failure: the
@@ -105,7 +96,32 @@ impl Link {
         cmd: &redis::Cmd,
     ) -> Result<T, Option<redis::RedisError>> {
         let mut conn = self.connection().ok_or(None)?;
-        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        self.bounded(what, self.timeout, cmd.query_async::<T>(&mut conn))
+            .await
+    }
+
+    /// [`Link::run`] for a pipeline (one round trip), within `timeout`.
+    pub async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: &redis::Pipeline,
+        timeout: Duration,
+    ) -> Option<T> {
+        let mut conn = self.connection()?;
+        let answer = self.bounded(what, timeout, pipe.query_async::<T>(&mut conn));
+        self.counted(what, answer.await)
+    }
+
+    /// Awaits a command within `timeout`. A failure of the connection or a timeout is counted
+    /// (and marks Redis down) and comes back as `Err(None)`; a command Redis refused comes back
+    /// as it is, uncounted.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        answer: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Option<redis::RedisError>> {
+        match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.code().is_some() => Err(Some(e)),
             Ok(Err(e)) => {
@@ -119,24 +135,16 @@ impl Link {
         }
     }
 
-    /// [`Link::run`] for a pipeline (one round trip), within `timeout`.
-    pub async fn run_pipe<T: redis::FromRedisValue>(
-        &self,
-        what: &str,
-        pipe: &redis::Pipeline,
-        timeout: Duration,
-    ) -> Option<T> {
-        let mut conn = self.connection()?;
-        match tokio::time::timeout(timeout, pipe.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.failed(what, Some(&e));
+    /// A [`Link::bounded`] answer for callers with nothing to do about a refused command: it
+    /// is counted too.
+    fn counted<T>(&self, what: &str, answer: Result<T, Option<redis::RedisError>>) -> Option<T> {
+        match answer {
+            Ok(v) => Some(v),
+            Err(Some(refused)) => {
+                self.failed(what, Some(&refused));
                 None
             }
-            Err(_) => {
-                self.failed(what, None);
-                None
-            }
+            Err(None) => None,
         }
     }
 

@@ -461,10 +461,7 @@ impl Front {
         chain: Arc<crate::route::Chain>,
     ) -> Option<Conn> {
         let limits = req.snapshot.limits;
-        let mut ctx = RequestCtx::new();
-        ctx.chain = Some(chain.clone());
-        ctx.method = Some(std::borrow::Cow::Borrowed("websocket"));
-        ctx.access_log = limits.access_log;
+        let mut ctx = RequestCtx::of_stream(&chain, "websocket", &limits);
         buf.advance(req.head_len);
         let handshake = req.websocket.unwrap_or_default();
         let who = self.app.admit_socket(
@@ -528,10 +525,7 @@ impl Front {
         chain: Arc<crate::route::Chain>,
     ) -> Option<Conn> {
         let limits = req.snapshot.limits;
-        let mut ctx = RequestCtx::new();
-        ctx.chain = Some(chain.clone());
-        ctx.method = Some(std::borrow::Cow::Borrowed("events"));
-        ctx.access_log = limits.access_log;
+        let mut ctx = RequestCtx::of_stream(&chain, "events", &limits);
         buf.advance(req.head_len);
         let who = self.app.admit_socket(
             &chain,

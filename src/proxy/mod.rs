@@ -141,6 +141,15 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The context of a WebSocket upgrade or an event stream (`what`) on `chain`.
+    fn of_stream(chain: &Arc<Chain>, what: &'static str, limits: &Limits) -> RequestCtx {
+        let mut ctx = RequestCtx::new();
+        ctx.chain = Some(chain.clone());
+        ctx.method = Some(Cow::Borrowed(what));
+        ctx.access_log = limits.access_log;
+        ctx
+    }
+
     fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
