@@ -9,6 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // A message may quote the file's own text; the secret must not come from the environment.
+    if text.contains("s3cr3t") {
+        return;
+    }
     let env = |name: &str| (name == "KEY").then(|| "s3cr3t".to_owned());
     if let Err(e) = livechain::config::parse_server(text, Path::new("livechain.toml"), env) {
         let msg = e.to_string();
