@@ -41,6 +41,12 @@ pub struct Audit {
 fn quoted(out: &mut String, s: &str) {
     use std::fmt::Write as _;
     out.push('"');
+    // Ids, chains and methods are almost always plain: copied whole.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -59,19 +65,23 @@ impl Entry<'_> {
         use std::fmt::Write as _;
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+            .map_or(0, |d| d.as_millis() as u64);
+        // Numbers through `itoa`: `format!` machinery was most of this line's cost.
+        let mut n = itoa::Buffer::new();
         let mut out = String::with_capacity(200);
-        let _ = write!(out, "{{\"time_ms\":{ms},\"key\":");
+        out.push_str("{\"time_ms\":");
+        out.push_str(n.format(ms));
+        out.push_str(",\"key\":");
         quoted(&mut out, self.who);
         let _ = write!(out, ",\"ip\":\"{}\",\"chain\":", self.ip);
         quoted(&mut out, self.chain);
         out.push_str(",\"method\":");
         quoted(&mut out, self.method);
-        let _ = write!(
-            out,
-            ",\"calls\":{},\"status\":{},\"decision\":",
-            self.calls, self.status
-        );
+        out.push_str(",\"calls\":");
+        out.push_str(n.format(self.calls));
+        out.push_str(",\"status\":");
+        out.push_str(n.format(self.status));
+        out.push_str(",\"decision\":");
         quoted(&mut out, self.decision);
         out.push('}');
         out

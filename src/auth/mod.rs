@@ -20,6 +20,12 @@ use crate::config::{sha256, AccessConfig, ApiKey, KeysConfig};
 pub struct Access {
     pub config: AccessConfig,
     keys: Vec<Arc<ApiKey>>,
+    /// Each key's SHA-256 with its place in `keys`, sorted by hash: a request's key is found
+    /// by a binary search, then compared in constant time. The search's timing can tell at
+    /// most how a hash of the presented key orders against configured hashes, which says
+    /// nothing about any key (SHA-256 cannot be steered); comparing against every configured
+    /// key instead cost a 100-key file 3 KB of comparisons per request.
+    by_hash: Vec<([u8; 32], usize)>,
 }
 
 /// Who is asking.
@@ -128,19 +134,27 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 impl Access {
     pub fn new(config: &AccessConfig, keys: &KeysConfig) -> Access {
+        let keys: Vec<Arc<ApiKey>> = keys.keys.iter().cloned().map(Arc::new).collect();
+        let mut by_hash: Vec<([u8; 32], usize)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.sha256, i))
+            .collect();
+        by_hash.sort_unstable();
         Access {
             config: config.clone(),
-            keys: keys.keys.iter().cloned().map(Arc::new).collect(),
+            keys,
+            by_hash,
         }
     }
 
-    /// Whether anything here can refuse a request (keys configured, anonymous turned off, or
-    /// a limit): when not, requests skip every check.
     /// Whether requests get an audit line: access control is on, or a file is named.
     pub fn audits(&self) -> bool {
         !self.is_open() || self.config.admin_token.is_some() || self.config.audit_log.is_some()
     }
 
+    /// Whether anything here can refuse a request (keys configured, anonymous turned off, or
+    /// a limit): when not, requests skip every check.
     pub fn is_open(&self) -> bool {
         self.keys.is_empty()
             && self.config.anonymous
@@ -162,14 +176,14 @@ impl Access {
             };
         };
         let hash = sha256(key);
-        // Every configured key is compared, whichever matches.
-        let mut found = None;
-        for k in &self.keys {
-            if same(&k.sha256, &hash) {
-                found = Some(k);
-            }
-        }
-        let key = found.ok_or(Refusal::UnknownKey)?;
+        let key = self
+            .by_hash
+            .binary_search_by(|(h, _)| h.cmp(&hash))
+            .ok()
+            .map(|at| &self.by_hash[at])
+            .filter(|(h, _)| same(h, &hash))
+            .map(|&(_, i)| &self.keys[i])
+            .ok_or(Refusal::UnknownKey)?;
         if !key.enabled {
             return Err(Refusal::Disabled);
         }
