@@ -16,6 +16,7 @@ pub mod canon;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod dlq;
 pub mod dns;
 pub mod h1;
 pub mod health;

@@ -100,6 +100,15 @@ pub struct Metrics {
     pub limits_backend_errors: prometheus::IntCounter,
     /// `livechain_limits_backend_up`: 1 while the shared limits' Redis is connected.
     pub limits_backend_up: IntGauge,
+    /// `livechain_dlq_entries{chain,state}`: transactions the queue holds, by state.
+    pub dlq_entries: IntGaugeVec,
+    /// `livechain_dlq_attempts_total{chain}`: transactions sent again by the queue.
+    pub dlq_attempts: IntCounterVec,
+    /// `livechain_dlq_outcomes_total{chain,outcome}`: what became of them.
+    pub dlq_outcomes: IntCounterVec,
+    /// `livechain_dlq_oldest_queued_seconds{chain}`: age of the oldest transaction no upstream
+    /// has taken yet (0 when none waits).
+    pub dlq_oldest_queued: IntGaugeVec,
     /// `livechain_cache_bytes` and `livechain_cache_entries`: what the response cache holds.
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
@@ -291,6 +300,30 @@ impl Metrics {
                 "Redis commands of the shared rate limits that failed or timed out.",
             )
             .expect("valid metric"),
+            dlq_entries: gauge(
+                "livechain_dlq_entries",
+                "Transactions the durable queue holds, by chain and state (queued, accepted, \
+                 included, replaced, expired, rejected).",
+                &["chain", "state"],
+            ),
+            dlq_attempts: counter(
+                "livechain_dlq_attempts_total",
+                "Transactions the queue sent to upstreams again (retries of queued ones and \
+                 rebroadcasts of dropped ones).",
+                &["chain"],
+            ),
+            dlq_outcomes: counter(
+                "livechain_dlq_outcomes_total",
+                "What happened to transactions of the queue: queued, accepted, included, \
+                 rebroadcast, reorged, replaced, expired, rejected, full (not queued: over \
+                 dlq.max_entries), store_error (not queued: the store failed).",
+                &["chain", "outcome"],
+            ),
+            dlq_oldest_queued: gauge(
+                "livechain_dlq_oldest_queued_seconds",
+                "Age of the oldest queued transaction no upstream has taken yet (0 when none).",
+                &["chain"],
+            ),
             limits_backend_up: IntGauge::new(
                 "livechain_limits_backend_up",
                 "1 while the shared rate limits' Redis is connected (0 when down or not configured).",
@@ -397,6 +430,10 @@ impl Metrics {
             Box::new(m.auth_failures.clone()),
             Box::new(m.limits_backend_errors.clone()),
             Box::new(m.limits_backend_up.clone()),
+            Box::new(m.dlq_entries.clone()),
+            Box::new(m.dlq_attempts.clone()),
+            Box::new(m.dlq_outcomes.clone()),
+            Box::new(m.dlq_oldest_queued.clone()),
             Box::new(m.cache_evictions.clone()),
             Box::new(m.cache_redis_errors.clone()),
             Box::new(m.cache_redis_up.clone()),

@@ -27,6 +27,8 @@ use crate::table::{self, TableError};
 pub enum StartError {
     #[error(transparent)]
     Table(#[from] TableError),
+    #[error(transparent)]
+    Dlq(#[from] crate::dlq::StoreError),
 }
 
 /// A livechain ready to run.
@@ -92,6 +94,12 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         let access = crate::auth::Access::new(&s.access, &config.keys);
         audit.configure(access.audits(), s.access.audit_log.as_deref());
     }
+    // Opened before anything listens: queued transactions resume, and a store that cannot be
+    // opened stops the start (a queue that silently loses transactions is worse than none).
+    let dlq = match s.dlq.enabled {
+        true => Some(Arc::new(crate::dlq::Dlq::open(&s.dlq)?)),
+        false => None,
+    };
     let api = Api {
         started: std::time::Instant::now(),
         reload: reload.clone(),
@@ -99,6 +107,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         cache: cache.clone(),
         limiter: limiter.clone(),
         audit: audit.clone(),
+        dlq: dlq.clone(),
     };
     let app = Livechain::new(router.clone(), connector.clone(), api);
     let mut proxy = pingora::services::listening::Service::new(
@@ -130,6 +139,16 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
             cache: cache.clone(),
         },
     ));
+    if let Some(dlq) = dlq {
+        server.add_service(background_service(
+            "transaction queue",
+            crate::dlq::worker::Worker {
+                dlq,
+                router: router.clone(),
+                connector: connector.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "websocket shutdown notice",
         crate::ws::ShutdownNotice,

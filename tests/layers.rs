@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("reload", 9),
     ("supervisor", 9),
     ("ws", 10),
+    ("dlq", 10),
     ("api", 11),
     ("proxy", 12),
     ("server", 13),

@@ -3,6 +3,7 @@
 //! Answered from the routing snapshot and live health, never from upstreams. Which request
 //! reaches which endpoint is `proxy::dispatch`'s to decide.
 
+pub mod dlq;
 pub mod scrape;
 pub mod status;
 
@@ -43,6 +44,8 @@ pub struct Api {
     pub limiter: Arc<crate::auth::limit::Limiter>,
     /// The audit log.
     pub audit: Arc<crate::auth::audit::Audit>,
+    /// The transaction queue (`[dlq] enabled`).
+    pub dlq: Option<Arc<crate::dlq::Dlq>>,
 }
 
 impl Api {

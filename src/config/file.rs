@@ -21,6 +21,8 @@ pub(crate) struct MainFile {
     pub auth: super::access::AuthFile,
     #[serde(default)]
     pub limits: super::access::LimitsFile,
+    #[serde(default)]
+    pub dlq: super::dlq::DlqFile,
 }
 
 /// `[cache]`. The whole table is optional; applied on reload.

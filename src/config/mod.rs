@@ -5,6 +5,7 @@
 //! `*_with_env` variants take the environment as a function so tests stay hermetic.
 
 mod access;
+mod dlq;
 mod error;
 mod file;
 mod interpolate;
@@ -24,6 +25,7 @@ pub use access::{
     glob, load_keys, parse_keys, sha256, AccessConfig, ApiKey, Cidr, KeysConfig, LimitsBackend,
     OnBackendError, Rate,
 };
+pub use dlq::{DlqAnswer, DlqConfig};
 pub use error::{ConfigError, Problem};
 pub use model::*;
 

@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub cache_setup: CacheSetup,
     /// `[auth]` and `[limits]`.
     pub access: super::AccessConfig,
+    /// `[dlq]`.
+    pub dlq: super::DlqConfig,
     /// A separate listener for `GET /metrics` (and `/health`), e.g. reachable only by Prometheus.
     pub metrics_listen: Option<SocketAddr>,
     /// Worker threads of the proxy service.

@@ -167,6 +167,7 @@ pub(crate) fn server(
 
     let cache_setup = cache_setup(cache, env, &mut p);
     let access = super::access::access(&main.auth, &main.limits, path, env, &mut p);
+    let dlq = super::dlq::dlq(&main.dlq, path, env, &mut p);
 
     let upstreams_path = upstreams_path(path, &file.upstreams);
     if upstreams_path.is_none() {
@@ -184,6 +185,7 @@ pub(crate) fn server(
         },
         cache_setup,
         access,
+        dlq,
         metrics_listen,
         threads: usize::try_from(file.threads).unwrap_or(1),
         max_body_bytes,

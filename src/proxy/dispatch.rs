@@ -32,6 +32,8 @@ pub enum Target {
     Service(Endpoint),
     /// `GET`/`HEAD` under `/v1/chains`.
     Rest,
+    /// Under `/v1/admin/dlq`: the transaction queue's admin API.
+    Dlq(crate::api::dlq::DlqOp),
     /// `GET /v1/chains/{chain}/events`: the chain's events as Server-Sent Events.
     Events(Arc<Chain>),
     /// A `POST` to a chain that does not exist: every call's id gets the error.
@@ -61,6 +63,18 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
         "/metrics" if metrics_here => return service(Endpoint::Metrics, read_only, method, path),
         "/v1/admin/keys" => return service(Endpoint::Keys, read_only, method, path),
         _ => {}
+    }
+    if path == "/v1/admin/dlq" || path.starts_with("/v1/admin/dlq/") {
+        return match crate::api::dlq::DlqOp::of(method, path) {
+            Ok(Some(op)) => Target::Dlq(op),
+            Ok(None) => Target::Refuse(Box::new(not_found(path))),
+            Err(allow) => Target::Refuse(Box::new(not_allowed(
+                method,
+                path,
+                allow,
+                "see the admin API",
+            ))),
+        };
     }
     if path == "/v1/chains" || path.starts_with("/v1/chains/") {
         let events = path
@@ -240,6 +254,7 @@ mod tests {
             Target::Events(c) => format!("events {}", c.name),
             Target::UnknownChain(_) => "unknown chain".into(),
             Target::Refuse(a) => format!("refuse {}", a.status),
+            Target::Dlq(op) => format!("{op:?}"),
         }
     }
 
@@ -279,6 +294,11 @@ mod tests {
             ("GET", "/v1/chains/nowhere/events", false, "rest"),
             ("POST", "/v1/chains/ethereum/events", false, "refuse 405"),
             ("DELETE", "/v1/chains", false, "refuse 405"),
+            ("GET", "/v1/admin/dlq", false, "List"),
+            ("POST", "/v1/admin/dlq/7/retry", false, "Retry(7)"),
+            ("DELETE", "/v1/admin/dlq/7", false, "Delete(7)"),
+            ("PATCH", "/v1/admin/dlq/7", false, "refuse 405"),
+            ("GET", "/v1/admin/dlq/x", false, "refuse 404"),
         ];
         for (method, path, ws, want) in cases {
             assert_eq!(

@@ -110,6 +110,8 @@ pub struct Forwarder<'a> {
     pub connector: &'a Connector,
     pub max_response: usize,
     pub deadline: Instant,
+    /// The transaction queue (`[dlq] enabled`).
+    pub dlq: Option<&'a crate::dlq::Dlq>,
 }
 
 /// What a retry loop carries from one attempt to the next.

@@ -234,9 +234,14 @@ impl Front {
             &snapshot,
         );
         let access = &snapshot.access;
-        if let Target::Service(endpoint) = &target {
+        let admin = match &target {
+            Target::Service(endpoint) => endpoint.is_admin(),
+            Target::Dlq(_) => true,
+            _ => false,
+        };
+        {
             // `server.metrics_listen` is the operator's own door: no token there.
-            if endpoint.is_admin() && self.site != Site::Metrics {
+            if admin && self.site != Site::Metrics {
                 let token = parsed.authorization.and_then(auth::bearer);
                 let verdict = access.is_admin(token);
                 if verdict == Some(false) {
@@ -296,7 +301,7 @@ impl Front {
         let path =
             matches!(target, Target::Rest | Target::WebSocket(_)).then(|| parsed.path.into());
         let query = match &target {
-            Target::Events(_) => parsed.query.map(Into::into),
+            Target::Events(_) | Target::Dlq(_) => parsed.query.map(Into::into),
             _ => None,
         };
         let websocket = match &target {
@@ -413,6 +418,10 @@ impl Front {
                         _ => super::respond::preflight(),
                     },
                     Target::Service(endpoint) => self.app.api.answer(endpoint, snapshot),
+                    Target::Dlq(op) => {
+                        crate::api::dlq::answer(self.app.dlq.as_deref(), op, req.query.as_deref())
+                            .await
+                    }
                     // The REST endpoints may ask upstreams: a key and the limits apply as to
                     // one call.
                     Target::Rest => match self.app.admit_rest(snapshot, req.who, &mut ctx).await {

@@ -21,6 +21,7 @@ mod outcome;
 pub(crate) mod respond;
 mod rest;
 mod single;
+mod tx;
 
 pub use front::Front;
 
@@ -51,6 +52,8 @@ pub struct Livechain {
     cache: Arc<crate::cache::Cache>,
     limiter: Arc<crate::auth::limit::Limiter>,
     audit: Arc<crate::auth::audit::Audit>,
+    /// The transaction queue (`[dlq] enabled`).
+    dlq: Option<Arc<crate::dlq::Dlq>>,
 }
 
 impl Livechain {
@@ -58,6 +61,7 @@ impl Livechain {
         let cache = api.cache.clone();
         let limiter = api.limiter.clone();
         let audit = api.audit.clone();
+        let dlq = api.dlq.clone();
         Livechain {
             router,
             connector,
@@ -66,6 +70,7 @@ impl Livechain {
             cache,
             limiter,
             audit,
+            dlq,
         }
     }
 
@@ -275,6 +280,7 @@ impl Livechain {
             connector: &self.connector,
             max_response: limits.max_response_bytes,
             deadline: tokio::time::Instant::now() + limits.request_timeout,
+            dlq: self.dlq.as_deref(),
         };
         let (answer, state) = match &request {
             Request::Single(call) => {

@@ -65,6 +65,7 @@ pub async fn answer(
                 connector,
                 max_response: snapshot.limits.max_response_bytes,
                 deadline: tokio::time::Instant::now() + snapshot.limits.request_timeout,
+                dlq: None,
             };
             Some(block(&f, &tag).await)
         }

@@ -93,9 +93,15 @@ pub async fn forward(
                     pass(response)
                 };
                 match verdict {
-                    Verdict::Good if is_tx => {
+                    // Taken (a refusal of the transaction itself is `Good` too, with its code:
+                    // passed on below, neither broadcast nor watched).
+                    Verdict::Good if is_tx && code.is_none() => {
                         // Boxed: only transactions carry its state.
-                        Box::pin(broadcast(f, body, &upstream)).await;
+                        Box::pin(async {
+                            broadcast(f, body, &upstream).await;
+                            super::tx::watch(f, body, call).await;
+                        })
+                        .await;
                         return pass(response);
                     }
                     // A node that has not seen a transaction or block yet answers null where
@@ -106,9 +112,11 @@ pub async fn forward(
                         state.ask_at_once = true;
                     }
                     Verdict::Good => return pass(response),
-                    Verdict::Error(ErrorClass::Duplicate) if is_tx && state.delivered => {
-                        // An earlier attempt reached a node that took the transaction.
+                    Verdict::Error(ErrorClass::Duplicate) if is_tx => {
+                        // A node has it (an earlier attempt of ours may have reached it):
+                        // taken, and the client gets the hash a node taking it answers.
                         if let Some(out) = tx_accepted(body, call) {
+                            Box::pin(super::tx::watch(f, body, call)).await;
                             return Answer::json(200, out);
                         }
                         return pass(response);
@@ -133,12 +141,32 @@ pub async fn forward(
             Attempt::NoUpstream | Attempt::Deadline => break,
         }
     }
+    // No upstream took a transaction, for upstream reasons (a node's refusal of the
+    // transaction itself was passed on above): queued, if it can be.
+    if is_tx {
+        let why = match &fallback {
+            Some((r, _)) => String::from_utf8_lossy(&r.body[..r.body.len().min(300)]).into_owned(),
+            None => state
+                .failure(&need)
+                .to_error(&f.chain.name)
+                .1
+                .message
+                .into_owned(),
+        };
+        if let Some(answer) = Box::pin(super::tx::queue(f, body, call, &why)).await {
+            return answer;
+        }
+    }
     // Every upstream tried: the last node's own answer says more than an error of ours.
     if let Some((response, code)) = fallback {
         if code != 0 {
             metrics().jsonrpc_error(&f.chain.name, code);
         }
         return pass(response);
+    }
+    // Wallets ask these before sending: answered while no upstream can be.
+    if let Some(answer) = super::tx::chain_id_answer(f, body, call, method) {
+        return answer;
     }
     let (status, err) = state.failure(&need).to_error(&f.chain.name);
     metrics().jsonrpc_error(&f.chain.name, i64::from(err.code));

@@ -372,3 +372,63 @@ fn auth_and_limits_are_checked_and_the_admin_token_never_quoted() {
     );
     assert!(server_err("[auth]\nkey = \"x\"\n").contains("unknown field"));
 }
+
+#[test]
+fn dlq_defaults_and_every_rule() {
+    let d = server_ok("").dlq;
+    assert!(d.enabled && d.watch_accepted);
+    assert_eq!(d.path, PathBuf::from("conf/dlq"));
+    assert_eq!(d.answer, DlqAnswer::Hash);
+    assert_eq!(d.retry_interval, Duration::from_millis(1000));
+    assert_eq!(d.max_interval, Duration::from_millis(60_000));
+    assert_eq!(d.rebroadcast_after_blocks, 5);
+    assert_eq!(d.max_age, Duration::from_secs(86_400));
+    assert_eq!(d.max_entries, 100_000);
+    let d = server_ok(
+        "[dlq]\nenabled = false\npath = \"../target/q\"\nanswer = \"error\"\n\
+         retry_interval_ms = 50\nmax_interval_ms = 400\nwatch_accepted = false\n\
+         rebroadcast_after_blocks = 2\nmax_age_s = 60\nmax_entries = 10\n",
+    )
+    .dlq;
+    assert!(!d.enabled && !d.watch_accepted);
+    assert_eq!(d.path, PathBuf::from("conf/../target/q"));
+    assert_eq!(d.answer, DlqAnswer::Error);
+    assert_eq!(d.retry_interval, Duration::from_millis(50));
+    assert_eq!(d.max_interval, Duration::from_millis(400));
+    assert_eq!(
+        (d.rebroadcast_after_blocks, d.max_age, d.max_entries),
+        (2, Duration::from_secs(60), 10)
+    );
+    // Under systemd (StateDirectory=livechain) the store goes where the unit may write.
+    let s = parse_server("", Path::new(MAIN), |name: &str| {
+        (name == "STATE_DIRECTORY").then(|| "/var/lib/livechain:/var/lib/other".to_owned())
+    })
+    .unwrap();
+    assert_eq!(s.dlq.path, PathBuf::from("/var/lib/livechain/dlq"));
+    for (text, expect) in [
+        ("path = \"\"", "dlq.path: must not be empty"),
+        (
+            "answer = \"silence\"",
+            "dlq.answer: must be \"hash\" or \"error\"",
+        ),
+        (
+            "retry_interval_ms = 0",
+            "dlq.retry_interval_ms: must be between",
+        ),
+        (
+            "retry_interval_ms = 500\nmax_interval_ms = 100",
+            "dlq.max_interval_ms: must be between dlq.retry_interval_ms (500)",
+        ),
+        (
+            "rebroadcast_after_blocks = 0",
+            "dlq.rebroadcast_after_blocks",
+        ),
+        ("max_age_s = 0", "dlq.max_age_s: must be between 1"),
+        ("max_entries = 0", "dlq.max_entries: must be between 1"),
+        ("retries = 3", "unknown field `retries`"),
+    ] {
+        let e = server_err(&format!("[dlq]\n{text}\n"));
+        assert!(e.contains(expect), "{text}: {e}");
+        assert!(e.contains(MAIN), "names the file: {e}");
+    }
+}

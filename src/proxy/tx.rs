@@ -1,0 +1,137 @@
+//! What a signed transaction gets that other calls do not (see `dlq`): one no upstream took
+//! for upstream reasons is queued on disk and the client answered as a node that took it would
+//! be; one a node took is watched until included; and `eth_chainId` / `net_version`, which
+//! wallets ask before sending, are answered from the chain's verified id while no upstream
+//! answers.
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+use super::forward::Forwarder;
+use super::respond::Answer;
+use crate::config::DlqAnswer;
+use crate::dlq::entry::hex;
+use crate::jsonrpc::tx::{decode_raw_tx_hex, SignedTx};
+use crate::jsonrpc::Call;
+use crate::metrics::metrics;
+
+/// The header that carries a queued transaction's id.
+pub const QUEUED_HEADER: &str = "x-livechain-queued";
+
+/// The code of the error `[dlq] answer = "error"` gives a queued transaction.
+pub const QUEUED_CODE: i32 = -32012;
+
+/// The transaction a call carries (its first parameter) and its decoded bytes, when it is one
+/// livechain can read and that belongs on `chain_id`.
+fn transaction(body: &[u8], call: &Call, chain_id: u64) -> Option<(SignedTx, Vec<u8>)> {
+    let params = std::str::from_utf8(&body[call.params.clone()?]).ok()?;
+    let list: Vec<&str> = serde_json::from_str(params).ok()?;
+    let raw_hex = list.first()?;
+    let tx = decode_raw_tx_hex(raw_hex).ok()?;
+    // Another chain's transaction: no node of this one would ever take it.
+    if tx.chain_id.is_some_and(|id| id != chain_id) {
+        return None;
+    }
+    let raw = unhex(raw_hex.strip_prefix("0x")?)?;
+    Some((tx, raw))
+}
+
+fn unhex(digits: &str) -> Option<Vec<u8>> {
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .as_bytes()
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
+/// Queues the transaction of `call`, which no upstream took (`why`); the client's answer, or
+/// `None` when it cannot be queued (not a transaction livechain can read, another chain's,
+/// the queue full or its disk failing): the client then gets the upstreams' error.
+pub async fn queue(f: &Forwarder<'_>, body: &Bytes, call: &Call, why: &str) -> Option<Answer> {
+    let dlq = f.dlq?;
+    let Some((tx, raw)) = transaction(body, call, f.chain.chain_id) else {
+        metrics()
+            .dlq_outcomes
+            .with_label_values(&[&f.chain.name, "unreadable"])
+            .inc();
+        return None;
+    };
+    let queued = dlq.enqueue(&f.chain.name, &raw, &tx, why).await.ok()?;
+    let id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
+    let hash = hex(&tx.hash);
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id);
+    match dlq.config().answer {
+        DlqAnswer::Hash => {
+            out.extend_from_slice(br#","result":""#);
+            out.extend_from_slice(hash.as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+        DlqAnswer::Error => {
+            out.extend_from_slice(
+                format!(
+                    r#","error":{{"code":{QUEUED_CODE},"message":"no upstream took the transaction now: it is queued and will be sent again","data":{{"queued":{queued},"hash":"{hash}"}}}}}}"#
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    Some(Answer::json(200, out).with_header(
+        http::HeaderName::from_static(QUEUED_HEADER),
+        HeaderValue::from(queued),
+    ))
+}
+
+/// Watches a transaction a node took (`[dlq] watch_accepted`).
+pub async fn watch(f: &Forwarder<'_>, body: &Bytes, call: &Call) {
+    let Some(dlq) = f.dlq else { return };
+    if !dlq.config().watch_accepted {
+        return;
+    }
+    if let Some((tx, raw)) = transaction(body, call, f.chain.chain_id) {
+        let head = f.chain.canon.view().head().map(|b| b.number);
+        dlq.watch(&f.chain.name, &raw, &tx, head).await;
+    }
+}
+
+/// `eth_chainId` or `net_version` answered from the chain's configured id, which every
+/// upstream's own was checked against (an upstream answering another id gets no traffic).
+pub fn chain_id_answer(
+    f: &Forwarder<'_>,
+    body: &[u8],
+    call: &Call,
+    method: &str,
+) -> Option<Answer> {
+    let value = match method {
+        "eth_chainId" => format!("\"0x{:x}\"", f.chain.chain_id),
+        // The network id is the chain id on every chain livechain serves but a few retired
+        // ones (e.g. Ethereum Classic's network 1 with chain id 61).
+        "net_version" => format!("\"{}\"", f.chain.chain_id),
+        _ => return None,
+    };
+    let id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id);
+    out.extend_from_slice(br#","result":"#);
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'}');
+    Some(Answer::json(200, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_digits_decode() {
+        assert_eq!(unhex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex(""), Some(vec![]));
+    }
+}
