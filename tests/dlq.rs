@@ -191,6 +191,8 @@ async fn all_upstreams_down_a_cast_send_is_queued_and_mined_when_they_return() {
         "no raw bytes in lists: {queued}"
     );
     assert!(metric(&p, "livechain_dlq_entries", "state=\"queued\"").await >= 1.0);
+    let status = admin(&p, "GET", "/status", None).await.json();
+    assert_eq!(status["dlq"]["entries"]["queued"], 1, "{}", status["dlq"]);
     assert!(
         node.result("eth_getTransactionByHash", json!([hash]))
             .await
@@ -532,6 +534,21 @@ async fn answer_error_carries_the_queue_id_and_a_full_queue_passes_the_upstream_
     assert_eq!(r.json()["error"]["code"], -32011, "{}", r.text());
     assert_eq!(entries(&p, "").await.len(), 1);
     assert!(metric(&p, "livechain_dlq_outcomes_total", "outcome=\"full\"").await >= 1.0);
+    // In a batch: the chain id answered here, the transaction queued (it takes the room of
+    // nothing: the queue is full, so it gets the upstreams' error), each with its id.
+    let batch = format!(
+        r#"[{{"jsonrpc":"2.0","id":"c","method":"eth_chainId","params":[]}},{{"jsonrpc":"2.0","id":"t","method":"eth_sendRawTransaction","params":["{raw}"]}},{{"jsonrpc":"2.0","method":"net_version","params":[]}}]"#
+    );
+    let r = p.client().post("/anvil", batch.as_bytes()).await;
+    let answers = r.json();
+    assert_eq!(answers.as_array().map(Vec::len), Some(2), "{answers}");
+    assert_eq!(
+        answers[0],
+        json!({"jsonrpc":"2.0","id":"c","result":hex(CHAIN_ID)})
+    );
+    assert_eq!(answers[1]["id"], "t");
+    assert_eq!(answers[1]["error"]["data"]["hash"], hash, "{answers}");
+    assert_eq!(r.header("x-livechain-queued"), Some(id));
     // Another chain's transaction is never queued either.
     let foreign = cast(
         &dir,
@@ -555,4 +572,51 @@ async fn answer_error_carries_the_queue_id_and_a_full_queue_passes_the_upstream_
         .await
         .header("x-livechain-queued")
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_that_drops_an_included_transaction_puts_it_back_to_watching() {
+    let dir = tools();
+    let node = Anvil::start(&dir).await;
+    for _ in 0..4 {
+        node.result("evm_mine", json!([])).await;
+    }
+    let a = Forwarder::start(node.addr).await;
+    let p = Proxy::start(&upstreams(&[&a]), &extra("")).await;
+    wait_up(&p, &["a"]).await;
+    let nonce = nonce_of(&node).await;
+    let raw = mktx(&dir, nonce, 42, 2 * GWEI);
+    let hash = tx_hash(&dir, &raw);
+    assert_eq!(send(&p, &raw).await.json()["result"], hash);
+    let receipt = node.receipt(&hash, Duration::from_secs(10)).await;
+    let first = entry_in(&p, &hash, "included", Duration::from_secs(10)).await;
+    assert_eq!(first["included_hash"], receipt["blockHash"]);
+
+    // Its block replaced by one without it: the node no longer has it anywhere.
+    node.result("anvil_reorg", json!([1, []])).await;
+    assert!(node
+        .result("eth_getTransactionReceipt", json!([hash]))
+        .await
+        .is_null());
+    let until = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        node.result("evm_mine", json!([])).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = node
+            .result("eth_getTransactionReceipt", json!([hash]))
+            .await;
+        if r.is_object() {
+            break r;
+        }
+        assert!(Instant::now() < until, "never mined again:\n{}", p.log());
+    };
+    assert_ne!(again["blockHash"], receipt["blockHash"]);
+    let e = entry_in(&p, &hash, "included", Duration::from_secs(10)).await;
+    if e["included_hash"] != again["blockHash"] {
+        // The worker may not have looked since the new block.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let e = entry_in(&p, &hash, "included", Duration::from_secs(10)).await;
+    assert_eq!(e["included_hash"], again["blockHash"], "{e}");
+    assert!(metric(&p, "livechain_dlq_outcomes_total", "outcome=\"reorged\"").await >= 1.0);
 }

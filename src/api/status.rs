@@ -195,6 +195,7 @@ pub fn status(api: &Api, snapshot: &Snapshot, now: Millis) -> Answer {
         },
         "chains": chains,
         "cache": cache_status(api, snapshot),
+        "dlq": api.dlq.as_ref().map(|q| q.summary()),
     });
     Answer::json(200, body.to_string())
 }

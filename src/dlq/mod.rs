@@ -13,7 +13,7 @@ mod send;
 mod store;
 pub mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::DlqConfig;
@@ -32,8 +32,59 @@ struct Item {
 
 #[derive(Default)]
 struct Inner {
+    /// By id: oldest first.
     items: BTreeMap<u64, Item>,
+    /// `chain/hash` → the newest entry of that transaction.
+    by_hash: HashMap<String, u64>,
     next_id: u64,
+}
+
+fn hash_key(chain: &str, hash: &str) -> String {
+    format!("{chain}/{hash}")
+}
+
+impl Inner {
+    fn insert(&mut self, item: Item) {
+        self.by_hash
+            .insert(hash_key(&item.entry.chain, &item.entry.hash), item.entry.id);
+        self.items.insert(item.entry.id, item);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Item> {
+        let item = self.items.remove(&id)?;
+        let key = hash_key(&item.entry.chain, &item.entry.hash);
+        if self.by_hash.get(&key) == Some(&id) {
+            self.by_hash.remove(&key);
+        }
+        Some(item)
+    }
+
+    /// The live entry of chain `chain` for transaction `hash`, if any.
+    fn find_live(&self, chain: &str, hash: &str) -> Option<u64> {
+        let id = *self.by_hash.get(&hash_key(chain, hash))?;
+        self.items
+            .get(&id)
+            .filter(|i| i.entry.is_live())
+            .map(|_| id)
+    }
+
+    /// Makes room for one more entry under `max`: the oldest ended entries go first (settled
+    /// inclusions, replaced, expired, rejected), then, for a queued transaction (a promise to
+    /// a client), the oldest merely watched ones. The ids removed, or `None` when every
+    /// entry must stay.
+    fn make_room(&mut self, max: u64, for_queue: bool) -> Option<Vec<u64>> {
+        if (self.items.len() as u64) < max {
+            return Some(Vec::new());
+        }
+        let victim = self
+            .items
+            .values()
+            .find(|i| !i.entry.is_live())
+            .or_else(|| self.items.values().find(|i| for_queue && !i.entry.queued))
+            .map(|i| i.entry.id)?;
+        self.remove(victim);
+        Some(vec![victim])
+    }
 }
 
 /// Why a transaction was not queued.
@@ -67,21 +118,18 @@ impl Dlq {
     pub fn open(config: &DlqConfig) -> Result<Dlq, StoreError> {
         let store = store::Store::open(&config.path)?;
         let store::Loaded { rows, next_id } = store.load()?;
-        let mut items = BTreeMap::new();
+        let mut inner = Inner::default();
         for (entry, raw) in rows {
-            items.insert(
-                entry.id,
-                Item {
-                    entry,
-                    raw: raw.into(),
-                },
-            );
+            inner.insert(Item {
+                entry,
+                raw: raw.into(),
+            });
         }
-        let next_id = next_id.max(items.keys().next_back().map_or(1, |id| id + 1));
+        inner.next_id = next_id.max(inner.items.keys().next_back().map_or(1, |id| id + 1));
         let dlq = Dlq {
             config: config.clone(),
             store: Arc::new(store),
-            inner: Mutex::new(Inner { items, next_id }),
+            inner: Mutex::new(inner),
             wake: tokio::sync::Notify::new(),
         };
         dlq.count();
@@ -96,15 +144,6 @@ impl Dlq {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The live entry of chain `chain` for transaction `hash`, if any.
-    fn find_live(inner: &Inner, chain: &str, hash: &str) -> Option<u64> {
-        inner
-            .items
-            .values()
-            .find(|i| i.entry.chain == chain && i.entry.hash == hash && i.entry.is_live())
-            .map(|i| i.entry.id)
-    }
-
     /// Queues a transaction no upstream took (`why`: what went wrong), on disk before this
     /// returns; its id. The same transaction queued again gets the id it already has.
     pub async fn enqueue(
@@ -116,19 +155,19 @@ impl Dlq {
     ) -> Result<u64, NotQueued> {
         let hash = entry::hex(&tx.hash);
         let now = entry::now_ms();
-        let entry = {
+        let (entry, evicted) = {
             let mut inner = self.lock();
-            if let Some(id) = Self::find_live(&inner, chain, &hash) {
+            if let Some(id) = inner.find_live(chain, &hash) {
                 return Ok(id);
             }
-            if inner.items.len() as u64 >= self.config.max_entries {
+            let Some(evicted) = inner.make_room(self.config.max_entries, true) else {
                 drop(inner);
                 metrics()
                     .dlq_outcomes
                     .with_label_values(&[chain, "full"])
                     .inc();
                 return Err(NotQueued::Full);
-            }
+            };
             let id = inner.next_id;
             inner.next_id += 1;
             let entry = Entry {
@@ -151,22 +190,19 @@ impl Dlq {
                 settled: false,
             };
             // In the map at once: the same transaction sent again meanwhile gets this id.
-            inner.items.insert(
-                id,
-                Item {
-                    entry: entry.clone(),
-                    raw: raw.into(),
-                },
-            );
-            entry
+            inner.insert(Item {
+                entry: entry.clone(),
+                raw: raw.into(),
+            });
+            (entry, evicted)
         };
         let store = self.store.clone();
         let (e, bytes) = (entry.clone(), raw.to_vec());
-        let written = tokio::task::spawn_blocking(move || store.insert(&e, &bytes, true))
+        let written = tokio::task::spawn_blocking(move || store.insert(&e, &bytes, &evicted, true))
             .await
             .unwrap_or_else(|e| Err(StoreError::Io(Box::new(e))));
         if let Err(e) = written {
-            self.lock().items.remove(&entry.id);
+            self.lock().remove(entry.id);
             metrics()
                 .dlq_outcomes
                 .with_label_values(&[chain, "store_error"])
@@ -185,20 +221,22 @@ impl Dlq {
     }
 
     /// Watches a transaction a node took at once (`head`: the chain's head then) until it is
-    /// included. Written without waiting for the disk: a node holds it already.
-    pub async fn watch(&self, chain: &str, raw: &[u8], tx: &SignedTx, head: Option<u64>) {
+    /// included. Written in the background, never fsynced on its own: a node holds it
+    /// already, and the client's answer does not wait for the disk.
+    pub fn watch(&self, chain: &str, raw: &[u8], tx: &SignedTx, head: Option<u64>) {
         if !self.config.watch_accepted {
             return;
         }
         let hash = entry::hex(&tx.hash);
         let now = entry::now_ms();
-        let entry = {
+        let (entry, evicted) = {
             let mut inner = self.lock();
-            if Self::find_live(&inner, chain, &hash).is_some()
-                || inner.items.len() as u64 >= self.config.max_entries
-            {
+            if inner.find_live(chain, &hash).is_some() {
                 return;
             }
+            let Some(evicted) = inner.make_room(self.config.max_entries, false) else {
+                return;
+            };
             let id = inner.next_id;
             inner.next_id += 1;
             let entry = Entry {
@@ -220,24 +258,19 @@ impl Dlq {
                 included_hash: None,
                 settled: false,
             };
-            inner.items.insert(
-                id,
-                Item {
-                    entry: entry.clone(),
-                    raw: raw.into(),
-                },
-            );
-            entry
+            inner.insert(Item {
+                entry: entry.clone(),
+                raw: raw.into(),
+            });
+            (entry, evicted)
         };
         let store = self.store.clone();
         let bytes = raw.to_vec();
-        let id = entry.id;
-        let written = tokio::task::spawn_blocking(move || store.insert(&entry, &bytes, false))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Io(Box::new(e))));
-        if let Err(e) = written {
-            tracing::warn!(chain, id, error = %e, "could not record an accepted transaction to watch");
-        }
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.insert(&entry, &bytes, &evicted, false) {
+                tracing::warn!(chain = %entry.chain, id = entry.id, error = %e, "could not record an accepted transaction to watch");
+            }
+        });
     }
 
     /// Entries, oldest first; only those in `state` when given.
@@ -287,7 +320,7 @@ impl Dlq {
 
     /// Forgets an entry (it is sent no more).
     pub async fn delete(&self, id: u64) -> Result<Change, StoreError> {
-        let Some(item) = self.lock().items.remove(&id) else {
+        let Some(item) = self.lock().remove(id) else {
             return Ok(Change::NotFound);
         };
         let store = self.store.clone();
@@ -300,16 +333,32 @@ impl Dlq {
 
     /// Writes changed entries, and applies them to the map unless deleted meanwhile.
     async fn write(&self, entries: Vec<Entry>, durable: bool) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+        self.write_over(entries, None, durable).await
+    }
+
+    /// [`Dlq::write`] of what the worker made of entries as they were (`before`, by id): one
+    /// the admin API changed meanwhile (retried) keeps the admin's version.
+    async fn write_over(
+        &self,
+        mut entries: Vec<Entry>,
+        before: Option<&HashMap<u64, Entry>>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         {
             let mut inner = self.lock();
-            for e in &entries {
-                if let Some(item) = inner.items.get_mut(&e.id) {
-                    item.entry = e.clone();
+            entries.retain(|e| {
+                let Some(item) = inner.items.get_mut(&e.id) else {
+                    return false;
+                };
+                if before.is_some_and(|b| b.get(&e.id) != Some(&item.entry)) {
+                    return false;
                 }
-            }
+                item.entry = e.clone();
+                true
+            });
+        }
+        if entries.is_empty() {
+            return Ok(());
         }
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.update(&entries, durable))
@@ -351,6 +400,27 @@ impl Dlq {
         }
     }
 
+    /// For `/status`: entries by state, and the age of the oldest still queued.
+    pub fn summary(&self) -> serde_json::Value {
+        let now = entry::now_ms();
+        let inner = self.lock();
+        let mut by: BTreeMap<&'static str, u64> =
+            State::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut oldest: Option<u64> = None;
+        for i in inner.items.values() {
+            *by.entry(i.entry.state.as_str()).or_default() += 1;
+            if i.entry.state == State::Queued {
+                let age = now.saturating_sub(i.entry.created_ms) / 1000;
+                oldest = Some(oldest.map_or(age, |o| o.max(age)));
+            }
+        }
+        serde_json::json!({
+            "entries": by,
+            "max_entries": self.config.max_entries,
+            "oldest_queued_secs": oldest,
+        })
+    }
+
     /// Live entries, for the worker (clones: the lock is not held while it works).
     fn live(&self) -> Vec<Item> {
         self.lock()
@@ -377,8 +447,8 @@ impl Dlq {
         }
         {
             let mut inner = self.lock();
-            for id in &ids {
-                inner.items.remove(id);
+            for &id in &ids {
+                inner.remove(id);
             }
         }
         let store = self.store.clone();
@@ -388,5 +458,115 @@ impl Dlq {
         if let Err(e) = done {
             tracing::warn!(error = %e, "could not prune the transaction queue");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, max_entries: u64) -> DlqConfig {
+        DlqConfig {
+            path: dir.to_path_buf(),
+            max_entries,
+            ..DlqConfig::default()
+        }
+    }
+
+    fn tx(nonce: u64) -> SignedTx {
+        SignedTx {
+            kind: 2,
+            chain_id: Some(1),
+            nonce,
+            sender: [7; 20],
+            hash: [nonce as u8; 32],
+        }
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("livechain-dlq-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn queued_entries_resume_after_reopening_and_are_not_queued_twice() {
+        let dir = temp("resume");
+        {
+            let q = Dlq::open(&config(&dir, 10)).unwrap();
+            let id = q.enqueue("eth", b"raw-1", &tx(1), "down").await.unwrap();
+            assert_eq!(
+                q.enqueue("eth", b"raw-1", &tx(1), "down").await.unwrap(),
+                id
+            );
+            // The same transaction on another chain is another entry.
+            assert_ne!(q.enqueue("op", b"raw-1", &tx(1), "down").await.unwrap(), id);
+            assert_eq!(q.list(Some(State::Queued)).len(), 2);
+        }
+        let q = Dlq::open(&config(&dir, 10)).unwrap();
+        let all = q.list(None);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].state, State::Queued);
+        assert_eq!(all[0].last_error.as_deref(), Some("down"));
+        assert_eq!(&*q.raw(all[0].id).unwrap(), b"raw-1");
+        // Ids go on from where they were.
+        let next = q.enqueue("eth", b"raw-2", &tx(2), "down").await.unwrap();
+        assert!(next > all[1].id);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_room_from_ended_then_watched_entries_never_from_queued_ones() {
+        let dir = temp("full");
+        let q = Dlq::open(&config(&dir, 2)).unwrap();
+        q.watch("eth", b"w", &tx(1), Some(5));
+        let queued = q.enqueue("eth", b"q", &tx(2), "down").await.unwrap();
+        // Full: a watched entry gives way to a queued one…
+        let second = q.enqueue("eth", b"q3", &tx(3), "down").await.unwrap();
+        let ids: Vec<u64> = q.list(None).iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![queued, second]);
+        // …a queued one never does, and nothing is watched beyond the limit.
+        assert!(matches!(
+            q.enqueue("eth", b"q4", &tx(4), "down").await,
+            Err(NotQueued::Full)
+        ));
+        q.watch("eth", b"w5", &tx(5), None);
+        assert_eq!(q.list(None).len(), 2);
+        // An ended entry makes room.
+        let mut ended = q.get(queued).unwrap();
+        ended.state = State::Expired;
+        q.write(vec![ended], true).await.unwrap();
+        let fourth = q.enqueue("eth", b"q4", &tx(4), "down").await.unwrap();
+        let ids: Vec<u64> = q.list(None).iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![second, fourth]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn retry_and_delete_change_the_store_too() {
+        let dir = temp("admin");
+        let q = Dlq::open(&config(&dir, 10)).unwrap();
+        let id = q.enqueue("eth", b"r", &tx(1), "down").await.unwrap();
+        let mut e = q.get(id).unwrap();
+        e.state = State::Rejected;
+        q.write(vec![e], true).await.unwrap();
+        let Change::Done(retried) = q.retry(id).await.unwrap() else {
+            panic!("retried")
+        };
+        assert_eq!(retried.state, State::Queued);
+        let mut e = q.get(id).unwrap();
+        e.state = State::Included;
+        q.write(vec![e], true).await.unwrap();
+        assert_eq!(q.retry(id).await.unwrap(), Change::Included);
+        let other = q.enqueue("eth", b"s", &tx(2), "down").await.unwrap();
+        assert!(matches!(q.delete(other).await.unwrap(), Change::Done(_)));
+        assert_eq!(q.delete(other).await.unwrap(), Change::NotFound);
+        assert_eq!(q.retry(999).await.unwrap(), Change::NotFound);
+        drop(q);
+        let q = Dlq::open(&config(&dir, 10)).unwrap();
+        let all = q.list(None);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].state, State::Included);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

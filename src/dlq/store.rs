@@ -90,10 +90,17 @@ impl Store {
         })
     }
 
-    /// Writes a new entry with its raw bytes, and the next id after it. `durable`: on disk
-    /// (fsynced) before this returns; otherwise at the next durable commit (a watched
-    /// transaction a node already holds can afford to be lost in a crash).
-    pub fn insert(&self, entry: &Entry, raw: &[u8], durable: bool) -> Result<(), StoreError> {
+    /// Writes a new entry with its raw bytes, and the next id after it, and removes the
+    /// entries `evict` in the same commit. `durable`: on disk (fsynced) before this returns;
+    /// otherwise at the next durable commit (a watched transaction a node already holds can
+    /// afford to be lost in a crash).
+    pub fn insert(
+        &self,
+        entry: &Entry,
+        raw: &[u8],
+        evict: &[u64],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let json = serde_json::to_vec(entry).map_err(io)?;
         let mut txn = self.db.begin_write().map_err(io)?;
         if !durable {
@@ -112,6 +119,12 @@ impl Store {
                 .map_err(io)?
                 .insert("next_id", entry.id + 1)
                 .map_err(io)?;
+            let mut entries = txn.open_table(ENTRIES).map_err(io)?;
+            let mut raw = txn.open_table(RAW).map_err(io)?;
+            for &id in evict {
+                entries.remove(id).map_err(io)?;
+                raw.remove(id).map_err(io)?;
+            }
         }
         txn.commit().map_err(io)
     }
@@ -186,8 +199,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         {
             let s = Store::open(&dir).unwrap();
-            s.insert(&entry(1), b"\x02one", true).unwrap();
-            s.insert(&entry(2), b"\x02two", false).unwrap();
+            s.insert(&entry(1), b"\x02one", &[], true).unwrap();
+            s.insert(&entry(2), b"\x02two", &[], false).unwrap();
+            s.insert(&entry(3), b"\x02three", &[], true).unwrap();
+            // A new entry may take an old one's place in the same commit.
+            s.insert(&entry(4), b"\x02four", &[3], true).unwrap();
             let mut e = entry(1);
             e.state = State::Accepted;
             e.attempts = 3;
@@ -202,8 +218,9 @@ mod tests {
             rows: all,
             next_id: next,
         } = s.load().unwrap();
-        assert_eq!(next, 3);
-        assert_eq!(all.len(), 1);
+        assert_eq!(next, 5);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].0.id, 4);
         assert_eq!(all[0].0.state, State::Accepted);
         assert_eq!(all[0].0.attempts, 3);
         assert_eq!(all[0].1, b"\x02one");

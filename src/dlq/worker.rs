@@ -103,6 +103,8 @@ impl Worker {
                 .collect();
             (chains, snapshot.limits.max_response_bytes)
         };
+        let before: HashMap<u64, Entry> =
+            live.iter().map(|i| (i.entry.id, i.entry.clone())).collect();
         let mut by_chain: BTreeMap<String, Vec<Item>> = BTreeMap::new();
         for item in live {
             by_chain
@@ -116,7 +118,7 @@ impl Worker {
                 continue;
             };
             let changed = self.chain_tick(chain, items, max).await;
-            if let Err(e) = self.dlq.write(changed, true).await {
+            if let Err(e) = self.dlq.write_over(changed, Some(&before), true).await {
                 tracing::error!(chain = %name, error = %e, "could not write the transaction queue");
             }
         }

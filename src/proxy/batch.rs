@@ -16,11 +16,11 @@ use super::cached;
 use super::forward::{Attempt, Attempts, Failure, Forwarder, Need};
 use super::outcome::{answer_verdict, outcome_of_verdict, Verdict};
 use super::respond::Answer;
-use super::single::{denied, need_of, tx_accepted, SEND_RAW_TX};
+use super::single::{self, denied, is_send_raw, need_of, tx_accepted};
 use crate::jsonrpc::batch::{assemble, split_answers, sub_batch, take_answer};
 use crate::jsonrpc::classify::ErrorClass;
 use crate::jsonrpc::error::error_body;
-use crate::jsonrpc::{Call, Item};
+use crate::jsonrpc::{Call, Item, Request};
 use crate::metrics::metrics;
 
 /// What happened to one group.
@@ -49,6 +49,7 @@ pub async fn forward(
         plans.resize_with(items.len(), || None);
     }
     let mut sent: Vec<(usize, &Call, &str)> = Vec::with_capacity(items.len());
+    let mut txs: Vec<(usize, &Call, &str)> = Vec::new();
     // Calls the cache serves, and of them those answered from it (for the access log).
     let (mut cacheable, mut from_cache) = (0usize, 0usize);
     for (i, item) in items.iter().enumerate() {
@@ -59,6 +60,10 @@ pub async fn forward(
                 .id
                 .clone()
                 .map(|id| Bytes::from(error_body(Some(&body[id]), &denied(method))));
+            continue;
+        }
+        if is_send_raw(method) {
+            txs.push((i, call, method));
             continue;
         }
         if let Some(slot) = plans.get_mut(i) {
@@ -104,6 +109,7 @@ pub async fn forward(
             })
         })
         .collect();
+    let queued = transactions(f, body, &txs, &mut finals).await;
     let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
     for (i, call, method) in sent {
         if finals[i].is_some() {
@@ -156,6 +162,20 @@ pub async fn forward(
         }
     }
     state.upstream_time = upstream_time;
+    // Wallets ask these before sending: answered while no upstream can be.
+    if failure.is_some() {
+        for (i, item) in items.iter().enumerate() {
+            if let (Item::Call(call), None) = (item, &finals[i]) {
+                if call.id.is_none() {
+                    continue;
+                }
+                if let Some(a) = super::tx::chain_id_answer(f, body, call, call.method(body)) {
+                    finals[i] = Some(a.body);
+                    any_answer = true;
+                }
+            }
+        }
+    }
     // Calls left without an answer get the error their group ran into.
     let status = match (&failure, any_answer) {
         (Some(fail), false) => fail.to_error(&f.chain.name).0,
@@ -172,7 +192,51 @@ pub async fn forward(
         }
     }
     state.cache = cache_mark;
-    (Answer::json(status, assemble(body, items, &finals)), state)
+    let mut answer = Answer::json(status, assemble(body, items, &finals));
+    if let Some(ids) = queued {
+        answer = answer.with_header(http::HeaderName::from_static(super::tx::QUEUED_HEADER), ids);
+    }
+    (answer, state)
+}
+
+/// Sends a batch's transactions one by one as single calls (so that a queued, watched or
+/// broadcast transaction in a batch is treated as one sent alone), their answers into
+/// `finals`; the queue ids of those queued, for `X-Livechain-Queued`.
+async fn transactions(
+    f: &Forwarder<'_>,
+    body: &Bytes,
+    txs: &[(usize, &Call, &str)],
+    finals: &mut [Option<Bytes>],
+) -> Option<http::HeaderValue> {
+    let mut queued: Vec<String> = Vec::new();
+    for &(i, call, method) in txs {
+        let one = body.slice(call.span.clone());
+        // It parsed as part of the batch, so it parses alone: the bounds were checked there.
+        let bounds = crate::jsonrpc::Bounds {
+            max_batch: 1,
+            max_depth: usize::MAX,
+        };
+        let Ok(Request::Single(alone)) = crate::jsonrpc::parse(&one, bounds) else {
+            continue;
+        };
+        let mut state = Attempts::default();
+        let answer = single::forward(f, &one, &alone, method, &mut state).await;
+        let id = answer
+            .headers
+            .iter()
+            .find(|(name, _)| name.as_str() == super::tx::QUEUED_HEADER)
+            .and_then(|(_, v)| v.to_str().ok());
+        if let Some(id) = id {
+            queued.push(id.to_owned());
+        }
+        if alone.id.is_some() && !answer.body.is_empty() {
+            finals[i] = Some(answer.body);
+        }
+    }
+    if queued.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&queued.join(", ")).ok()
 }
 
 /// Keeps the answers of a batch answer returned as the upstream sent it, matched to the calls
@@ -281,7 +345,7 @@ async fn run_group(
                     finals.push((i, slice))
                 }
                 Verdict::Error(ErrorClass::Duplicate) => {
-                    let accepted = (call.method(body) == SEND_RAW_TX && state.delivered)
+                    let accepted = (is_send_raw(call.method(body)) && state.delivered)
                         .then(|| tx_accepted(body, call))
                         .flatten();
                     finals.push((i, accepted.map_or(slice, Bytes::from)));

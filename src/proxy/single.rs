@@ -14,8 +14,14 @@ use std::sync::Arc;
 
 use crate::upstream::{Response, Upstream};
 
-/// Method name of transactions, whose duplicate-broadcast errors need care.
-pub const SEND_RAW_TX: &str = "eth_sendRawTransaction";
+/// Whether `method` submits a signed transaction (`eth_sendRawTransactionConditional`, of
+/// ERC-7796 and rollup sequencers, carries its conditions beside the same raw bytes).
+pub fn is_send_raw(method: &str) -> bool {
+    matches!(
+        method,
+        "eth_sendRawTransaction" | "eth_sendRawTransactionConditional"
+    )
+}
 
 /// The error for a method refused by the chain's deny list.
 pub fn denied(method: &str) -> RpcError {
@@ -70,7 +76,7 @@ pub async fn forward(
         return Answer::json(200, out);
     }
     let need = need_of(f, body, call, method);
-    let is_tx = method == SEND_RAW_TX;
+    let is_tx = is_send_raw(method);
     let mut fallback: Option<(Response, i64)> = None;
     for _ in 0..f.max_attempts() {
         match f.attempt(&need, state, body.clone()).await {
@@ -97,11 +103,8 @@ pub async fn forward(
                     // passed on below, neither broadcast nor watched).
                     Verdict::Good if is_tx && code.is_none() => {
                         // Boxed: only transactions carry its state.
-                        Box::pin(async {
-                            broadcast(f, body, &upstream).await;
-                            super::tx::watch(f, body, call).await;
-                        })
-                        .await;
+                        super::tx::watch(f, body, call);
+                        Box::pin(broadcast(f, body, &upstream)).await;
                         return pass(response);
                     }
                     // A node that has not seen a transaction or block yet answers null where
@@ -116,7 +119,7 @@ pub async fn forward(
                         // A node has it (an earlier attempt of ours may have reached it):
                         // taken, and the client gets the hash a node taking it answers.
                         if let Some(out) = tx_accepted(body, call) {
-                            Box::pin(super::tx::watch(f, body, call)).await;
+                            super::tx::watch(f, body, call);
                             return Answer::json(200, out);
                         }
                         return pass(response);

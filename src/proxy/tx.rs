@@ -87,14 +87,14 @@ pub async fn queue(f: &Forwarder<'_>, body: &Bytes, call: &Call, why: &str) -> O
 }
 
 /// Watches a transaction a node took (`[dlq] watch_accepted`).
-pub async fn watch(f: &Forwarder<'_>, body: &Bytes, call: &Call) {
+pub fn watch(f: &Forwarder<'_>, body: &Bytes, call: &Call) {
     let Some(dlq) = f.dlq else { return };
     if !dlq.config().watch_accepted {
         return;
     }
     if let Some((tx, raw)) = transaction(body, call, f.chain.chain_id) {
         let head = f.chain.canon.view().head().map(|b| b.number);
-        dlq.watch(&f.chain.name, &raw, &tx, head).await;
+        dlq.watch(&f.chain.name, &raw, &tx, head);
     }
 }
 
