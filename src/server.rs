@@ -146,6 +146,8 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
                 dlq,
                 router: router.clone(),
                 connector: connector.clone(),
+                down: Default::default(),
+                canary: Default::default(),
             },
         ));
     }

@@ -137,7 +137,8 @@ async fn all_upstreams_down_a_cast_send_is_queued_and_mined_when_they_return() {
     let node = Anvil::start(&dir).await;
     let mut a = Forwarder::start(node.addr).await;
     let mut b = Forwarder::start(node.addr).await;
-    let p = Proxy::start(&upstreams(&[&a, &b]), &extra("")).await;
+    // The queue's default timing (retries from 1 s, doubling up to a minute).
+    let p = Proxy::start(&upstreams(&[&a, &b]), "\n[dlq]\n").await;
     wait_up(&p, &["a", "b"]).await;
     let nonce = nonce_of(&node).await;
     a.kill().await;
@@ -200,7 +201,11 @@ async fn all_upstreams_down_a_cast_send_is_queued_and_mined_when_they_return() {
         "the node cannot have it: every way to it is down"
     );
 
-    // The nodes come back: mined with no client action.
+    // A few seconds down: the queue's backoff has grown past 2 s by then.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tried = entries(&p, "").await[0]["attempts"].as_u64().unwrap();
+    assert!(tried >= 2, "sent again while down: {tried}");
+    // The nodes come back: mined with no client action, as soon as livechain sees them up.
     let back = Instant::now();
     a.restart().await;
     b.restart().await;
@@ -208,7 +213,8 @@ async fn all_upstreams_down_a_cast_send_is_queued_and_mined_when_they_return() {
     let recovery = back.elapsed();
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     eprintln!("recovery: nodes back to receipt in {recovery:?}");
-    let done = entry_in(&p, &hash, "included", Duration::from_secs(10)).await;
+    // Seen in a canonical block once the supervisor follows the returned nodes again.
+    let done = entry_in(&p, &hash, "included", Duration::from_secs(20)).await;
     assert_eq!(done["included_block"], quantity(&receipt["blockNumber"]));
     assert!(done["attempts"].as_u64().unwrap() >= 1, "{done}");
     assert!(metric(&p, "livechain_dlq_outcomes_total", "outcome=\"included\"").await >= 1.0);

@@ -36,6 +36,15 @@ pub fn verdict_of(result: &Result<Option<String>, CallError>) -> Sent {
     }
 }
 
+/// Whether any upstream of `chain` takes traffic now.
+pub fn usable(chain: &Chain) -> bool {
+    let now = crate::health::now_ms();
+    chain
+        .upstreams()
+        .iter()
+        .any(|u| u.is_resolved() && u.score(now) > 0.0)
+}
+
 /// The upstreams worth sending to: those in use; when none is (all down, as far as health
 /// knows), every resolved one, so the queue learns of a node's return no later than its
 /// health does.

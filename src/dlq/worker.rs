@@ -34,6 +34,12 @@ pub struct Worker {
     pub dlq: Arc<Dlq>,
     pub router: Arc<Router>,
     pub connector: Arc<Connector>,
+    /// Chains that had no usable upstream at the last tick: when one comes back, their
+    /// queued transactions are due at once, whatever their backoff (which may have grown to
+    /// `max_interval_ms` over a long outage).
+    pub down: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// When each chain's last canary went (see `chain_tick`).
+    pub canary: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 #[async_trait]
@@ -117,7 +123,20 @@ impl Worker {
             let Some(chain) = chains.get(&name) else {
                 continue;
             };
-            let changed = self.chain_tick(chain, items, max).await;
+            let usable = super::send::usable(chain);
+            let back = {
+                let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+                if usable {
+                    down.remove(&name)
+                } else {
+                    down.insert(name.clone());
+                    false
+                }
+            };
+            if back {
+                tracing::info!(chain = %name, "an upstream is back: sending queued transactions now");
+            }
+            let changed = self.chain_tick(chain, items, max, back).await;
             if let Err(e) = self.dlq.write_over(changed, Some(&before), true).await {
                 tracing::error!(chain = %name, error = %e, "could not write the transaction queue");
             }
@@ -126,7 +145,13 @@ impl Worker {
     }
 
     /// One pass over a chain's live entries; the entries it changed.
-    async fn chain_tick(&self, chain: &Chain, items: Vec<Item>, max: usize) -> Vec<Entry> {
+    async fn chain_tick(
+        &self,
+        chain: &Chain,
+        items: Vec<Item>,
+        max: usize,
+        back: bool,
+    ) -> Vec<Entry> {
         let config = &self.dlq.config;
         let now = now_ms();
         let view = chain.canon.view();
@@ -198,7 +223,7 @@ impl Worker {
                     e.updated_ms = now;
                     changed.push(e);
                 }
-                State::Queued if e.next_try_ms <= now => {
+                State::Queued => {
                     queued.entry(e.sender.clone()).or_default().push(item);
                 }
                 State::Accepted => match (e.accepted_head, head) {
@@ -214,9 +239,40 @@ impl Worker {
                 _ => {}
             }
         }
-        for (_, mut list) in queued {
+        for list in queued.values_mut() {
             list.sort_by_key(|i| i.entry.nonce);
+        }
+        let mut all_due = back;
+        if !back && !queued.is_empty() && !super::send::usable(chain) {
+            // No upstream takes traffic, as far as health knows: one transaction (the oldest
+            // sender's first) goes every `retry_interval_ms` as a canary, whatever its own
+            // backoff; the moment a node takes it, the others follow. A long outage thus
+            // costs one request a second, and its end is noticed within one.
+            let canary = queued
+                .values()
+                .min_by_key(|l| l.iter().map(|i| i.entry.created_ms).min())
+                .and_then(|l| l.first())
+                .cloned();
+            let Some(canary) = canary.filter(|_| self.canary_due(&chain.name)) else {
+                return changed;
+            };
+            let sender = canary.entry.sender.clone();
+            let (e, accepted) = self.resend(chain, canary, head, max).await;
+            changed.push(e);
+            if !accepted {
+                return changed;
+            }
+            tracing::info!(chain = %chain.name, "an upstream took a queued transaction: sending the others now");
+            if let Some(list) = queued.get_mut(&sender) {
+                list.remove(0);
+            }
+            all_due = true;
+        }
+        for (_, list) in queued {
             for item in list {
+                if !all_due && item.entry.next_try_ms > now {
+                    break;
+                }
                 let (e, go_on) = self.resend(chain, item, head, max).await;
                 changed.push(e);
                 if !go_on {
@@ -231,6 +287,19 @@ impl Worker {
             }
         }
         changed
+    }
+
+    /// Whether the chain's canary may go now (one per `retry_interval_ms`).
+    fn canary_due(&self, chain: &str) -> bool {
+        let now = Instant::now();
+        let mut last = self.canary.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(chain) {
+            Some(t) if now.duration_since(*t) < self.dlq.config.retry_interval => false,
+            _ => {
+                last.insert(chain.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// Sends a queued transaction again; the entry as it now is, and whether the sender's
