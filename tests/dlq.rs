@@ -555,6 +555,30 @@ async fn answer_error_carries_the_queue_id_and_a_full_queue_passes_the_upstream_
     assert_eq!(answers[1]["id"], "t");
     assert_eq!(answers[1]["error"]["data"]["hash"], hash, "{answers}");
     assert_eq!(r.header("x-livechain-queued"), Some(id));
+    // Over a (managed) WebSocket: the same queue, the same entry.
+    let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(format!("ws://{}/anvil", p.addr), stream),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    let msg = format!(
+        r#"{{"jsonrpc":"2.0","id":5,"method":"eth_sendRawTransaction","params":["{raw}"]}}"#
+    );
+    use futures::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(msg))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer in time")
+        .expect("open")
+        .expect("a message");
+    let reply: Value = serde_json::from_str(reply.to_text().unwrap()).unwrap();
+    assert_eq!(reply["id"], 5);
+    assert_eq!(reply["error"]["data"]["queued"].to_string(), id, "{reply}");
     // Another chain's transaction is never queued either.
     let foreign = cast(
         &dir,
