@@ -160,6 +160,21 @@ fn decodes_blob_transactions_with_and_without_their_blobs() {
         canonical.extend_from_slice(tx.raw);
         check(&canonical, 3, Some(31337), nonce, ANVIL_0, hash);
         assert_eq!(keccak(&[&canonical]), h32(hash));
+        // How many blobs there are is the pool's business: an empty sidecar decodes too.
+        for version in [&[][..], &[0x01]] {
+            let empty = [
+                &[3u8][..],
+                &list(&[
+                    tx.raw.to_vec(),
+                    version.to_vec(),
+                    vec![0xc0],
+                    vec![0xc0],
+                    vec![0xc0],
+                ]),
+            ]
+            .concat();
+            check(&empty, 3, Some(31337), nonce, ANVIL_0, hash);
+        }
     }
 }
 
