@@ -369,29 +369,29 @@ impl Dlq {
     /// Sets `livechain_dlq_entries` and `livechain_dlq_oldest_queued_seconds`.
     fn count(&self) {
         let now = entry::now_ms();
-        let mut by: BTreeMap<(String, State), i64> = BTreeMap::new();
-        let mut oldest: BTreeMap<String, u64> = BTreeMap::new();
-        {
-            let inner = self.lock();
-            for i in inner.items.values() {
-                let e = &i.entry;
-                *by.entry((e.chain.clone(), e.state)).or_default() += 1;
-                let age = if e.state == State::Queued {
-                    now.saturating_sub(e.created_ms) / 1000
-                } else {
-                    0
-                };
-                let o = oldest.entry(e.chain.clone()).or_default();
-                *o = (*o).max(age);
-            }
-        }
         let m = metrics();
+        let inner = self.lock();
+        // Counted under the lock with borrowed names (a few chains, up to `max_entries`
+        // entries): nothing allocated per entry.
+        let mut by: BTreeMap<(&str, State), i64> = BTreeMap::new();
+        let mut oldest: BTreeMap<&str, u64> = BTreeMap::new();
+        for i in inner.items.values() {
+            let e = &i.entry;
+            *by.entry((e.chain.as_str(), e.state)).or_default() += 1;
+            let age = if e.state == State::Queued {
+                now.saturating_sub(e.created_ms) / 1000
+            } else {
+                0
+            };
+            let o = oldest.entry(e.chain.as_str()).or_default();
+            *o = (*o).max(age);
+        }
         // Chains whose entries are all gone disappear instead of keeping their last counts.
         m.dlq_entries.reset();
         m.dlq_oldest_queued.reset();
         for (chain, age) in &oldest {
             for s in State::ALL {
-                let n = by.get(&(chain.clone(), s)).copied().unwrap_or(0);
+                let n = by.get(&(*chain, s)).copied().unwrap_or(0);
                 m.dlq_entries.with_label_values(&[chain, s.as_str()]).set(n);
             }
             m.dlq_oldest_queued
