@@ -280,8 +280,10 @@ async fn a_reorg_seen_by_one_instance_is_not_served_stale_by_the_other() {
     assert!(hits > 10);
 
     // A reorg that replaces the frozen head: only the other instance can see it.
+    // Deep enough to still reach below the frozen head when the chain (a block every 500 ms)
+    // moves on a few blocks between reading the head and the reorg, as on a loaded machine.
     let live = chain_status(&seer).await["head"].as_u64().unwrap();
-    let depth = live - frozen_head + 2;
+    let depth = live - frozen_head + 6;
     control(&n1, json!({ "reorg": depth })).await;
     let seen = eventually(Duration::from_secs(10), || async {
         chain_status(&seer).await["reorgs"].as_u64().unwrap_or(0) > 0

@@ -505,12 +505,37 @@ async fn the_admin_api_lists_retries_and_deletes_behind_the_token() {
         404
     );
     assert!(entries(&p, "").await.is_empty());
+    // A conditional transaction is queued with its conditions, and sent again with them.
+    let cond = mktx(&dir, nonce + 1, 9, 2 * GWEI);
+    let body = json!({"jsonrpc":"2.0","id":3,"method":"eth_sendRawTransactionConditional",
+        "params":[cond, {"knownAccounts":{}}]});
+    let r = p.client().post("/anvil", body.to_string().as_bytes()).await;
+    let cond_id = r.header("x-livechain-queued").expect("queued").to_owned();
+    let e = admin(&p, "GET", &format!("/v1/admin/dlq/{cond_id}"), Some(TOKEN))
+        .await
+        .json();
+    assert_eq!(e["conditions"], r#"{"knownAccounts":{}}"#, "{e}");
 
     // Deleted: never sent, even once the node is back.
     a.restart().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(node
         .result("eth_getTransactionByHash", json!([hash]))
+        .await
+        .is_null());
+    // anvil does not offer eth_sendRawTransactionConditional: the queue gives up on it
+    // (`rejected`, with the node's message) instead of sending it forever, and never sends it
+    // without its conditions.
+    let e = entry_in(
+        &p,
+        &tx_hash(&dir, &cond),
+        "rejected",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(e["last_error"].as_str().is_some(), "{e}");
+    assert!(node
+        .result("eth_getTransactionByHash", json!([tx_hash(&dir, &cond)]))
         .await
         .is_null());
 }

@@ -699,6 +699,8 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "ReadOnlyPaths=/etc/livechain",
+        // The transaction queue's store ([dlq] path defaults to $STATE_DIRECTORY/dlq).
+        "StateDirectory=livechain",
         "CapabilityBoundingSet=\n",
         "LimitNOFILE=",
     ] {
@@ -741,7 +743,7 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     tool("promtool");
     let out = promtool(&["check", "rules", "conf/prometheus/alerts.yml"], None).expect("promtool");
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("8 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("9 rules found"));
     let out =
         promtool(&["test", "rules", "conf/prometheus/alerts_test.yml"], None).expect("promtool");
     assert!(out.status.success(), "{out:?}");

@@ -82,6 +82,10 @@ pub struct Entry {
     /// Its block is final: nothing more to watch.
     #[serde(default)]
     pub settled: bool,
+    /// The options object of an `eth_sendRawTransactionConditional` (JSON), sent again with it:
+    /// a node must still check the conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<String>,
 }
 
 impl Entry {

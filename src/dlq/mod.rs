@@ -151,6 +151,7 @@ impl Dlq {
         chain: &str,
         raw: &[u8],
         tx: &SignedTx,
+        conditions: Option<&str>,
         why: &str,
     ) -> Result<u64, NotQueued> {
         let hash = entry::hex(&tx.hash);
@@ -188,6 +189,7 @@ impl Dlq {
                 included_block: None,
                 included_hash: None,
                 settled: false,
+                conditions: conditions.map(str::to_owned),
             };
             // In the map at once: the same transaction sent again meanwhile gets this id.
             inner.insert(Item {
@@ -223,7 +225,14 @@ impl Dlq {
     /// Watches a transaction a node took at once (`head`: the chain's head then) until it is
     /// included. Written in the background, never fsynced on its own: a node holds it
     /// already, and the client's answer does not wait for the disk.
-    pub fn watch(&self, chain: &str, raw: &[u8], tx: &SignedTx, head: Option<u64>) {
+    pub fn watch(
+        &self,
+        chain: &str,
+        raw: &[u8],
+        tx: &SignedTx,
+        conditions: Option<&str>,
+        head: Option<u64>,
+    ) {
         if !self.config.watch_accepted {
             return;
         }
@@ -257,6 +266,7 @@ impl Dlq {
                 included_block: None,
                 included_hash: None,
                 settled: false,
+                conditions: conditions.map(str::to_owned),
             };
             inner.insert(Item {
                 entry: entry.clone(),
@@ -494,13 +504,23 @@ mod tests {
         let dir = temp("resume");
         {
             let q = Dlq::open(&config(&dir, 10)).unwrap();
-            let id = q.enqueue("eth", b"raw-1", &tx(1), "down").await.unwrap();
+            let id = q
+                .enqueue("eth", b"raw-1", &tx(1), None, "down")
+                .await
+                .unwrap();
             assert_eq!(
-                q.enqueue("eth", b"raw-1", &tx(1), "down").await.unwrap(),
+                q.enqueue("eth", b"raw-1", &tx(1), None, "down")
+                    .await
+                    .unwrap(),
                 id
             );
             // The same transaction on another chain is another entry.
-            assert_ne!(q.enqueue("op", b"raw-1", &tx(1), "down").await.unwrap(), id);
+            assert_ne!(
+                q.enqueue("op", b"raw-1", &tx(1), None, "down")
+                    .await
+                    .unwrap(),
+                id
+            );
             assert_eq!(q.list(Some(State::Queued)).len(), 2);
         }
         let q = Dlq::open(&config(&dir, 10)).unwrap();
@@ -510,7 +530,10 @@ mod tests {
         assert_eq!(all[0].last_error.as_deref(), Some("down"));
         assert_eq!(&*q.raw(all[0].id).unwrap(), b"raw-1");
         // Ids go on from where they were.
-        let next = q.enqueue("eth", b"raw-2", &tx(2), "down").await.unwrap();
+        let next = q
+            .enqueue("eth", b"raw-2", &tx(2), None, "down")
+            .await
+            .unwrap();
         assert!(next > all[1].id);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -519,24 +542,24 @@ mod tests {
     async fn a_full_queue_makes_room_from_ended_then_watched_entries_never_from_queued_ones() {
         let dir = temp("full");
         let q = Dlq::open(&config(&dir, 2)).unwrap();
-        q.watch("eth", b"w", &tx(1), Some(5));
-        let queued = q.enqueue("eth", b"q", &tx(2), "down").await.unwrap();
+        q.watch("eth", b"w", &tx(1), None, Some(5));
+        let queued = q.enqueue("eth", b"q", &tx(2), None, "down").await.unwrap();
         // Full: a watched entry gives way to a queued one…
-        let second = q.enqueue("eth", b"q3", &tx(3), "down").await.unwrap();
+        let second = q.enqueue("eth", b"q3", &tx(3), None, "down").await.unwrap();
         let ids: Vec<u64> = q.list(None).iter().map(|e| e.id).collect();
         assert_eq!(ids, vec![queued, second]);
         // …a queued one never does, and nothing is watched beyond the limit.
         assert!(matches!(
-            q.enqueue("eth", b"q4", &tx(4), "down").await,
+            q.enqueue("eth", b"q4", &tx(4), None, "down").await,
             Err(NotQueued::Full)
         ));
-        q.watch("eth", b"w5", &tx(5), None);
+        q.watch("eth", b"w5", &tx(5), None, None);
         assert_eq!(q.list(None).len(), 2);
         // An ended entry makes room.
         let mut ended = q.get(queued).unwrap();
         ended.state = State::Expired;
         q.write(vec![ended], true).await.unwrap();
-        let fourth = q.enqueue("eth", b"q4", &tx(4), "down").await.unwrap();
+        let fourth = q.enqueue("eth", b"q4", &tx(4), None, "down").await.unwrap();
         let ids: Vec<u64> = q.list(None).iter().map(|e| e.id).collect();
         assert_eq!(ids, vec![second, fourth]);
         let _ = std::fs::remove_dir_all(&dir);
@@ -546,7 +569,7 @@ mod tests {
     async fn retry_and_delete_change_the_store_too() {
         let dir = temp("admin");
         let q = Dlq::open(&config(&dir, 10)).unwrap();
-        let id = q.enqueue("eth", b"r", &tx(1), "down").await.unwrap();
+        let id = q.enqueue("eth", b"r", &tx(1), None, "down").await.unwrap();
         let mut e = q.get(id).unwrap();
         e.state = State::Rejected;
         q.write(vec![e], true).await.unwrap();
@@ -558,7 +581,7 @@ mod tests {
         e.state = State::Included;
         q.write(vec![e], true).await.unwrap();
         assert_eq!(q.retry(id).await.unwrap(), Change::Included);
-        let other = q.enqueue("eth", b"s", &tx(2), "down").await.unwrap();
+        let other = q.enqueue("eth", b"s", &tx(2), None, "down").await.unwrap();
         assert!(matches!(q.delete(other).await.unwrap(), Change::Done(_)));
         assert_eq!(q.delete(other).await.unwrap(), Change::NotFound);
         assert_eq!(q.retry(999).await.unwrap(), Change::NotFound);

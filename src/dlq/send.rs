@@ -27,8 +27,10 @@ pub fn verdict_of(result: &Result<Option<String>, CallError>) -> Sent {
         Ok(_) => Sent::Accepted,
         Err(CallError::Rpc(code, message)) => match classify_error(*code, message) {
             ErrorClass::Duplicate => Sent::Accepted,
-            ErrorClass::Caller => Sent::Refused(message.clone()),
-            ErrorClass::Node | ErrorClass::RateLimit | ErrorClass::Unsupported => {
+            // A node without the method (`eth_sendRawTransactionConditional` where it is not
+            // offered) will not take it later either.
+            ErrorClass::Caller | ErrorClass::Unsupported => Sent::Refused(message.clone()),
+            ErrorClass::Node | ErrorClass::RateLimit => {
                 Sent::Failed(format!("JSON-RPC error {code}: {message}"))
             }
         },
@@ -63,28 +65,30 @@ fn targets(chain: &Chain) -> Vec<Arc<Upstream>> {
     }
 }
 
-/// Sends `raw_hex` (`"0x…"`) to every usable upstream of `chain`.
+/// Sends `raw_hex` (`"0x…"`) to every usable upstream of `chain`; with `conditions` (the
+/// options object, JSON) as `eth_sendRawTransactionConditional`.
 pub async fn send_all(
     chain: &Chain,
     connector: &Connector,
     raw_hex: &str,
+    conditions: Option<&str>,
     max_response: usize,
 ) -> Sent {
-    let params = format!("[\"{raw_hex}\"]");
+    let (method, params) = match conditions {
+        Some(c) => (
+            "eth_sendRawTransactionConditional",
+            format!("[\"{raw_hex}\",{c}]"),
+        ),
+        None => ("eth_sendRawTransaction", format!("[\"{raw_hex}\"]")),
+    };
     let ups = targets(chain);
     if ups.is_empty() {
         return Sent::Failed("no upstream to send to".into());
     }
-    let answers = futures::future::join_all(ups.iter().map(|u| {
-        rpc::call(
-            chain,
-            u,
-            connector,
-            "eth_sendRawTransaction",
-            &params,
-            max_response,
-        )
-    }))
+    let answers = futures::future::join_all(
+        ups.iter()
+            .map(|u| rpc::call(chain, u, connector, method, &params, max_response)),
+    )
     .await;
     let verdicts: Vec<Sent> = answers.iter().map(verdict_of).collect();
     if verdicts.contains(&Sent::Accepted) {

@@ -190,6 +190,7 @@ mod tests {
             included_block: None,
             included_hash: None,
             settled: false,
+            conditions: None,
         }
     }
 

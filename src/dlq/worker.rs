@@ -320,7 +320,15 @@ impl Worker {
             .inc();
         e.attempts += 1;
         e.updated_ms = now;
-        match send_all(chain, &self.connector, &hex(&item.raw), max).await {
+        match send_all(
+            chain,
+            &self.connector,
+            &hex(&item.raw),
+            e.conditions.as_deref(),
+            max,
+        )
+        .await
+        {
             Sent::Accepted => {
                 tracing::info!(chain = %chain.name, id = e.id, hash = %e.hash, attempts = e.attempts, "queued transaction accepted by an upstream");
                 outcome(&chain.name, "accepted");
@@ -449,7 +457,15 @@ impl Worker {
             .inc();
         e.attempts += 1;
         e.updated_ms = now_ms();
-        match send_all(chain, &self.connector, &hex(&item.raw), max).await {
+        match send_all(
+            chain,
+            &self.connector,
+            &hex(&item.raw),
+            e.conditions.as_deref(),
+            max,
+        )
+        .await
+        {
             Sent::Accepted => {
                 tracing::info!(chain = %chain.name, id = e.id, hash = %e.hash, "transaction unknown to the upstreams: rebroadcast");
                 outcome(&chain.name, "rebroadcast");

@@ -78,6 +78,8 @@ pub async fn forward(
     let need = need_of(f, body, call, method);
     let is_tx = is_send_raw(method);
     let mut fallback: Option<(Response, i64)> = None;
+    // The last node error's class: a method no upstream offers is no reason to queue.
+    let mut last_class = None;
     for _ in 0..f.max_attempts() {
         match f.attempt(&need, state, body.clone()).await {
             Attempt::Answered {
@@ -128,6 +130,7 @@ pub async fn forward(
                         return pass(response)
                     }
                     Verdict::Error(class) => {
+                        last_class = Some(class);
                         let reason =
                             format!("upstream {} answered a {class:?} error", upstream.name);
                         f.note_failure(state, reason, class == ErrorClass::RateLimit);
@@ -146,7 +149,7 @@ pub async fn forward(
     }
     // No upstream took a transaction, for upstream reasons (a node's refusal of the
     // transaction itself was passed on above): queued, if it can be.
-    if is_tx {
+    if is_tx && last_class != Some(ErrorClass::Unsupported) {
         let why = match &fallback {
             Some((r, _)) => String::from_utf8_lossy(&r.body[..r.body.len().min(300)]).into_owned(),
             None => state

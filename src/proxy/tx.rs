@@ -21,19 +21,38 @@ pub const QUEUED_HEADER: &str = "x-livechain-queued";
 /// The code of the error `[dlq] answer = "error"` gives a queued transaction.
 pub const QUEUED_CODE: i32 = -32012;
 
-/// The transaction a call carries (its first parameter) and its decoded bytes, when it is one
-/// livechain can read and that belongs on `chain_id`.
-fn transaction(body: &[u8], call: &Call, chain_id: u64) -> Option<(SignedTx, Vec<u8>)> {
+/// A transaction as a call carries it.
+struct Carried {
+    tx: SignedTx,
+    raw: Vec<u8>,
+    /// `eth_sendRawTransactionConditional`'s options object, as sent.
+    conditions: Option<String>,
+}
+
+/// The transaction a call carries (its first parameter), its decoded bytes and conditions
+/// (the second parameter, when it is an object), when it is one livechain can read and that
+/// belongs on `chain_id`.
+fn transaction(body: &[u8], call: &Call, chain_id: u64) -> Option<Carried> {
+    use serde_json::value::RawValue;
     let params = std::str::from_utf8(&body[call.params.clone()?]).ok()?;
-    let list: Vec<&str> = serde_json::from_str(params).ok()?;
-    let raw_hex = list.first()?;
+    let list: Vec<&RawValue> = serde_json::from_str(params).ok()?;
+    let raw_hex: &str = serde_json::from_str(list.first()?.get()).ok()?;
     let tx = decode_raw_tx_hex(raw_hex).ok()?;
     // Another chain's transaction: no node of this one would ever take it.
     if tx.chain_id.is_some_and(|id| id != chain_id) {
         return None;
     }
     let raw = unhex(raw_hex.strip_prefix("0x")?)?;
-    Some((tx, raw))
+    let conditions = match list.get(1) {
+        Some(c) if c.get().starts_with('{') => Some(c.get().to_owned()),
+        Some(_) => return None,
+        None => None,
+    };
+    Some(Carried {
+        tx,
+        raw,
+        conditions,
+    })
 }
 
 fn unhex(digits: &str) -> Option<Vec<u8>> {
@@ -52,14 +71,22 @@ fn unhex(digits: &str) -> Option<Vec<u8>> {
 /// the queue full or its disk failing): the client then gets the upstreams' error.
 pub async fn queue(f: &Forwarder<'_>, body: &Bytes, call: &Call, why: &str) -> Option<Answer> {
     let dlq = f.dlq?;
-    let Some((tx, raw)) = transaction(body, call, f.chain.chain_id) else {
+    let Some(Carried {
+        tx,
+        raw,
+        conditions,
+    }) = transaction(body, call, f.chain.chain_id)
+    else {
         metrics()
             .dlq_outcomes
             .with_label_values(&[&f.chain.name, "unreadable"])
             .inc();
         return None;
     };
-    let queued = dlq.enqueue(&f.chain.name, &raw, &tx, why).await.ok()?;
+    let queued = dlq
+        .enqueue(&f.chain.name, &raw, &tx, conditions.as_deref(), why)
+        .await
+        .ok()?;
     let id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
     let hash = hex(&tx.hash);
     let mut out = Vec::with_capacity(160);
@@ -92,9 +119,9 @@ pub fn watch(f: &Forwarder<'_>, body: &Bytes, call: &Call) {
     if !dlq.config().watch_accepted {
         return;
     }
-    if let Some((tx, raw)) = transaction(body, call, f.chain.chain_id) {
+    if let Some(c) = transaction(body, call, f.chain.chain_id) {
         let head = f.chain.canon.view().head().map(|b| b.number);
-        dlq.watch(&f.chain.name, &raw, &tx, head);
+        dlq.watch(&f.chain.name, &c.raw, &c.tx, c.conditions.as_deref(), head);
     }
 }
 
