@@ -506,6 +506,7 @@ impl Metrics {
             Outcome::ServerError => "server_error",
             Outcome::RateLimited { .. } => "rate_limited",
             Outcome::NodeError => "node_error",
+            Outcome::Invalid => "invalid",
         };
         self.upstream_requests
             .with_label_values(&[chain, upstream, label])

@@ -111,6 +111,9 @@ pub struct Dlq {
     inner: Mutex<Inner>,
     /// Wakes the worker early: something was queued or retried.
     wake: tokio::sync::Notify,
+    /// The chains served (set by the worker): their gauges read 0 rather than nothing while
+    /// they have no entries, so an alert on them has a series to evaluate.
+    chains: Mutex<Vec<String>>,
 }
 
 impl Dlq {
@@ -131,6 +134,7 @@ impl Dlq {
             store: Arc::new(store),
             inner: Mutex::new(inner),
             wake: tokio::sync::Notify::new(),
+            chains: Mutex::new(Vec::new()),
         };
         dlq.count();
         Ok(dlq)
@@ -377,14 +381,29 @@ impl Dlq {
     }
 
     /// Sets `livechain_dlq_entries` and `livechain_dlq_oldest_queued_seconds`.
+    /// Takes the chains served now (the worker calls this each tick).
+    fn follow(&self, names: Vec<String>) {
+        let mut chains = self.chains.lock().unwrap_or_else(|e| e.into_inner());
+        if *chains != names {
+            *chains = names;
+            drop(chains);
+            self.count();
+        }
+    }
+
     fn count(&self) {
         let now = entry::now_ms();
         let m = metrics();
+        let served = self
+            .chains
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let inner = self.lock();
         // Counted under the lock with borrowed names (a few chains, up to `max_entries`
         // entries): nothing allocated per entry.
         let mut by: BTreeMap<(&str, State), i64> = BTreeMap::new();
-        let mut oldest: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut oldest: BTreeMap<&str, u64> = served.iter().map(|c| (c.as_str(), 0)).collect();
         for i in inner.items.values() {
             let e = &i.entry;
             *by.entry((e.chain.as_str(), e.state)).or_default() += 1;

@@ -97,6 +97,13 @@ fn nonce_used(message: &str) -> bool {
 
 impl Worker {
     async fn tick(&self) {
+        let names: Vec<String> = self
+            .router
+            .load()
+            .chains()
+            .map(|c| c.name.clone())
+            .collect();
+        self.dlq.follow(names);
         let live = self.dlq.live();
         if live.is_empty() {
             return;

@@ -83,6 +83,9 @@ pub enum Outcome {
     },
     /// A JSON-RPC error meaning this node cannot serve the call (not synced, pruned, internal).
     NodeError,
+    /// An answer that contradicts the request or the canonical chain (another block than
+    /// asked, a block of another branch, a log outside the range): a failure, as a node error.
+    Invalid,
 }
 
 /// Whether the node serves the chain it is configured for.

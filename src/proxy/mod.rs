@@ -22,6 +22,7 @@ pub(crate) mod respond;
 mod rest;
 mod single;
 mod tx;
+mod validate;
 
 pub use front::Front;
 

@@ -92,6 +92,30 @@ pub async fn forward(
                     return pass(response);
                 }
                 let (verdict, code) = single_verdict(&response.body, !call.is_notification());
+                // An answer that contradicts the request or the canonical chain: against the
+                // upstream, and another is asked (it is passed on only if none answers).
+                let invalid = match verdict {
+                    Verdict::Good if code.is_none() && super::validate::checks(method) => {
+                        let params = call
+                            .params
+                            .clone()
+                            .and_then(|r| std::str::from_utf8(&body[r]).ok());
+                        super::validate::check(f.chain, method, params, &response.body).err()
+                    }
+                    _ => None,
+                };
+                if let Some(why) = invalid {
+                    f.record(&upstream, Outcome::Invalid, latency);
+                    tracing::warn!(chain = %f.chain.name, upstream = %upstream.name, method, why, "upstream answer failed validation; asking another");
+                    f.note_failure(
+                        state,
+                        format!("upstream {} answered {why}", upstream.name),
+                        false,
+                    );
+                    fallback = Some((response, 0));
+                    state.ask_at_once = true;
+                    continue;
+                }
                 f.record(&upstream, outcome_of_verdict(verdict), latency);
                 let chain = f.chain.name.as_str();
                 let pass = |response| {
