@@ -86,7 +86,7 @@ async fn https_upstream_with_an_untrusted_certificate_is_refused() {
     let p = Proxy::start(&ups, "").await;
     let r = p
         .client()
-        .post("/ethereum", &call(1, "eth_chainId", json!([])))
+        .post("/ethereum", &call(1, "eth_gasPrice", json!([])))
         .await;
     // Its probes could not connect either: it was never verified, so it takes no traffic.
     assert_eq!(r.status, 503, "{}", r.text());
