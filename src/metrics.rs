@@ -109,6 +109,9 @@ pub struct Metrics {
     /// `livechain_dlq_oldest_queued_seconds{chain}`: age of the oldest transaction no upstream
     /// has taken yet (0 when none waits).
     pub dlq_oldest_queued: IntGaugeVec,
+    /// `livechain_logs_splits_total{chain}`: `eth_getLogs` calls answered from parts of a
+    /// range an upstream refused as too large.
+    pub logs_splits: IntCounterVec,
     /// `livechain_cache_bytes` and `livechain_cache_entries`: what the response cache holds.
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
@@ -300,6 +303,12 @@ impl Metrics {
                 "Redis commands of the shared rate limits that failed or timed out.",
             )
             .expect("valid metric"),
+            logs_splits: counter(
+                "livechain_logs_splits_total",
+                "eth_getLogs calls answered from parts of a block range an upstream refused as \
+                 too large.",
+                &["chain"],
+            ),
             dlq_entries: gauge(
                 "livechain_dlq_entries",
                 "Transactions the durable queue holds, by chain and state (queued, accepted, \
@@ -430,6 +439,7 @@ impl Metrics {
             Box::new(m.auth_failures.clone()),
             Box::new(m.limits_backend_errors.clone()),
             Box::new(m.limits_backend_up.clone()),
+            Box::new(m.logs_splits.clone()),
             Box::new(m.dlq_entries.clone()),
             Box::new(m.dlq_attempts.clone()),
             Box::new(m.dlq_outcomes.clone()),

@@ -154,6 +154,11 @@ pub enum ErrorClass {
 pub fn classify_error(code: i64, message: &str) -> ErrorClass {
     let m = message.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    // A log query over too large a range (Infura sends these with -32005, "limit exceeded"):
+    // the call's, not a rate limit; livechain splits the range (`proxy::logs`).
+    if range_too_large(message) {
+        return ErrorClass::Caller;
+    }
     if code == -32005
         || code == 429
         || has(&[
@@ -204,6 +209,25 @@ pub fn classify_error(code: i64, message: &str) -> ErrorClass {
         return ErrorClass::Node;
     }
     ErrorClass::Caller
+}
+
+/// Whether a node's error message says a log query's range (or its answer) is too large.
+pub fn range_too_large(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "query returned more than",
+        "block range is too wide",
+        "block range too large",
+        "exceed maximum block range",
+        "exceeds maximum block range",
+        "range is too large",
+        "response size exceeded",
+        "response size should not greater than",
+        "too many blocks",
+        "limit exceeded for block range",
+    ]
+    .iter()
+    .any(|n| m.contains(n))
 }
 
 /// Whether `method` matches `pattern`, where `*` stands for any run of characters.

@@ -62,8 +62,26 @@ pub fn tx_accepted(body: &[u8], call: &Call) -> Option<Vec<u8>> {
 }
 
 /// Forwards one call of `method` (`call.method(body)`, read once by the caller); `state`
-/// tells the caller who answered and how many retries it took.
+/// tells the caller who answered and how many retries it took. An `eth_getLogs` refused as
+/// too large a range is asked again in parts (`logs`).
 pub async fn forward(
+    f: &Forwarder<'_>,
+    body: &Bytes,
+    call: &Call,
+    method: &str,
+    state: &mut Attempts,
+) -> Answer {
+    let answer = forward_plain(f, body, call, method, state).await;
+    if method == "eth_getLogs" && super::logs::refused_as_too_large(&answer.body) {
+        if let Some(whole) = Box::pin(super::logs::split(f, body, call)).await {
+            return whole;
+        }
+    }
+    answer
+}
+
+/// [`forward`] without splitting log ranges.
+pub async fn forward_plain(
     f: &Forwarder<'_>,
     body: &Bytes,
     call: &Call,
