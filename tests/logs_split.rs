@@ -76,8 +76,13 @@ async fn limited(code: i64, message: &'static str, broken: Option<u64>) -> RawNo
 }
 
 async fn proxy_for(node: &RawNode) -> Proxy {
+    proxy_with(node, "").await
+}
+
+/// [`proxy_for`] with `extra` in the upstream's table.
+async fn proxy_with(node: &RawNode, extra: &str) -> Proxy {
     let ups = format!(
-        "[probe]\ninterval_ms = 100\ntimeout_ms = 500\n{}",
+        "[probe]\ninterval_ms = 100\ntimeout_ms = 500\n{}{extra}\n",
         upstreams_toml("ethereum", 1, &[("limited", node.url())])
     );
     let p = Proxy::start(&ups, NO_CACHE).await;
@@ -143,4 +148,17 @@ async fn a_part_that_fails_fails_the_whole_answer_with_the_client_s_id() {
     assert_eq!(got["id"], "q-1");
     assert!(got.get("result").is_none(), "never a partial list: {got}");
     assert!(got["error"].is_object(), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_logs_range_the_upstream_is_never_asked_a_wider_range() {
+    let node = limited(-32005, "query returned more than 10000 results", None).await;
+    let p = proxy_with(&node, &format!("max_logs_range = {LIMIT}")).await;
+    let got = get_logs(&p, json!({"fromBlock": "0x64", "toBlock": "0xc2"})).await;
+    assert_eq!(got["result"], Value::Array(logs(0x64, 0xc2)));
+    // 95 blocks in parts of 10: ten calls, none refused (a refusal would add halves).
+    assert_eq!(node.count("eth_getLogs"), 10);
+    let got = get_logs(&p, json!({"fromBlock": "0x1", "toBlock": "0xa"})).await;
+    assert_eq!(got["result"], Value::Array(logs(1, 10)));
+    assert_eq!(node.count("eth_getLogs"), 11);
 }

@@ -391,6 +391,9 @@ pub(crate) struct UpstreamFile {
     pub tls_ca_file: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The widest `eth_getLogs` block range this upstream answers.
+    #[serde(default)]
+    pub max_logs_range: Option<i64>,
 }
 
 fn default_weight() -> i64 {

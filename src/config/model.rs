@@ -314,6 +314,9 @@ pub struct UpstreamConfig {
     pub tls_ca_file: Option<PathBuf>,
     /// Capabilities of this upstream (`archive`, `trace`, ...), matched by `routes`.
     pub tags: Vec<String>,
+    /// The widest `eth_getLogs` block range (blocks, inclusive) this upstream answers: wider
+    /// calls on the chain are split before they are sent (`proxy::logs`).
+    pub max_logs_range: Option<u64>,
 }
 
 /// Where an upstream's requests go.

@@ -91,6 +91,17 @@ pub(crate) fn convert(
     super::policy::check_tags(p, &format!("{}.tags", cx.key), &u.tags);
     let headers = headers(u, cx, p);
     let tls_ca_file = tls_ca_file(u, cx, p);
+    let max_logs_range = match u.max_logs_range {
+        None => Some(None),
+        Some(n) if (1..=1_000_000_000).contains(&n) => Some(Some(n as u64)),
+        Some(n) => {
+            p.push(
+                cx.key("max_logs_range"),
+                format!("must be between 1 and 1000000000 blocks, got {n}"),
+            );
+            None
+        }
+    };
     Some(UpstreamConfig {
         name: u.name.clone(),
         target: target?,
@@ -98,6 +109,7 @@ pub(crate) fn convert(
         headers: headers?,
         tls_ca_file: tls_ca_file?,
         tags: u.tags.clone(),
+        max_logs_range: max_logs_range?,
     })
 }
 

@@ -133,26 +133,71 @@ fn ask<'a>(
     })
 }
 
-/// The answer to `call` (an `eth_getLogs` whose first answer, `first`, refused the range as too
-/// large) from the range's parts; `None` when the call names no range to split.
+/// The narrowest `max_logs_range` of the chain's upstreams, if any sets one.
+pub fn chain_limit(f: &Forwarder<'_>) -> Option<u64> {
+    f.chain
+        .upstreams()
+        .iter()
+        .filter_map(|u| u.config.max_logs_range)
+        .min()
+}
+
+/// The answer to `call`, an `eth_getLogs` an upstream refused as too large a range, from the
+/// range's halves; `None` when the call names no range to split.
 pub async fn split(f: &Forwarder<'_>, body: &Bytes, call: &Call) -> Option<Answer> {
+    split_in(f, body, call, None).await
+}
+
+/// [`split`] for a range wider than `limit` blocks, in parts of `limit` blocks before any is
+/// sent (`max_logs_range`); `None` when it is not wider.
+pub async fn split_by(f: &Forwarder<'_>, body: &Bytes, call: &Call, limit: u64) -> Option<Answer> {
+    split_in(f, body, call, Some(limit)).await
+}
+
+async fn split_in(
+    f: &Forwarder<'_>,
+    body: &Bytes,
+    call: &Call,
+    limit: Option<u64>,
+) -> Option<Answer> {
     let head = f.chain.canon.view().head().map(|b| b.number);
     let (filter, from, to) = range_of(body, call, head)?;
     let id = call.id.clone().map_or(&b"null"[..], |r| &body[r]);
     let budget = std::sync::atomic::AtomicU64::new(MAX_PARTS);
     let parallel = Arc::new(Semaphore::new(PARALLEL));
-    let mid = from + (to - from) / 2;
-    let (a, b) = futures::join!(
-        ask(f, &filter, id, (from, mid), &budget, &parallel),
-        ask(f, &filter, id, (mid + 1, to), &budget, &parallel)
-    );
-    let logs = match (a, b) {
-        (Part::Logs(mut a), Part::Logs(b)) => {
-            a.extend(b);
-            a
+    let ranges: Vec<(u64, u64)> = match limit {
+        // Halves: the whole range was refused.
+        None => {
+            let mid = from + (to - from) / 2;
+            vec![(from, mid), (mid + 1, to)]
         }
-        (Part::Fail(e), _) | (_, Part::Fail(e)) => return Some(e),
+        Some(limit) => {
+            let limit = limit.max(1);
+            if to - from < limit {
+                return None;
+            }
+            // Too many parts for the budget: wider ones (an upstream refusing one is split
+            // further as it says).
+            let step = limit.max((to - from + 1).div_ceil(MAX_PARTS));
+            (from..=to)
+                .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+                .map(|a| (a, (a + step - 1).min(to)))
+                .collect()
+        }
     };
+    let parts = futures::future::join_all(
+        ranges
+            .iter()
+            .map(|&r| ask(f, &filter, id, r, &budget, &parallel)),
+    )
+    .await;
+    let mut logs = Vec::new();
+    for part in parts {
+        match part {
+            Part::Logs(l) => logs.extend(l),
+            Part::Fail(e) => return Some(e),
+        }
+    }
     let mut out = Vec::with_capacity(64 + logs.iter().map(|l| l.get().len() + 1).sum::<usize>());
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     out.extend_from_slice(id);

@@ -71,6 +71,14 @@ pub async fn forward(
     method: &str,
     state: &mut Attempts,
 ) -> Answer {
+    if method == "eth_getLogs" {
+        // A range wider than an upstream of the chain answers is split before it is sent.
+        if let Some(limit) = super::logs::chain_limit(f) {
+            if let Some(whole) = Box::pin(super::logs::split_by(f, body, call, limit)).await {
+                return whole;
+            }
+        }
+    }
     let answer = forward_plain(f, body, call, method, state).await;
     if method == "eth_getLogs" && super::logs::refused_as_too_large(&answer.body) {
         if let Some(whole) = Box::pin(super::logs::split(f, body, call)).await {

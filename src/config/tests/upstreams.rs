@@ -224,3 +224,23 @@ fn every_problem_in_the_file_is_reported() {
     ));
     assert!(lines[4].contains("chains.polygon.upstreams[0].http: unsupported scheme \"ftp\""));
 }
+
+#[test]
+fn max_logs_range_is_a_block_count() {
+    let ok = upstreams_ok(&one_upstream(
+        "http = \"http://127.0.0.1:1\"\nmax_logs_range = 2000",
+    ));
+    assert_eq!(
+        ok.chains["ethereum"].upstreams[0].max_logs_range,
+        Some(2000)
+    );
+    for bad in ["0", "-5", "1000000001"] {
+        let err = upstream_err(&format!(
+            "http = \"http://127.0.0.1:1\"\nmax_logs_range = {bad}"
+        ));
+        assert!(
+            err.contains("upstreams[0].max_logs_range: must be between 1 and 1000000000"),
+            "{bad}: {err}"
+        );
+    }
+}
