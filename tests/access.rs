@@ -867,9 +867,17 @@ async fn at_a_high_rate_an_instance_takes_a_share_of_the_shared_bucket_at_once()
         "{runs} script runs for 40 calls at once (shares of 20)"
     );
     // And the bucket is still shared and enforced: 300 calls at once cannot all pass.
+    // (At 1,000/s the bucket refills while the calls are made: what may pass is the burst,
+    // what refilled meanwhile and a share of 20 held by each instance. On a loaded machine the
+    // 300 calls take long enough for all of them to be allowed.)
     let two = setup("", &limits, &keys).await;
+    let started = Instant::now();
     let (a, b) = tokio::join!(count_ok(&one.p, path, 150), count_ok(&two.p, path, 150));
-    assert!(a + b < 300, "{a} + {b}: the shared limit did not hold");
+    let allowed = 100.0 + 1000.0 * started.elapsed().as_secs_f64() + 2.0 * 20.0;
+    assert!(
+        ((a + b) as f64) <= allowed,
+        "{a} + {b} passed where {allowed:.0} may: the shared limit did not hold"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

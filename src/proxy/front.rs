@@ -156,8 +156,17 @@ impl ServerApp for Front {
         });
         let mut wait = Wait { idle, stop };
         let mut timer = None;
+        let mut memo = KeyMemo::default();
         loop {
-            let next = next_request(self, &mut stream, &mut buf, shutdown, &mut wait, peer).await;
+            let next = next_request(
+                self,
+                &mut stream,
+                &mut buf,
+                shutdown,
+                &mut wait,
+                (peer, &mut memo),
+            )
+            .await;
             let req = match next {
                 Next::Gone => return None,
                 Next::Refuse(answer) => {
@@ -213,7 +222,7 @@ impl Front {
     }
 
     /// Decides what the head at the start of `buf` asks for; `None` while it is incomplete.
-    fn decide(&self, buf: &[u8], peer: IpAddr) -> Option<Next> {
+    fn decide(&self, buf: &[u8], peer: IpAddr, memo: &mut KeyMemo) -> Option<Next> {
         let parsed = match head::parse_request(buf) {
             Ok(Some(h)) => h,
             Ok(None) => return None,
@@ -286,7 +295,7 @@ impl Front {
                     (Ok(Who::Anonymous(peer)), None)
                 } else {
                     ip = access.client_ip(peer, parsed.forwarded_for);
-                    let who = access.identify(key, ip);
+                    let who = memo.identify(access, snapshot.generation, key, ip);
                     let restricts = matches!(&who, Ok(Who::Key(k, _)) if k.origins.is_some());
                     let origin = parsed
                         .origin
@@ -578,6 +587,45 @@ struct Wait<'a, S> {
     stop: Pin<&'a mut S>,
 }
 
+/// The last key a connection presented, and who that made it. Keep-alive clients present the
+/// same key on every request, and who a key is depends only on the key, the client's address
+/// and the keys of one routing-table generation: while all three are the same, the answer is
+/// reused instead of hashing the key and searching the keys again. (The comparison is with
+/// what this same client presented before, so its timing tells nothing about configured keys.)
+#[derive(Default)]
+pub(crate) struct KeyMemo {
+    key: Vec<u8>,
+    ip: Option<IpAddr>,
+    generation: u64,
+    who: Option<Result<Who, Refusal>>,
+}
+
+impl KeyMemo {
+    fn identify(
+        &mut self,
+        access: &crate::auth::Access,
+        generation: u64,
+        key: Option<&[u8]>,
+        ip: IpAddr,
+    ) -> Result<Who, Refusal> {
+        let Some(key) = key else {
+            return access.identify(None, ip);
+        };
+        if let Some(who) = &self.who {
+            if self.generation == generation && self.ip == Some(ip) && self.key == key {
+                return who.clone();
+            }
+        }
+        let who = access.identify(Some(key), ip);
+        self.key.clear();
+        self.key.extend_from_slice(key);
+        self.ip = Some(ip);
+        self.generation = generation;
+        self.who = Some(who.clone());
+        who
+    }
+}
+
 /// Waits for the next request head on the connection and decides what serves it.
 async fn next_request<S: Future<Output = ()>>(
     front: &Front,
@@ -585,7 +633,7 @@ async fn next_request<S: Future<Output = ()>>(
     buf: &mut BytesMut,
     shutdown: &ShutdownWatch,
     wait: &mut Wait<'_, S>,
-    peer: IpAddr,
+    (peer, memo): (IpAddr, &mut KeyMemo),
 ) -> Next {
     // Later than before, so the timer only has its deadline moved, not re-registered.
     wait.idle
@@ -594,7 +642,7 @@ async fn next_request<S: Future<Output = ()>>(
     let mut head_begun = false;
     loop {
         if !buf.is_empty() {
-            if let Some(next) = front.decide(buf, peer) {
+            if let Some(next) = front.decide(buf, peer, memo) {
                 return next;
             }
             if !head_begun {
