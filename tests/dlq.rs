@@ -123,6 +123,23 @@ async fn wait_healthy(p: &Proxy) {
     );
 }
 
+/// Mines a block at a time (each 300 ms) until `hash` has a receipt on the node (bounded: 30 s);
+/// the receipt.
+async fn mine_until_included(node: &Anvil, p: &Proxy, hash: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        node.result("evm_mine", json!([])).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = node
+            .result("eth_getTransactionReceipt", json!([hash]))
+            .await;
+        if r.is_object() {
+            return r;
+        }
+        assert!(Instant::now() < until, "never mined again:\n{}", p.log());
+    }
+}
+
 async fn nonce_of(node: &Anvil) -> u64 {
     quantity(
         &node
@@ -287,18 +304,7 @@ async fn a_dropped_transaction_is_rebroadcast_and_mined() {
         .await
         .is_null());
     // Blocks go by; after rebroadcast_after_blocks livechain sends it again, and a block takes it.
-    let until = Instant::now() + Duration::from_secs(30);
-    let receipt = loop {
-        node.result("evm_mine", json!([])).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = node
-            .result("eth_getTransactionReceipt", json!([hash]))
-            .await;
-        if r.is_object() {
-            break r;
-        }
-        assert!(Instant::now() < until, "never mined again:\n{}", p.log());
-    };
+    let receipt = mine_until_included(&node, &p, &hash).await;
     assert_eq!(receipt["status"], "0x1");
     let e = entry_in(&p, &hash, "included", Duration::from_secs(10)).await;
     assert!(e["attempts"].as_u64().unwrap() >= 1, "{e}");
@@ -653,18 +659,7 @@ async fn a_reorg_that_drops_an_included_transaction_puts_it_back_to_watching() {
         .result("eth_getTransactionReceipt", json!([hash]))
         .await
         .is_null());
-    let until = Instant::now() + Duration::from_secs(30);
-    let again = loop {
-        node.result("evm_mine", json!([])).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = node
-            .result("eth_getTransactionReceipt", json!([hash]))
-            .await;
-        if r.is_object() {
-            break r;
-        }
-        assert!(Instant::now() < until, "never mined again:\n{}", p.log());
-    };
+    let again = mine_until_included(&node, &p, &hash).await;
     assert_ne!(again["blockHash"], receipt["blockHash"]);
     let e = entry_in(&p, &hash, "included", Duration::from_secs(10)).await;
     if e["included_hash"] != again["blockHash"] {

@@ -81,21 +81,7 @@ async fn node(lies: bool) -> RawNode {
             };
             return Reply::Bytes(http_ok(&rawnode::result(&id, &result)));
         }
-        // The supervisor's calls: the head by tag, blocks by hash (hash = number, padded).
-        let block_of = |n: u64| rawnode::block(n, rawnode::live(HEAD)(n));
-        let param = ex.param(0).and_then(Value::as_str).unwrap_or("");
-        match ex.method() {
-            Some("eth_getBlockByNumber") if !param.starts_with("0x") => {
-                return Reply::Bytes(http_ok(&rawnode::result(&id, &block_of(HEAD))));
-            }
-            Some("eth_getBlockByHash") => {
-                let n = u64::from_str_radix(param.trim_start_matches("0x"), 16).unwrap_or(0);
-                return Reply::Bytes(http_ok(&rawnode::result(&id, &block_of(n))));
-            }
-            _ => {}
-        }
-        rawnode::probe_answer(ex, 1, HEAD, rawnode::live(HEAD))
-            .unwrap_or_else(|| Reply::Bytes(http_ok(&rawnode::result(&id, "null"))))
+        rawnode::chain_answer(ex, 1, HEAD)
     })
     .await
 }

@@ -89,6 +89,38 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A new entry of `tx` in `state` (`Queued`: it went through the queue), made at `now`.
+    pub fn new(
+        id: u64,
+        chain: &str,
+        hash: String,
+        tx: &crate::jsonrpc::tx::SignedTx,
+        conditions: Option<&str>,
+        state: State,
+        now: u64,
+    ) -> Entry {
+        Entry {
+            id,
+            chain: chain.to_owned(),
+            hash,
+            sender: hex(&tx.sender),
+            nonce: tx.nonce,
+            state,
+            queued: state == State::Queued,
+            attempts: 0,
+            last_error: None,
+            created_ms: now,
+            updated_ms: now,
+            next_try_ms: now,
+            accepted_ms: None,
+            accepted_head: None,
+            included_block: None,
+            included_hash: None,
+            settled: false,
+            conditions: conditions.map(str::to_owned),
+        }
+    }
+
     /// Whether the worker still has something to do with it.
     pub fn is_live(&self) -> bool {
         match self.state {

@@ -176,24 +176,9 @@ impl Dlq {
             let id = inner.next_id;
             inner.next_id += 1;
             let entry = Entry {
-                id,
-                chain: chain.to_owned(),
-                hash,
-                sender: entry::hex(&tx.sender),
-                nonce: tx.nonce,
-                state: State::Queued,
-                queued: true,
-                attempts: 0,
                 last_error: Some(why.to_owned()),
-                created_ms: now,
-                updated_ms: now,
                 next_try_ms: now + self.config.retry_interval.as_millis() as u64,
-                accepted_ms: None,
-                accepted_head: None,
-                included_block: None,
-                included_hash: None,
-                settled: false,
-                conditions: conditions.map(str::to_owned),
+                ..Entry::new(id, chain, hash, tx, conditions, State::Queued, now)
             };
             // In the map at once: the same transaction sent again meanwhile gets this id.
             inner.insert(Item {
@@ -253,24 +238,9 @@ impl Dlq {
             let id = inner.next_id;
             inner.next_id += 1;
             let entry = Entry {
-                id,
-                chain: chain.to_owned(),
-                hash,
-                sender: entry::hex(&tx.sender),
-                nonce: tx.nonce,
-                state: State::Accepted,
-                queued: false,
-                attempts: 0,
-                last_error: None,
-                created_ms: now,
-                updated_ms: now,
-                next_try_ms: now,
                 accepted_ms: Some(now),
                 accepted_head: head,
-                included_block: None,
-                included_hash: None,
-                settled: false,
-                conditions: conditions.map(str::to_owned),
+                ..Entry::new(id, chain, hash, tx, conditions, State::Accepted, now)
             };
             inner.insert(Item {
                 entry: entry.clone(),

@@ -276,6 +276,30 @@ pub fn probe_answer(
     Some(Reply::Bytes(http_ok(&body)))
 }
 
+/// What an ordinary node of chain `chain_id` at `head` answers livechain's own calls: the probes'
+/// ([`probe_answer`]) and the chain supervisor's (the head by tag, blocks by hash, where a
+/// block's hash is its number, padded); `null` for anything else.
+pub fn chain_answer(ex: &Exchange, chain_id: u64, head: u64) -> Reply {
+    let id = ex.id();
+    let block_of = |n: u64| block(n, live(head)(n));
+    let param = ex
+        .param(0)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    match ex.method() {
+        Some("eth_getBlockByNumber") if !param.starts_with("0x") => {
+            return Reply::Bytes(http_ok(&result(&id, &block_of(head))));
+        }
+        Some("eth_getBlockByHash") => {
+            let n = u64::from_str_radix(param.trim_start_matches("0x"), 16).unwrap_or(0);
+            return Reply::Bytes(http_ok(&result(&id, &block_of(n))));
+        }
+        _ => {}
+    }
+    probe_answer(ex, chain_id, head, live(head))
+        .unwrap_or_else(|| Reply::Bytes(http_ok(&result(&id, "null"))))
+}
+
 /// Timestamps of a live chain of 12 s blocks whose latest block is `tip`, mined just now: the
 /// block at `tip` is stamped now, older ones 12 s apart.
 pub fn live(tip: u64) -> impl Fn(u64) -> u64 {
