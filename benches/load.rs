@@ -12,7 +12,8 @@
 //! target, pooled, 6 by default; `--no-cache` skips the cache phase, `--only-cache` runs it
 //! alone; `--cache-mix-rate` is the wallet mix's rate, 2,000 requests/s by default;
 //! `--no-access` skips the access phase, `--only-access` runs it alone; `LOAD_KEEP=1` keeps the
-//! processes' logs).
+//! processes' logs; `LOAD_ACCESS_LOG` sets the access phase's log filter, e.g.
+//! `info,livechain::audit=off`).
 //!
 //! The cache phase (see `cache_phase`) runs livechain with its response cache on: a call that
 //! is always a hit (a finalized block by number) closed loop against nginx proxying it to the
@@ -1979,17 +1980,11 @@ async fn access_phase(o: &Opts, bin: &str, dir: &Path) -> String {
         "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n\
          on_backend_error = \"deny\"\nredis_timeout_ms = 1000\n"
     );
+    // `LOAD_ACCESS_LOG` overrides the three instances' log filter, e.g.
+    // `info,livechain::audit=off` to see what the audit lines cost.
+    let log = std::env::var("LOAD_ACCESS_LOG").unwrap_or_else(|_| "info".into());
     let start = |name: &str, extra: String| {
-        start_livechain_conf(
-            bin,
-            &dir.join(name),
-            mock_addr,
-            2,
-            "info",
-            "",
-            false,
-            &extra,
-        )
+        start_livechain_conf(bin, &dir.join(name), mock_addr, 2, &log, "", false, &extra)
     };
     let (plain, plain_addr) = start("plain", String::new());
     let (mem, mem_addr) = start("memory", access("backend = \"memory\"\n"));
