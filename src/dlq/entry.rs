@@ -133,13 +133,7 @@ impl Entry {
 
 /// `0x…` lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(2 + bytes.len() * 2);
-    s.push_str("0x");
-    for b in bytes {
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-    }
-    s
+    format!("0x{}", crate::canon::block::hex(bytes))
 }
 
 pub fn now_ms() -> u64 {

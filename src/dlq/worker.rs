@@ -21,6 +21,7 @@ use pingora::services::background::BackgroundService;
 use super::entry::{hex, now_ms, Entry, State};
 use super::send::{ask, send_all, Sent};
 use super::{Dlq, Item};
+use crate::canon::block::parse_hash;
 use crate::metrics::metrics;
 use crate::route::{Chain, Router};
 use crate::upstream::Connector;
@@ -67,19 +68,6 @@ fn outcome(chain: &str, what: &str) {
         .dlq_outcomes
         .with_label_values(&[chain, what])
         .inc();
-}
-
-fn parse_hash(s: &str) -> Option<[u8; 32]> {
-    let digits = s.strip_prefix("0x")?.as_bytes();
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// A receipt's block: number and hash.

@@ -11,7 +11,7 @@ use super::forward::Forwarder;
 use super::respond::Answer;
 use crate::config::DlqAnswer;
 use crate::dlq::entry::hex;
-use crate::jsonrpc::tx::{decode_raw_tx_hex, SignedTx};
+use crate::jsonrpc::tx::{decode_raw_tx, unhex, SignedTx};
 use crate::jsonrpc::Call;
 use crate::metrics::metrics;
 
@@ -37,12 +37,12 @@ fn transaction(body: &[u8], call: &Call, chain_id: u64) -> Option<Carried> {
     let params = std::str::from_utf8(&body[call.params.clone()?]).ok()?;
     let list: Vec<&RawValue> = serde_json::from_str(params).ok()?;
     let raw_hex: &str = serde_json::from_str(list.first()?.get()).ok()?;
-    let tx = decode_raw_tx_hex(raw_hex).ok()?;
+    let raw = unhex(raw_hex)?;
+    let tx = decode_raw_tx(&raw).ok()?;
     // Another chain's transaction: no node of this one would ever take it.
     if tx.chain_id.is_some_and(|id| id != chain_id) {
         return None;
     }
-    let raw = unhex(raw_hex.strip_prefix("0x")?)?;
     let conditions = match list.get(1) {
         Some(c) if c.get().starts_with('{') => Some(c.get().to_owned()),
         Some(_) => return None,
@@ -53,17 +53,6 @@ fn transaction(body: &[u8], call: &Call, chain_id: u64) -> Option<Carried> {
         raw,
         conditions,
     })
-}
-
-fn unhex(digits: &str) -> Option<Vec<u8>> {
-    if digits.len() % 2 != 0 {
-        return None;
-    }
-    digits
-        .as_bytes()
-        .chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
-        .collect()
 }
 
 /// Queues the transaction of `call`, which no upstream took (`why`); the client's answer, or
@@ -148,17 +137,4 @@ pub fn chain_id_answer(
     out.extend_from_slice(value.as_bytes());
     out.push(b'}');
     Some(Answer::json(200, out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_digits_decode() {
-        assert_eq!(unhex("00ff10"), Some(vec![0, 255, 16]));
-        assert_eq!(unhex("0"), None);
-        assert_eq!(unhex("zz"), None);
-        assert_eq!(unhex(""), Some(vec![]));
-    }
 }

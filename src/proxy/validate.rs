@@ -96,16 +96,21 @@ pub fn check(
             .get(i)
             .and_then(|p| serde_json::from_str::<&str>(p.get()).ok())
     };
+    // A log filter is read once, here.
+    let filter = match method {
+        "eth_getLogs" => params
+            .first()
+            .and_then(|p| serde_json::from_str::<Filter>(p.get()).ok()),
+        _ => None,
+    };
     // Nothing to hold the answer to (a block by tag, a filter without a range or block): the
     // body is not even parsed.
     let nothing_asked = match method {
         "eth_getBlockByNumber" => param_str(0).and_then(hex_quantity).is_none(),
-        "eth_getLogs" => params.first().is_none_or(|p| {
-            serde_json::from_str::<Filter>(p.get()).is_ok_and(|f| {
-                f.block_hash.is_none()
-                    && f.from_block.and_then(hex_quantity).is_none()
-                    && f.to_block.and_then(hex_quantity).is_none()
-            })
+        "eth_getLogs" => filter.as_ref().is_none_or(|f| {
+            f.block_hash.is_none()
+                && f.from_block.and_then(hex_quantity).is_none()
+                && f.to_block.and_then(hex_quantity).is_none()
         }),
         _ => false,
     };
@@ -174,10 +179,7 @@ pub fn check(
             }
         }
         "eth_getLogs" => {
-            let Some(filter) = params
-                .first()
-                .and_then(|p| serde_json::from_str::<Filter>(p.get()).ok())
-            else {
+            let Some(filter) = filter else {
                 return Ok(());
             };
             let logs: Vec<Fields> =

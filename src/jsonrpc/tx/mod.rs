@@ -485,7 +485,7 @@ fn be_u128(b: &[u8]) -> u128 {
 }
 
 /// The bytes of `0x`-prefixed hex; `None` if it is not that.
-fn unhex(hex: &str) -> Option<Vec<u8>> {
+pub fn unhex(hex: &str) -> Option<Vec<u8>> {
     let digits = hex.strip_prefix("0x")?.as_bytes();
     if digits.len() % 2 != 0 {
         return None;

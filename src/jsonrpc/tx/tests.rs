@@ -608,3 +608,12 @@ fn errors_read_clearly() {
         "invalid RLP: trailing bytes after the transaction"
     );
 }
+
+#[test]
+fn hex_digits_decode() {
+    assert_eq!(unhex("0x00ff10"), Some(vec![0, 255, 16]));
+    assert_eq!(unhex("0x0"), None);
+    assert_eq!(unhex("0xzz"), None);
+    assert_eq!(unhex("0x"), Some(vec![]));
+    assert_eq!(unhex("00ff"), None);
+}
