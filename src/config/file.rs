@@ -319,6 +319,9 @@ pub(crate) struct RetryFile {
     pub per_try_timeout_ms: Option<u64>,
     pub backoff_base_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
+    pub hedge: Option<bool>,
+    pub hedge_max_ms: Option<u64>,
+    pub hedge_budget: Option<f64>,
 }
 
 /// `[[chains.NAME.routes]]`.

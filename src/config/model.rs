@@ -219,6 +219,8 @@ pub struct RetryConfig {
     pub backoff_base: Duration,
     /// Cap of one backoff (`backoff_max_ms`, default 200).
     pub backoff_max: Duration,
+    /// Hedged reads (`hedge = true`); `None` when off.
+    pub hedge: Option<HedgeConfig>,
 }
 
 impl Default for RetryConfig {
@@ -228,6 +230,27 @@ impl Default for RetryConfig {
             per_try_timeout: Duration::from_millis(3000),
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
+            hedge: None,
+        }
+    }
+}
+
+/// Hedged reads: a read whose upstream has not answered by the smaller of that upstream's
+/// recent p90 latency and `max_delay` is sent to a second one too, and the first good answer
+/// wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgeConfig {
+    /// `hedge_max_ms` (default 250): the longest a read waits before it is hedged.
+    pub max_delay: Duration,
+    /// `hedge_budget` (default 0.1): the share of reads that may be hedged.
+    pub budget: f64,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        HedgeConfig {
+            max_delay: Duration::from_millis(250),
+            budget: 0.1,
         }
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::error::Problems;
 use super::file::{CircuitFile, ProbeFile, RetryFile, RouteFile};
-use super::model::{CircuitConfig, ProbeConfig, RetryConfig, RouteConfig, UpstreamConfig};
+use super::model::{
+    CircuitConfig, HedgeConfig, ProbeConfig, RetryConfig, RouteConfig, UpstreamConfig,
+};
 
 /// `key` in `[0, lo..=hi]` ms, or the default.
 fn ms(
@@ -154,11 +156,32 @@ pub(crate) fn retry(p: &mut Problems, f: &RetryFile) -> RetryConfig {
             ),
         );
     }
+    let dh = HedgeConfig::default();
+    let max_delay = ms(
+        p,
+        "retry.hedge_max_ms",
+        f.hedge_max_ms,
+        1,
+        60_000,
+        dh.max_delay,
+    );
+    let budget = match f.hedge_budget {
+        None => dh.budget,
+        Some(b) if (0.0..=1.0).contains(&b) => b,
+        Some(b) => {
+            p.push(
+                "retry.hedge_budget",
+                format!("must be between 0 and 1 (a share of reads), got {b}"),
+            );
+            dh.budget
+        }
+    };
     RetryConfig {
         max_retries,
         per_try_timeout,
         backoff_base,
         backoff_max,
+        hedge: (f.hedge == Some(true)).then_some(HedgeConfig { max_delay, budget }),
     }
 }
 

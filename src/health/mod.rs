@@ -20,6 +20,7 @@
 //! node at 0.3 ms vs 0.6 ms) at equal footing, while a 100 ms provider next to a 50 ms one gets
 //! about half the traffic.
 
+mod budget;
 mod chain;
 mod circuit;
 pub mod head;
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Re
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use budget::HedgeBudget;
 pub use chain::ChainLive;
 pub use circuit::{CircuitState, Transition};
 

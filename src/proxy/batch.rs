@@ -276,6 +276,18 @@ fn keep_verbatim(
     }
 }
 
+/// The worst verdict on a batch's answers (`Malformed` when it is no array of answers).
+fn batch_verdict(body: &[u8]) -> Verdict {
+    let Some(answers) = split_answers(body) else {
+        return Verdict::Malformed;
+    };
+    answers
+        .iter()
+        .map(|a| answer_verdict(a.text).0)
+        .find(|v| *v != Verdict::Good)
+        .unwrap_or(Verdict::Good)
+}
+
 async fn run_group(
     f: &Forwarder<'_>,
     body: &Bytes,
@@ -289,6 +301,10 @@ async fn run_group(
     // A node's own error for a call, kept in case no other upstream does better.
     let mut fallback: Vec<(usize, Bytes)> = Vec::new();
     let mut first = true;
+    // A group of reads may be hedged (notifications aside, which expect no answer).
+    let hedge = (members.iter().all(|(_, c)| c.id.is_some())
+        && f.hedges(members.iter().map(|(_, c)| c.method(body))))
+    .then_some(batch_verdict as super::hedge::Judge);
     for _ in 0..f.max_attempts() {
         if pending.is_empty() {
             break;
@@ -299,7 +315,7 @@ async fn run_group(
         } else {
             Bytes::from(sub_batch(body, pending.iter().map(|(_, c)| &c.span)))
         };
-        let (response, upstream, latency) = match f.attempt(need, &mut state, out).await {
+        let (response, upstream, latency) = match f.attempt_read(need, &mut state, out, hedge).await {
             Attempt::Answered {
                 response,
                 upstream,

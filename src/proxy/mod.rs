@@ -16,6 +16,7 @@ mod cached;
 mod dispatch;
 mod forward;
 mod front;
+mod hedge;
 mod logs;
 mod media;
 mod outcome;

@@ -106,8 +106,10 @@ pub async fn forward_plain(
     let mut fallback: Option<(Response, i64)> = None;
     // The last node error's class: a method no upstream offers is no reason to queue.
     let mut last_class = None;
+    let hedge = (!call.is_notification() && f.hedges(std::iter::once(method)))
+        .then_some(super::hedge::single as super::hedge::Judge);
     for _ in 0..f.max_attempts() {
-        match f.attempt(&need, state, body.clone()).await {
+        match f.attempt_read(&need, state, body.clone(), hedge).await {
             Attempt::Answered {
                 response,
                 upstream,
