@@ -54,7 +54,10 @@ async fn counter(p: &Proxy, name: &str, labels: &[&str]) -> f64 {
 
 /// livechain in front of a slow node (weighted `slow_weight`) and a fast one, both usable.
 async fn setup(slow_weight: u32, retry: &str) -> (Proxy, RawNode, RawNode) {
-    let (slow, fast) = (node("\"0x51\"", SLOW).await, node("\"0xfa\"", Duration::ZERO).await);
+    let (slow, fast) = (
+        node("\"0x51\"", SLOW).await,
+        node("\"0xfa\"", Duration::ZERO).await,
+    );
     let upstreams = format!(
         "[probe]\ninterval_ms = 100\ntimeout_ms = 500\n\
          [retry]\n{retry}\n\
@@ -104,8 +107,16 @@ async fn a_read_on_a_slow_upstream_gets_the_fast_answer() {
             "call {i} took {took:?}: hedged after at most 100 ms, not {SLOW:?}"
         );
     }
-    assert!(slow.count("eth_getBalance") >= 5, "the slow one was picked first");
-    let hedged = counter(&p, "livechain_hedged_requests_total", &["chain=\"ethereum\""]).await;
+    assert!(
+        slow.count("eth_getBalance") >= 5,
+        "the slow one was picked first"
+    );
+    let hedged = counter(
+        &p,
+        "livechain_hedged_requests_total",
+        &["chain=\"ethereum\""],
+    )
+    .await;
     let won = counter(&p, "livechain_hedge_wins_total", &["winner=\"hedge\""]).await;
     assert!(hedged >= 5.0 && won >= 5.0, "hedged {hedged}, won {won}");
 }
@@ -118,7 +129,10 @@ async fn a_batch_of_reads_is_hedged_as_one() {
         {"jsonrpc":"2.0","id":"b2","method":"eth_call","params":[{"to":"0x00000000000000000000000000000000000000aa"},"latest"]}
     ]);
     let started = Instant::now();
-    let r = p.client().post("/ethereum", batch.to_string().as_bytes()).await;
+    let r = p
+        .client()
+        .post("/ethereum", batch.to_string().as_bytes())
+        .await;
     let took = started.elapsed();
     let v = r.json();
     assert_eq!(v[0]["id"], "b1", "{v}");
@@ -132,7 +146,11 @@ async fn a_batch_of_reads_is_hedged_as_one() {
         {"jsonrpc":"2.0","id":"b3","method":"eth_getBalance","params":["0x00000000000000000000000000000000000000aa","latest"]},
         {"jsonrpc":"2.0","id":"b4","method":"eth_newFilter","params":[{}]}
     ]);
-    let v = p.client().post("/ethereum", batch.to_string().as_bytes()).await.json();
+    let v = p
+        .client()
+        .post("/ethereum", batch.to_string().as_bytes())
+        .await
+        .json();
     assert_eq!(v[0]["result"], "0x51", "{v}");
     assert_eq!((slow.count("batch"), fast.count("batch")), (2, 1));
 }
@@ -165,11 +183,19 @@ async fn hedges_stay_within_the_budget() {
             }
         }
     }
-    let hedged = counter(&p, "livechain_hedged_requests_total", &["chain=\"ethereum\""]).await;
+    let hedged = counter(
+        &p,
+        "livechain_hedged_requests_total",
+        &["chain=\"ethereum\""],
+    )
+    .await;
     // The bucket starts with 10 hedges; each read adds a tenth of one.
     let most = 10.0 + 0.1 * CALLS as f64;
     assert!(hedged <= most, "{hedged} hedged of {CALLS}, at most {most}");
-    assert!(hedged >= 10.0, "{hedged} hedged: the budget was there to spend");
+    assert!(
+        hedged >= 10.0,
+        "{hedged} hedged: the budget was there to spend"
+    );
     // Every hedge asked the fast one (besides the few calls its 1/50 share of the picks sends
     // it straight away); the rest waited for the slow one.
     let direct = 6.0;
@@ -189,9 +215,13 @@ async fn hedges_stay_within_the_budget() {
 async fn writes_and_node_bound_calls_are_never_hedged() {
     let (p, slow, fast) = setup(1000, "hedge = true\nhedge_max_ms = 20").await;
     let mut client = p.client();
-    for (i, method) in ["eth_newFilter", "eth_getFilterChanges", "eth_sendTransaction"]
-        .iter()
-        .enumerate()
+    for (i, method) in [
+        "eth_newFilter",
+        "eth_getFilterChanges",
+        "eth_sendTransaction",
+    ]
+    .iter()
+    .enumerate()
     {
         let started = Instant::now();
         let r = client
@@ -203,10 +233,12 @@ async fn writes_and_node_bound_calls_are_never_hedged() {
             )
             .await;
         let v = r.json();
-        assert_eq!(v["result"], "0x51", "{method}: the slow node's answer, {v}");
-        assert!(started.elapsed() >= SLOW);
-        assert_eq!(fast.count(method), 0, "{method} sent to a second node");
-        assert_eq!(slow.count(method), 1);
+        // Sent to one node only (mostly the slow one, by weight), and waited for.
+        assert_eq!(slow.count(method) + fast.count(method), 1, "{method}: {v}");
+        if slow.count(method) == 1 {
+            assert_eq!(v["result"], "0x51", "{method}: the slow node's answer, {v}");
+            assert!(started.elapsed() >= SLOW);
+        }
     }
     assert_eq!(
         counter(&p, "livechain_hedged_requests_total", &[]).await,
@@ -217,7 +249,8 @@ async fn writes_and_node_bound_calls_are_never_hedged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consistently_slow_upstream_is_picked_less() {
     // Equal weights: only the latency the hedges' slower exchanges report moves the traffic.
-    let (p, slow, _fast) = setup(1, "hedge = true\nhedge_max_ms = 30").await;
+    // A budget that covers every call the slow one gets before its score falls.
+    let (p, slow, _fast) = setup(1, "hedge = true\nhedge_max_ms = 30\nhedge_budget = 0.5").await;
     let mut client = p.client();
     for i in 0..20 {
         balance(&mut client, i).await;

@@ -282,6 +282,25 @@ pub struct RouteConfig {
     pub tags: Vec<String>,
 }
 
+/// `[[chains.NAME.consensus]]`: calls whose method matches one of `methods` are sent to `of`
+/// upstreams at once and answered only with a result `quorum` of them agree on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsensusConfig {
+    pub methods: Vec<String>,
+    pub quorum: usize,
+    pub of: usize,
+    /// Without a quorum: an error, or the answer of the highest-scoring upstream.
+    pub fallback: ConsensusFallback,
+}
+
+/// `chains.NAME.consensus[].fallback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConsensusFallback {
+    #[default]
+    Error,
+    Best,
+}
+
 /// `[chains.NAME]`.
 #[derive(Debug, Clone)]
 pub struct ChainConfig {
@@ -295,6 +314,8 @@ pub struct ChainConfig {
     pub deny: Vec<String>,
     /// Tag requirements by method, first match wins (`routes`).
     pub routes: Vec<RouteConfig>,
+    /// Consensus reads by method, first match wins (`consensus`).
+    pub consensus: Vec<ConsensusConfig>,
     /// Most proxied WebSocket connections at once on this chain (`ws_max_connections`).
     pub ws_max_connections: Option<usize>,
     /// Canonical blocks the chain supervisor keeps (`reorg_window`, default 128).

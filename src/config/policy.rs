@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use super::error::Problems;
-use super::file::{CircuitFile, ProbeFile, RetryFile, RouteFile};
+use super::file::{CircuitFile, ConsensusFile, FallbackFile, ProbeFile, RetryFile, RouteFile};
 use super::model::{
-    CircuitConfig, HedgeConfig, ProbeConfig, RetryConfig, RouteConfig, UpstreamConfig,
+    CircuitConfig, ConsensusConfig, ConsensusFallback, HedgeConfig, ProbeConfig, RetryConfig,
+    RouteConfig, UpstreamConfig,
 };
 
 /// `key` in `[0, lo..=hi]` ms, or the default.
@@ -257,6 +258,68 @@ pub(crate) fn routes(
         out.push(RouteConfig {
             methods: r.methods.clone(),
             tags: r.tags.clone(),
+        });
+    }
+    out
+}
+
+/// Most upstreams one consensus read asks.
+const MAX_CONSENSUS_OF: u32 = 16;
+
+pub(crate) fn consensus(
+    p: &mut Problems,
+    key: &str,
+    chain: &str,
+    rules: &[ConsensusFile],
+    upstreams: usize,
+) -> Vec<ConsensusConfig> {
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, r) in rules.iter().enumerate() {
+        let ckey = format!("{key}.consensus[{i}]");
+        if r.methods.is_empty() {
+            p.push(
+                format!("{ckey}.methods"),
+                "needs at least one method pattern",
+            );
+        }
+        check_globs(p, &format!("{ckey}.methods"), &r.methods);
+        if !(2..=MAX_CONSENSUS_OF).contains(&r.of) {
+            p.push(
+                format!("{ckey}.of"),
+                format!(
+                    "must be between 2 and {MAX_CONSENSUS_OF} upstreams, got {}",
+                    r.of
+                ),
+            );
+        } else if r.of as usize > upstreams {
+            p.push(
+                format!("{ckey}.of"),
+                format!(
+                    "asks {} upstreams, but chain {chain:?} has {upstreams}",
+                    r.of
+                ),
+            );
+        }
+        // A majority of those asked: two different answers can never both reach it.
+        if r.quorum > r.of || r.quorum * 2 <= r.of {
+            p.push(
+                format!("{ckey}.quorum"),
+                format!(
+                    "must be a majority of `of` ({} to {}), got {}",
+                    r.of / 2 + 1,
+                    r.of,
+                    r.quorum
+                ),
+            );
+        }
+        out.push(ConsensusConfig {
+            methods: r.methods.clone(),
+            quorum: r.quorum as usize,
+            of: r.of as usize,
+            fallback: match r.fallback {
+                FallbackFile::Error => ConsensusFallback::Error,
+                FallbackFile::Best => ConsensusFallback::Best,
+            },
         });
     }
     out

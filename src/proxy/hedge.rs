@@ -59,21 +59,19 @@ pub fn may_hedge(method: &str) -> bool {
 
 /// One exchange that owns what it needs, so that the slower of two can be left to finish on
 /// its own; its result and how long it took.
-fn exchange(
+pub(super) async fn exchange(
     up: Arc<Upstream>,
     connector: Arc<Connector>,
     body: Bytes,
     max_response: usize,
     until: Instant,
-) -> impl Future<Output = (Result<Response, ExchangeError>, Duration)> + Send + 'static {
-    async move {
-        let started = Instant::now();
-        let _in_flight = up.health.begin();
-        let result = tokio::time::timeout_at(until, up.exchange(&connector, body, max_response))
-            .await
-            .unwrap_or(Err(ExchangeError::Timeout));
-        (result, started.elapsed())
-    }
+) -> (Result<Response, ExchangeError>, Duration) {
+    let started = Instant::now();
+    let _in_flight = up.health.begin();
+    let result = tokio::time::timeout_at(until, up.exchange(&connector, body, max_response))
+        .await
+        .unwrap_or(Err(ExchangeError::Timeout));
+    (result, started.elapsed())
 }
 
 /// How a hedged exchange's answer is judged: a single call's or a batch's.
@@ -91,15 +89,15 @@ fn is_good(result: &Result<Response, ExchangeError>, judge: Judge) -> bool {
 
 /// Records the outcome of an exchange nobody waits for any more (the loser of a race) in its
 /// upstream's health, as an attempt's would have been.
-fn record_late(
+pub(super) fn record_late(
     chain: &str,
     up: &Upstream,
     policy: &crate::health::HealthPolicy,
     judge: Judge,
-    result: Result<Response, ExchangeError>,
+    result: &Result<Response, ExchangeError>,
     latency: Duration,
 ) {
-    let (outcome, latency) = match &result {
+    let (outcome, latency) = match result {
         Ok(r) if (200..300).contains(&r.status) || r.status == 400 => {
             up.series.latency.observe(latency.as_secs_f64());
             let outcome = if r.status == 400 {
@@ -122,7 +120,7 @@ fn record_late(
     if outcome == Outcome::Success {
         up.series.successes.inc();
     } else {
-        tracing::debug!(chain, upstream = %up.name, ?outcome, "the slower exchange of a hedged read failed");
+        tracing::debug!(chain, upstream = %up.name, ?outcome, "an exchange nobody waited for failed");
         metrics().upstream_outcome(chain, &up.name, &outcome);
     }
     up.health.record(outcome, latency, policy, now_ms());
@@ -277,7 +275,11 @@ impl Forwarder<'_> {
                 upstream,
                 latency,
             } => {
-                self.record(&upstream, outcome_of_verdict(judge(&response.body)), latency);
+                self.record(
+                    &upstream,
+                    outcome_of_verdict(judge(&response.body)),
+                    latency,
+                );
             }
             Attempt::Failed { delivered } => state.delivered |= delivered,
             Attempt::NoUpstream | Attempt::Deadline => {}
@@ -302,7 +304,7 @@ impl Forwarder<'_> {
         let policy = self.chain.policy.clone();
         tokio::spawn(async move {
             let (result, latency) = run.await;
-            record_late(&chain, &up, &policy.health, judge, result, latency);
+            record_late(&chain, &up, &policy.health, judge, &result, latency);
         });
     }
 }

@@ -13,6 +13,7 @@
 mod access;
 mod batch;
 mod cached;
+mod consensus;
 mod dispatch;
 mod forward;
 mod front;
