@@ -107,8 +107,10 @@ async fn a_read_on_a_slow_upstream_gets_the_fast_answer() {
             "call {i} took {took:?}: hedged after at most 100 ms, not {SLOW:?}"
         );
     }
+    // Picked first by weight (the fast one's share is a fiftieth once the slow one's latency
+    // is known, so a call may go to it straight away).
     assert!(
-        slow.count("eth_getBalance") >= 5,
+        slow.count("eth_getBalance") >= 4,
         "the slow one was picked first"
     );
     let hedged = counter(
@@ -118,7 +120,7 @@ async fn a_read_on_a_slow_upstream_gets_the_fast_answer() {
     )
     .await;
     let won = counter(&p, "livechain_hedge_wins_total", &["winner=\"hedge\""]).await;
-    assert!(hedged >= 5.0 && won >= 5.0, "hedged {hedged}, won {won}");
+    assert!(hedged >= 4.0 && won >= 4.0, "hedged {hedged}, won {won}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
