@@ -18,6 +18,7 @@ pub mod conn;
 pub mod control;
 pub mod dlq;
 pub mod dns;
+pub mod drain;
 pub mod h1;
 pub mod health;
 pub mod jsonrpc;

@@ -25,14 +25,49 @@ const CHAIN_ID: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","para
 /// Probe answers are tiny; anything bigger is not a node answering.
 const MAX_PROBE_ANSWER: usize = 64 * 1024;
 
+/// Whether the first probe round since start has finished: `/health/ready` is 503 until it
+/// has. The round starts before the listener opens, which waits for it at most one probe
+/// timeout (`server::build`), so a slow provider cannot keep the port closed.
+pub struct FirstRound(tokio::sync::watch::Sender<bool>);
+
+impl Default for FirstRound {
+    fn default() -> Self {
+        FirstRound(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl FirstRound {
+    pub fn finish(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the round has finished.
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+}
+
 pub struct Prober {
     pub router: Arc<Router>,
     pub connector: Arc<Connector>,
+    /// The periodic rounds begin after the first one, so no upstream is asked twice at once.
+    pub first_round: Arc<FirstRound>,
 }
 
 #[async_trait]
 impl BackgroundService for Prober {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = self.first_round.wait() => {}
+            _ = shutdown.changed() => return,
+        }
         loop {
             let snapshot = self.router.load();
             let mut interval = Duration::from_secs(1);

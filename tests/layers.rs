@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("mock", 1),
     ("config", 2),
     ("control", 2),
+    ("drain", 2),
     ("canon", 3),
     ("health", 3),
     ("metrics", 4),
