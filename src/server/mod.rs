@@ -191,7 +191,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         },
     ));
     let reloader = Reloader {
-        main_path: config.path.clone(),
+        config: config.clone(),
         started_with: config.server.clone(),
         router: router.clone(),
         mocks,
