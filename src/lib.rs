@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod canon;
+pub mod check;
 pub mod config;
 pub mod conn;
 pub mod control;

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("dns", 8),
     ("probe", 8),
     ("reload", 9),
+    ("check", 9),
     ("supervisor", 9),
     ("ws", 10),
     ("dlq", 10),
