@@ -307,7 +307,8 @@ async fn health_flips_to_503_when_every_upstream_of_a_chain_is_down_and_back() {
         chain_block("ethereum", 1, &[("a", a.url()), ("b", b.url())]),
         chain_block("polygon", 137, &[("p", poly.url())])
     );
-    let p = Proxy::start(&ups, "").await;
+    // `all`: one chain down is the instance unhealthy (the default `any` is in tests/health.rs).
+    let p = Proxy::start(&ups, "health = \"all\"").await;
     let health = || async { get(p.addr, "/health").await };
     assert!(
         eventually(Duration::from_secs(10), || async {
