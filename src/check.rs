@@ -193,9 +193,9 @@ async fn check(chain: &Arc<Chain>, up: &Arc<Upstream>, connector: &Connector) ->
                 Err(ProbeError::Exchange(ExchangeError::Connect(why))) if why.contains("TLS") => {
                     (*why).to_owned()
                 }
-                Err(ProbeError::Exchange(ExchangeError::Connect(_) | ExchangeError::Unresolved)) => {
-                    "-".to_owned()
-                }
+                Err(ProbeError::Exchange(
+                    ExchangeError::Connect(_) | ExchangeError::Unresolved,
+                )) => "-".to_owned(),
                 _ => "ok".to_owned(),
             };
         }

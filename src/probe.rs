@@ -298,7 +298,10 @@ async fn call(
         .unwrap_or(Err(ExchangeError::Timeout));
     let latency = started.elapsed();
     let (outcome, value) = match result {
-        Err(e) => (crate::upstream::outcome::outcome_of_error(&e), Err(e.into())),
+        Err(e) => (
+            crate::upstream::outcome::outcome_of_error(&e),
+            Err(e.into()),
+        ),
         Ok(r) if r.status == 429 => (
             Outcome::RateLimited {
                 retry_after: crate::upstream::outcome::retry_after(&r),
@@ -338,7 +341,15 @@ pub async fn chain_id(
     connector: &Connector,
 ) -> Result<Option<u64>, ProbeError> {
     let body = Bytes::from_static(CHAIN_ID);
-    call(chain, up, connector, body, chain.policy.probe.timeout, hex_result).await
+    call(
+        chain,
+        up,
+        connector,
+        body,
+        chain.policy.probe.timeout,
+        hex_result,
+    )
+    .await
 }
 
 /// Asks `eth_blockNumber` once (for `livechain check --probe`), within the chain's probe
@@ -349,7 +360,15 @@ pub async fn block_number(
     connector: &Connector,
 ) -> Result<Option<u64>, ProbeError> {
     let body = Bytes::from_static(BLOCK_NUMBER);
-    call(chain, up, connector, body, chain.policy.probe.timeout, hex_result).await
+    call(
+        chain,
+        up,
+        connector,
+        body,
+        chain.policy.probe.timeout,
+        hex_result,
+    )
+    .await
 }
 
 /// A hex quantity result (`eth_chainId`, `eth_blockNumber`); `null` is not one.

@@ -1,5 +1,5 @@
-//! The command line: `check`, shipped configs, the default config serving, the standalone mock,
-//! and signals.
+//! The command line: `check` (and `check --probe`), shipped configs, the default config
+//! serving, the standalone mock. SIGTERM is in `shutdown.rs`.
 
 mod common;
 
@@ -122,38 +122,6 @@ async fn default_config_serves_both_chains_from_embedded_mocks() {
     assert_eq!(v[0]["id"], 1);
     assert_eq!(v[1]["id"], 2);
     assert!(v[1]["result"]["hash"].as_str().is_some());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_in_flight_requests_and_exits_within_the_grace_period() {
-    let eth = mock_with(1, Duration::from_secs(1), (800, 800)).await;
-    let mut p = Proxy::start(
-        &upstreams_toml("ethereum", 1, &[("slow", eth.url())]),
-        "grace_period_ms = 2000",
-    )
-    .await;
-    let addr = p.addr;
-    let in_flight = tokio::spawn(async move {
-        Client::new(addr)
-            .post("/ethereum", &call(1, "eth_chainId", json!([])))
-            .await
-    });
-    // Let the request reach the upstream before signalling.
-    let until = Instant::now() + Duration::from_secs(5);
-    while stats(&eth).await["calls"].as_u64().unwrap() == 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let signalled = Instant::now();
-    p.signal("TERM");
-    let r = in_flight.await.unwrap();
-    assert_eq!(r.status, 200, "in-flight request finished: {}", r.text());
-    let status = p.wait_exit(Duration::from_secs(10)).await;
-    let took = signalled.elapsed();
-    assert!(
-        status.is_some(),
-        "livechain still running 10 s after SIGTERM"
-    );
-    assert!(took < Duration::from_secs(5), "exit took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

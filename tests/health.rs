@@ -34,7 +34,10 @@ async fn a_dead_chain_next_to_a_live_one_under_any_and_all() {
     // Default `any`: the instance is healthy and ready; the dead chain says so on its own.
     let p = Proxy::start(&ups, "").await;
     let live = get(&p, "/health/live").await;
-    assert_eq!((live.status, live.json()["status"].clone()), (200, json!("live")));
+    assert_eq!(
+        (live.status, live.json()["status"].clone()),
+        (200, json!("live"))
+    );
     let h = get(&p, "/health").await;
     assert_eq!(h.status, 200, "{}", h.text());
     let body = h.json();
@@ -122,7 +125,11 @@ async fn ready_only_after_the_first_probe_round() {
             }
             _ => rawnode::result(&id, "null"),
         };
-        Reply::Then(Vec::new(), Duration::from_millis(1800), rawnode::http_ok(&body))
+        Reply::Then(
+            Vec::new(),
+            Duration::from_millis(1800),
+            rawnode::http_ok(&body),
+        )
     })
     .await;
     let started = Instant::now();
