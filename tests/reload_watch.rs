@@ -232,3 +232,49 @@ async fn without_watch_config_a_write_changes_nothing() {
     assert_eq!(chains(&p).await, ["ethereum"], "off by default");
     assert_eq!(reloads(&p, "ok").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_main_and_keys_files_are_watched_and_the_log_names_key_ids_only() {
+    let eth = mock(1).await;
+    let entry = |id: &str, hash: &str| format!("[[keys]]\nid = \"{id}\"\nsha256 = \"{hash}\"\n");
+    let (h1, h2) = ("a1".repeat(32), "b2".repeat(32));
+    let keys = TempDir::new();
+    let keys_file = keys.write("keys.toml", &entry("first", &h1));
+    let p = Proxy::start(
+        &upstreams_toml("ethereum", 1, &[("a", eth.url())]),
+        &format!("{WATCH}\n[auth]\nkeys = \"{}\"\n", keys_file.display()),
+    )
+    .await;
+    // The keys file: a key added.
+    keys.write(
+        "keys.toml",
+        &format!("{}{}", entry("first", &h1), entry("second", &h2)),
+    );
+    assert!(
+        p.log_until(Duration::from_secs(10), |l| l.contains("keys added second"))
+            .await,
+        "{}",
+        p.log()
+    );
+    // The main file: a setting changed.
+    let main = p.dir.0.join("livechain.toml");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        text.replace("[server]\n", "[server]\nmax_batch = 7\n"),
+    )
+    .unwrap();
+    assert!(
+        p.log_until(Duration::from_secs(10), |l| l
+            .contains("settings changed: server.max_batch"))
+            .await,
+        "{}",
+        p.log()
+    );
+    assert_eq!(reloads(&p, "ok").await, 2);
+    let log = p.log();
+    assert!(
+        !log.contains(&h1) && !log.contains(&h2),
+        "no key hash in the log"
+    );
+}
