@@ -80,29 +80,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         &conf,
     ))));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    // Every upstream is probed once before the listener opens: an upstream takes traffic only
-    // once its chain id is verified and its head known, so the first requests would otherwise
-    // find none. The listener waits for that round at most one probe timeout: a slow provider
-    // must not keep the port (and `/health/live`) closed; `/health/ready` says 503 until the
-    // round is over.
-    let first_round = Arc::new(crate::probe::FirstRound::default());
-    {
-        let (router, connector, done) = (router.clone(), connector.clone(), first_round.clone());
-        control.handle().spawn(async move {
-            crate::probe::probe_all(&router, &connector).await;
-            done.finish();
-        });
-        let wait = config.upstreams.probe.timeout;
-        let finished = control
-            .handle()
-            .block_on(async { tokio::time::timeout(wait, first_round.wait()).await });
-        if finished.is_err() {
-            tracing::warn!(
-                waited_ms = wait.as_millis() as u64,
-                "the first probe round is still running; listening now, /health/ready is 503 until it ends"
-            );
-        }
-    }
+    let first_round = first_probe_round(&router, &connector, control, config);
 
     let reload = Arc::new(ReloadStatus::default());
     let cache = Arc::new(crate::cache::Cache::new(s.cache.max_bytes));
@@ -212,6 +190,35 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
             grace: s.grace_period,
         },
     })
+}
+
+/// Probes every upstream once before the listener opens: an upstream takes traffic only once
+/// its chain id is verified and its head known, so the first requests would otherwise find none.
+/// The listener waits for that round at most one probe timeout: a slow provider must not keep
+/// the port (and `/health/live`) closed; `/health/ready` is 503 until the round is over.
+fn first_probe_round(
+    router: &Arc<Router>,
+    connector: &Arc<Connector>,
+    control: &Control,
+    config: &Config,
+) -> Arc<crate::probe::FirstRound> {
+    let first_round = Arc::new(crate::probe::FirstRound::default());
+    let (router, connector, done) = (router.clone(), connector.clone(), first_round.clone());
+    control.handle().spawn(async move {
+        crate::probe::probe_all(&router, &connector).await;
+        done.finish();
+    });
+    let wait = config.upstreams.probe.timeout;
+    let finished = control
+        .handle()
+        .block_on(async { tokio::time::timeout(wait, first_round.wait()).await });
+    if finished.is_err() {
+        tracing::warn!(
+            waited_ms = wait.as_millis() as u64,
+            "the first probe round is still running; listening now, /health/ready is 503 until it ends"
+        );
+    }
+    first_round
 }
 
 /// Tells the user where livechain listens and how to try it.
