@@ -13,6 +13,8 @@ use tokio::signal::unix::Signal;
 
 /// Exit code for an invalid configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
+/// Exit code of `check --probe` when a chain has no usable upstream (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +35,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the config files and exit (0 when valid).
-    Check,
+    Check {
+        /// Also contact every upstream (reachable, TLS, chain id, head, WebSocket, latency);
+        /// exit 69 when a chain has no upstream that could serve it.
+        #[arg(long)]
+        probe: bool,
+        /// With --probe: the longest one upstream's checks may take, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        probe_timeout_ms: u64,
+    },
     /// Run a standalone mock Ethereum node.
     Mock {
         #[arg(long, default_value = "127.0.0.1:18545")]
@@ -116,16 +126,42 @@ fn main() -> ExitCode {
         Command::Key {
             action: KeyAction::New { id },
         } => new_key(&id),
-        Command::Check => match livechain::config::load(&cli.config) {
+        Command::Check {
+            probe,
+            probe_timeout_ms,
+        } => match livechain::config::load(&cli.config) {
             Ok(config) => {
                 println!("{}: configuration is valid", config.path.display());
-                ExitCode::SUCCESS
+                match probe {
+                    true => probe_upstreams(&config, Duration::from_millis(probe_timeout_ms)),
+                    false => ExitCode::SUCCESS,
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+    }
+}
+
+/// `livechain check --probe`: the table on stdout, the chains that cannot serve on stderr.
+fn probe_upstreams(config: &livechain::config::Config, limit: Duration) -> ExitCode {
+    let report = match livechain::check::run(config, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("livechain check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    let unusable = report.unusable_chains();
+    for line in &unusable {
+        eprintln!("{line}");
+    }
+    match unusable.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(EXIT_UNAVAILABLE),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The command line: `check`, shipped configs, the default config serving, the standalone mock,
-//! and signals.
+//! The command line: `check` (and `check --probe`), shipped configs, the default config
+//! serving, the standalone mock. SIGTERM is in `shutdown.rs`.
 
 mod common;
 
@@ -125,38 +125,6 @@ async fn default_config_serves_both_chains_from_embedded_mocks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_in_flight_requests_and_exits_within_the_grace_period() {
-    let eth = mock_with(1, Duration::from_secs(1), (800, 800)).await;
-    let mut p = Proxy::start(
-        &upstreams_toml("ethereum", 1, &[("slow", eth.url())]),
-        "grace_period_ms = 2000",
-    )
-    .await;
-    let addr = p.addr;
-    let in_flight = tokio::spawn(async move {
-        Client::new(addr)
-            .post("/ethereum", &call(1, "eth_chainId", json!([])))
-            .await
-    });
-    // Let the request reach the upstream before signalling.
-    let until = Instant::now() + Duration::from_secs(5);
-    while stats(&eth).await["calls"].as_u64().unwrap() == 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let signalled = Instant::now();
-    p.signal("TERM");
-    let r = in_flight.await.unwrap();
-    assert_eq!(r.status, 200, "in-flight request finished: {}", r.text());
-    let status = p.wait_exit(Duration::from_secs(10)).await;
-    let took = signalled.elapsed();
-    assert!(
-        status.is_some(),
-        "livechain still running 10 s after SIGTERM"
-    );
-    assert!(took < Duration::from_secs(5), "exit took {took:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_mock_command_serves_json_rpc() {
     let (chain_id, _) = ask_mock(&["--chain-id", "137"], "eth_chainId").await;
     assert_eq!(chain_id, "0x89");
@@ -268,4 +236,147 @@ async fn key_new_prints_a_fresh_key_once_and_an_entry_that_accepts_it() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+}
+
+/// `livechain mock --listen` on a free port serving `chain_id`, answering before it returns;
+/// killed (by its PID) when dropped.
+struct MockProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl MockProcess {
+    async fn start(chain_id: u64) -> MockProcess {
+        let port = free_port();
+        let child = Command::new(bin())
+            .args(["mock", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--chain-id", &chain_id.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn mock");
+        let mock = MockProcess { child, port };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let up = eventually(Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(up, "mock on port {port} listening");
+        mock
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn check_probe(upstreams: &str) -> (Option<i32>, String, String) {
+    let dir = TempDir::new();
+    dir.write("upstreams.toml", upstreams);
+    let main = dir.write("livechain.toml", "[server]\n");
+    let out = Command::new(bin())
+        .args(["check", "--probe", "--config"])
+        .arg(&main)
+        .output()
+        .expect("run livechain check --probe");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The table row of `upstream`, split into its cells.
+fn row<'a>(stdout: &'a str, upstream: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.get(1) == Some(&upstream))
+        .unwrap_or_else(|| panic!("no row for {upstream}:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_shows_a_serving_upstream_and_exits_0() {
+    let node = MockProcess::start(1).await;
+    let url = format!("http://127.0.0.1:{}", node.port);
+    let ups = format!(
+        "{}ws = \"ws://127.0.0.1:{}\"\n",
+        upstreams_toml("ethereum", 1, &[("local", url.clone())]),
+        node.port
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = check_probe(&ups);
+    eprintln!(
+        "check --probe took {:?}:\n{stdout}{stderr}",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("CHAIN"))
+        .expect("a header");
+    for column in [
+        "UPSTREAM", "URL", "TLS", "CHAIN ID", "HEAD", "WS", "LATENCY", "RESULT",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let cells = row(&stdout, "local");
+    assert_eq!(cells[0], "ethereum");
+    assert_eq!(cells[2], url);
+    assert_eq!(cells[4], "1", "chain id: {cells:?}");
+    assert!(cells[5].parse::<u64>().is_ok(), "head: {cells:?}");
+    assert_eq!(cells[6], "ok", "WebSocket handshake: {cells:?}");
+    assert_eq!(cells.last(), Some(&"ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_names_why_a_chain_has_no_usable_upstream() {
+    let polygon = MockProcess::start(137).await;
+    let refused = free_port();
+    // Bound and never accepting: the kernel completes the connection, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let secret = "0123456789abcdefSECRET";
+    let ups = upstreams_toml(
+        "ethereum",
+        1,
+        &[
+            ("wrong", format!("http://127.0.0.1:{}", polygon.port)),
+            (
+                "gone",
+                format!("http://user:pw@127.0.0.1:{refused}/v3/{secret}"),
+            ),
+            ("mute", format!("http://127.0.0.1:{silent_port}")),
+        ],
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = check_probe(&ups);
+    let took = started.elapsed();
+    eprintln!("check --probe took {took:?}:\n{stdout}{stderr}");
+    assert_eq!(code, Some(69), "EX_UNAVAILABLE: {stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "chain ethereum: no usable upstream: wrong: chain id 137, expected 1; \
+             gone: connection refused; mute: timed out"
+        ),
+        "{stderr}"
+    );
+    let ends = |upstream: &str, why: &str| row(&stdout, upstream).join(" ").ends_with(why);
+    assert!(ends("wrong", "chain id 137, expected 1"), "{stdout}");
+    assert!(ends("gone", "connection refused"), "{stdout}");
+    assert!(ends("mute", "timed out"), "{stdout}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(secret) && !text.contains(":pw@"), "{text}");
+    }
+    assert!(
+        row(&stdout, "gone")[2] == format!("http://***@127.0.0.1:{refused}/***"),
+        "redacted: {stdout}"
+    );
+    // The silent one is given the probe timeout (2 s), once.
+    assert!(took < Duration::from_secs(6), "bounded: {took:?}");
+    drop(silent);
 }

@@ -140,6 +140,30 @@ pub struct ServerConfig {
     pub access_log: crate::telemetry::access::Sampling,
     /// The upstreams file, resolved relative to the main config file.
     pub upstreams_path: PathBuf,
+    /// Reload when the config files change on disk (`watch_config`).
+    pub watch_config: bool,
+    /// What `/health` and `/health/ready` require (`health`).
+    pub health: HealthMode,
+}
+
+/// `server.health`: which chains must be servable for the instance to count as healthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HealthMode {
+    /// At least one chain (the default): a dead chain does not take the others out of a load
+    /// balancer with it.
+    #[default]
+    Any,
+    /// Every chain.
+    All,
+}
+
+impl HealthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthMode::Any => "any",
+            HealthMode::All => "all",
+        }
+    }
 }
 
 /// The upstreams file: every chain, ordered by name.

@@ -18,8 +18,8 @@ use super::error::{ConfigError, Problems};
 use super::file::{CacheFile, CacheRuleFile, SubscriptionsFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
 use super::model::{
-    CacheBackend, CacheConfig, CacheRule, CacheSetup, ChainConfig, ServerConfig, SubscriptionMode,
-    UpstreamsConfig, DEFAULT_DENY,
+    CacheBackend, CacheConfig, CacheRule, CacheSetup, ChainConfig, HealthMode, ServerConfig,
+    SubscriptionMode, UpstreamsConfig, DEFAULT_DENY,
 };
 use super::{policy, upstream};
 
@@ -173,6 +173,17 @@ pub(crate) fn server(
     if upstreams_path.is_none() {
         p.push("server.upstreams", "must not be empty");
     }
+    let health = match file.health.as_str() {
+        "any" => HealthMode::Any,
+        "all" => HealthMode::All,
+        other => {
+            p.push(
+                "server.health",
+                format!("must be \"any\" or \"all\", got {other:?}"),
+            );
+            HealthMode::Any
+        }
+    };
 
     // Placeholders below are only reached when a problem was recorded, and `finish` then
     // returns the problems instead.
@@ -209,6 +220,8 @@ pub(crate) fn server(
             slow: access_log_slow,
         },
         upstreams_path: upstreams_path.unwrap_or_default(),
+        watch_config: file.watch_config,
+        health,
     })
 }
 

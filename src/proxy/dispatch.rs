@@ -36,6 +36,8 @@ pub enum Target {
     Dlq(crate::api::dlq::DlqOp),
     /// `GET /v1/chains/{chain}/events`: the chain's events as Server-Sent Events.
     Events(Arc<Chain>),
+    /// `GET /v1/chains/{chain}/health`: public like `/health` (no key, no admin token).
+    ChainHealth(Arc<Chain>),
     /// A `POST` to a chain that does not exist: every call's id gets the error.
     UnknownChain(Box<RpcError>),
     /// Refused without reading a body (which is drained to keep the connection). Boxed, like
@@ -52,13 +54,28 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             let endpoint = match path {
                 "/metrics" => Endpoint::Metrics,
                 "/health" => Endpoint::Health,
-                _ => return Target::Refuse(Box::new(not_found(path))),
+                "/health/live" => Endpoint::Live,
+                "/health/ready" => Endpoint::Ready,
+                _ => {
+                    return match chain_health(path, snapshot) {
+                        Some(chain) if read_only => Target::ChainHealth(chain.clone()),
+                        Some(_) => Target::Refuse(Box::new(not_allowed(
+                            method,
+                            path,
+                            "GET, HEAD",
+                            "use GET",
+                        ))),
+                        None => Target::Refuse(Box::new(not_found(path))),
+                    }
+                }
             };
             return service(endpoint, read_only, method, path);
         }
     };
     match path {
         "/health" => return service(Endpoint::Health, read_only, method, path),
+        "/health/live" => return service(Endpoint::Live, read_only, method, path),
+        "/health/ready" => return service(Endpoint::Ready, read_only, method, path),
         "/status" => return service(Endpoint::Status, read_only, method, path),
         "/metrics" if metrics_here => return service(Endpoint::Metrics, read_only, method, path),
         "/v1/admin/keys" => return service(Endpoint::Keys, read_only, method, path),
@@ -83,6 +100,9 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             .and_then(|name| segment(name).and_then(|n| snapshot.chain(n)));
         if let (Some(chain), "GET") = (events, method) {
             return Target::Events(chain.clone());
+        }
+        if let (Some(chain), true) = (chain_health(path, snapshot), read_only) {
+            return Target::ChainHealth(chain.clone());
         }
         return if read_only {
             Target::Rest
@@ -163,6 +183,13 @@ pub fn path_key(path: &str) -> Option<&str> {
         .strip_prefix("/v1/ws/")
         .or_else(|| path.strip_prefix('/'))?;
     chain_and_key(rest)?.1
+}
+
+/// The chain of `/v1/chains/{chain}/health`, by name or id.
+fn chain_health<'a>(path: &str, snapshot: &'a Snapshot) -> Option<&'a Arc<Chain>> {
+    path.strip_prefix("/v1/chains/")
+        .and_then(|rest| rest.strip_suffix("/health"))
+        .and_then(|name| segment(name).and_then(|n| snapshot.chain(n)))
 }
 
 /// The one segment of a path's rest: `ethereum`, `ethereum/`; `None` for more or none.
@@ -252,6 +279,7 @@ mod tests {
             Target::Service(e) => format!("{e:?}"),
             Target::Rest => "rest".into(),
             Target::Events(c) => format!("events {}", c.name),
+            Target::ChainHealth(c) => format!("chain health {}", c.name),
             Target::UnknownChain(_) => "unknown chain".into(),
             Target::Refuse(a) => format!("refuse {}", a.status),
             Target::Dlq(op) => format!("{op:?}"),
@@ -279,6 +307,18 @@ mod tests {
             ("GET", "/v1/ws/nowhere", true, "refuse 404"),
             ("POST", "/v1/ws/ethereum", false, "refuse 405"),
             ("GET", "/health", false, "Health"),
+            ("GET", "/health/live", false, "Live"),
+            ("HEAD", "/health/ready", false, "Ready"),
+            ("POST", "/health/ready", false, "refuse 405"),
+            (
+                "GET",
+                "/v1/chains/ethereum/health",
+                false,
+                "chain health ethereum",
+            ),
+            ("GET", "/v1/chains/1/health", false, "chain health ethereum"),
+            ("GET", "/v1/chains/nowhere/health", false, "rest"),
+            ("POST", "/v1/chains/ethereum/health", false, "refuse 405"),
             ("HEAD", "/status", false, "Status"),
             ("POST", "/health", false, "refuse 405"),
             ("GET", "/metrics", false, "Metrics"),
@@ -313,6 +353,12 @@ mod tests {
         assert_eq!(what(elsewhere, "GET", "/metrics", false), "refuse 404");
         assert_eq!(what(Site::Metrics, "GET", "/metrics", false), "Metrics");
         assert_eq!(what(Site::Metrics, "GET", "/health", false), "Health");
+        assert_eq!(what(Site::Metrics, "GET", "/health/ready", false), "Ready");
+        assert_eq!(what(Site::Metrics, "GET", "/health/live", false), "Live");
+        assert_eq!(
+            what(Site::Metrics, "GET", "/v1/chains/ethereum/health", false),
+            "chain health ethereum"
+        );
         assert_eq!(what(Site::Metrics, "GET", "/status", false), "refuse 404");
         assert_eq!(
             what(Site::Metrics, "POST", "/ethereum", false),

@@ -76,6 +76,20 @@ impl Client {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
+    /// [`Client::post`] that returns the failure (the connection closed without an answer,
+    /// no answer within `within`) instead of panicking.
+    pub async fn try_post(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        within: Duration,
+    ) -> std::io::Result<Response> {
+        let headers = [("content-type", "application/json")];
+        tokio::time::timeout(within, self.exchange("POST", path, &headers, body))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    }
+
     /// Whether the server closed the connection after the last answer.
     pub fn is_closed(&self) -> bool {
         self.conn.is_none()

@@ -1,15 +1,19 @@
-//! Hot reload on SIGHUP: re-read and validate the config, build a new routing table carrying
-//! live health over (`table`), probe the new upstreams, and swap the table in whole.
+//! Hot reload on SIGHUP, and on file change with `server.watch_config` (`watch`): re-read and
+//! validate the config, build a new routing table carrying live health over (`table`), probe
+//! the new upstreams, and swap the table in whole. The log line says what changed (`diff`).
 //!
-//! Reloads run one at a time on the control runtime; SIGHUPs arriving during one are coalesced
-//! into the next. A config that fails to load or build leaves the running table untouched; the
-//! outcome of the last reload is kept for `/status` and metrics.
+//! Reloads run one at a time on the control runtime; SIGHUPs (and file changes) arriving during
+//! one are coalesced into the next. A config that fails to load or build leaves the running
+//! table untouched; the outcome of the last reload is kept for `/status` and metrics.
 //!
-//! Changes to `server.listen`, `server.threads`, `server.grace_period_ms` and
-//! `server.dns_refresh_ms` need a restart and are reported as such; the request limits
-//! (`max_body_bytes`, `max_response_bytes`, `max_batch`, `request_timeout_ms`), the access-log
-//! sampling, the connect and idle timeouts of new upstreams, and the whole upstreams file apply
-//! at once.
+//! Changes to `server.listen`, `server.threads`, `server.grace_period_ms`,
+//! `server.dns_refresh_ms` and `server.watch_config` need a restart and are reported as such;
+//! the request limits (`max_body_bytes`, `max_response_bytes`, `max_batch`,
+//! `request_timeout_ms`), `server.health`, the access-log sampling, the connect and idle
+//! timeouts of new upstreams, and the whole upstreams file apply at once.
+
+mod diff;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,7 +23,7 @@ use crate::upstream::Connector;
 use arc_swap::ArcSwap;
 use tokio::signal::unix::Signal;
 
-use crate::config::{self, ServerConfig};
+use crate::config::{self, Config, ServerConfig};
 use crate::control::MockHost;
 use crate::metrics::metrics;
 use crate::probe;
@@ -54,7 +58,9 @@ impl ReloadStatus {
 }
 
 pub struct Reloader {
-    pub main_path: PathBuf,
+    /// The config of the running table: the one the process started with, then the last one
+    /// a reload applied. Its files are the ones watched.
+    pub config: Config,
     /// The server settings the process started with (some need a restart to change).
     pub started_with: ServerConfig,
     /// Takes `[cache]`'s rules and backend on every reload.
@@ -68,20 +74,72 @@ pub struct Reloader {
     pub status: Arc<ReloadStatus>,
 }
 
+/// What started a reload.
+enum Cause {
+    Signal,
+    Files(Vec<PathBuf>),
+}
+
 impl Reloader {
-    /// Reloads on every SIGHUP until the process ends.
+    /// Reloads on every SIGHUP, and on every settled change of the config files when
+    /// `server.watch_config` is on, until the process ends.
     pub async fn run(mut self, mut hup: Signal) {
-        while hup.recv().await.is_some() {
-            tracing::info!(config = %self.main_path.display(), "SIGHUP: reloading configuration");
-            self.reload().await;
+        let mut settings = diff::settings(&self.config);
+        let mut watch = match self.started_with.watch_config {
+            true => Some(watch::FileWatch::new(self.watched()).await),
+            false => None,
+        };
+        if let Some(w) = &watch {
+            let files: Vec<String> = w.paths().iter().map(|p| p.display().to_string()).collect();
+            tracing::info!(files = %files.join(", "), "watching the config files: a change reloads");
+        }
+        loop {
+            let cause = tokio::select! {
+                signal = hup.recv() => match signal {
+                    Some(()) => Cause::Signal,
+                    None => return,
+                },
+                files = changed(&mut watch) => Cause::Files(files),
+            };
+            match &cause {
+                Cause::Signal => {
+                    tracing::info!(config = %self.config.path.display(), "SIGHUP: reloading configuration")
+                }
+                Cause::Files(files) => {
+                    let files: Vec<String> =
+                        files.iter().map(|p| p.display().to_string()).collect();
+                    tracing::info!(changed = %files.join(", "), "config files changed: reloading configuration")
+                }
+            }
+            if let Some(new) = self.reload().await {
+                let new_settings = diff::settings(&new);
+                let changes =
+                    diff::between(&self.config, settings.as_ref(), &new, new_settings.as_ref());
+                tracing::info!(generation = self.router.load().generation, %changes, "configuration reloaded");
+                self.config = new;
+                settings = new_settings;
+            }
+            if let Some(w) = &mut watch {
+                w.set_paths(self.watched()).await;
+            }
         }
     }
 
-    /// One reload; its outcome is logged, counted and kept for `/status`.
-    pub async fn reload(&mut self) {
+    /// The files a change of which reloads: the main file, the upstreams file and the keys
+    /// file the running config names.
+    fn watched(&self) -> Vec<PathBuf> {
+        let s = &self.config.server;
+        let mut files = vec![self.config.path.clone(), s.upstreams_path.clone()];
+        files.extend(s.access.keys_path.clone());
+        files
+    }
+
+    /// One reload; its outcome is counted and kept for `/status`, a failure logged. The new
+    /// config when it was applied.
+    pub async fn reload(&mut self) -> Option<Config> {
         let generation = self.router.load().generation;
         match self.try_reload().await {
-            Ok(new_generation) => {
+            Ok((new_generation, config)) => {
                 metrics().config_reloads.with_label_values(&["ok"]).inc();
                 metrics().config_generation.set(new_generation as i64);
                 self.status.set(LastReload {
@@ -90,7 +148,7 @@ impl Reloader {
                     generation: new_generation,
                     error: None,
                 });
-                tracing::info!(generation = new_generation, "configuration reloaded");
+                Some(config)
             }
             Err(error) => {
                 metrics().config_reloads.with_label_values(&["error"]).inc();
@@ -101,12 +159,13 @@ impl Reloader {
                     generation,
                     error: Some(error),
                 });
+                None
             }
         }
     }
 
-    async fn try_reload(&mut self) -> Result<u64, String> {
-        let config = config::load(&self.main_path).map_err(|e| e.to_string())?;
+    async fn try_reload(&mut self) -> Result<(u64, Config), String> {
+        let config = config::load(&self.config.path).map_err(|e| e.to_string())?;
         self.warn_restart_only(&config.server);
         let previous = self.router.load();
         let built =
@@ -137,7 +196,7 @@ impl Reloader {
         );
         self.router.store(built.snapshot);
         self.mocks.retain(&built.mocks);
-        Ok(generation)
+        Ok((generation, config))
     }
 
     fn warn_restart_only(&self, new: &ServerConfig) {
@@ -150,6 +209,7 @@ impl Reloader {
                 old.grace_period != new.grace_period,
             ),
             ("server.dns_refresh_ms", old.dns_refresh != new.dns_refresh),
+            ("server.watch_config", old.watch_config != new.watch_config),
         ];
         for (key, differs) in changed {
             if differs {
@@ -159,6 +219,14 @@ impl Reloader {
                 );
             }
         }
+    }
+}
+
+/// The next settled change of the watched files; never, when not watching.
+async fn changed(watch: &mut Option<watch::FileWatch>) -> Vec<PathBuf> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
 }
 
