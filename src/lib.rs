@@ -20,6 +20,7 @@ pub mod dlq;
 pub mod dns;
 pub mod h1;
 pub mod health;
+pub mod healthcheck;
 pub mod jsonrpc;
 pub mod kv;
 pub mod metrics;

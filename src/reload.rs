@@ -5,13 +5,13 @@
 //! into the next. A config that fails to load or build leaves the running table untouched; the
 //! outcome of the last reload is kept for `/status` and metrics.
 //!
-//! Changes to `server.listen`, `server.threads`, `server.grace_period_ms` and
-//! `server.dns_refresh_ms` need a restart and are reported as such; the request limits
-//! (`max_body_bytes`, `max_response_bytes`, `max_batch`, `request_timeout_ms`), the access-log
-//! sampling, the connect and idle timeouts of new upstreams, and the whole upstreams file apply
-//! at once.
+//! Changes to `server.listen`, `server.metrics_listen`, `server.threads`,
+//! `server.grace_period_ms`, `server.dns_refresh_ms` and `[dlq]` need a restart and are reported
+//! as such; the request and WebSocket limits in `route::Limits`, the access-log sampling, the
+//! connect timeout, `[cache]`, `[auth]`, `[limits]`, the keys file and the whole upstreams file
+//! apply at once. Connection pools carry over with unchanged upstreams, so
+//! `upstream_max_connections` and `upstream_idle_timeout_ms` reach only new or changed ones.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,7 +54,8 @@ impl ReloadStatus {
 }
 
 pub struct Reloader {
-    pub main_path: PathBuf,
+    /// What the process started from (a file or the built-in demo), read again on each reload.
+    pub loader: config::Loader,
     /// The server settings the process started with (some need a restart to change).
     pub started_with: ServerConfig,
     /// Takes `[cache]`'s rules and backend on every reload.
@@ -72,7 +73,7 @@ impl Reloader {
     /// Reloads on every SIGHUP until the process ends.
     pub async fn run(mut self, mut hup: Signal) {
         while hup.recv().await.is_some() {
-            tracing::info!(config = %self.main_path.display(), "SIGHUP: reloading configuration");
+            tracing::info!(config = %self.loader.source, "SIGHUP: reloading configuration");
             self.reload().await;
         }
     }
@@ -106,7 +107,10 @@ impl Reloader {
     }
 
     async fn try_reload(&mut self) -> Result<u64, String> {
-        let config = config::load(&self.main_path).map_err(|e| e.to_string())?;
+        let config = self.loader.load().map_err(|e| e.to_string())?;
+        if let Some(warning) = config.upstreams.no_chains_warning() {
+            tracing::warn!("{warning}");
+        }
         self.warn_restart_only(&config.server);
         let previous = self.router.load();
         let built =
@@ -144,12 +148,18 @@ impl Reloader {
         let old = &self.started_with;
         let changed = [
             ("server.listen", old.listen != new.listen),
+            (
+                "server.metrics_listen",
+                old.metrics_listen != new.metrics_listen,
+            ),
             ("server.threads", old.threads != new.threads),
             (
                 "server.grace_period_ms",
                 old.grace_period != new.grace_period,
             ),
             ("server.dns_refresh_ms", old.dns_refresh != new.dns_refresh),
+            // The queue's store is opened once, at start.
+            ("dlq", old.dlq != new.dlq),
         ];
         for (key, differs) in changed {
             if differs {

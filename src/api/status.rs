@@ -25,12 +25,17 @@ pub fn health(snapshot: &Snapshot, now: Millis) -> Answer {
             )
         })
         .collect();
-    let (status, word) = if down.is_empty() {
+    // No chain configured (a fresh install) serves nothing: not healthy for a load balancer.
+    let unconfigured = chains.is_empty();
+    let (status, word) = if down.is_empty() && !unconfigured {
         (200, "ok")
     } else {
         (503, "unavailable")
     };
-    let body = json!({ "status": word, "down": down, "chains": chains });
+    let mut body = json!({ "status": word, "down": down, "chains": chains });
+    if unconfigured {
+        body["reason"] = "no chains configured".into();
+    }
     Answer::json(status, body.to_string())
 }
 
