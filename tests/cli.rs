@@ -56,6 +56,47 @@ fn shipped_configs_are_valid() {
 }
 
 #[test]
+fn packaged_and_container_configs_are_valid_and_configure_no_chain() {
+    // The Debian package's /etc/livechain and the image's: valid as installed, no chain (never
+    // the demo's mocks), so the warning says what to do.
+    for (main, ups) in [
+        ("pkg/etc/livechain.toml", "pkg/etc/upstreams.toml"),
+        ("deploy/container/livechain.toml", "pkg/etc/upstreams.toml"),
+    ] {
+        let dir = TempDir::new();
+        let text = std::fs::read_to_string(repo_path(main)).unwrap();
+        let main_copy = dir.write("livechain.toml", &text);
+        dir.write(
+            "upstreams.toml",
+            &std::fs::read_to_string(repo_path(ups)).unwrap(),
+        );
+        let out = check(&main_copy, &[]);
+        assert!(out.status.success(), "{main}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no chains configured"), "{main}: {err}");
+    }
+    // The template's commented-out examples are a valid config once uncommented.
+    let template = std::fs::read_to_string(repo_path("pkg/etc/upstreams.toml")).unwrap();
+    let uncommented: String = template
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        uncommented.contains("[[chains.ethereum.upstreams]]"),
+        "{uncommented}"
+    );
+    let dir = TempDir::new();
+    let main = dir.write("livechain.toml", "[server]\n");
+    dir.write("upstreams.toml", &uncommented);
+    let out = check(&main, &[("INFURA_KEY", "k1"), ("ALCHEMY_KEY", "k2")]);
+    assert!(out.status.success(), "{uncommented}\n{out:?}");
+}
+
+#[test]
 fn check_names_file_key_and_reason() {
     let dir = TempDir::new();
     let main = dir.write("livechain.toml", "[server]\nlisten = \"127.0.0.1:1\"\n");
