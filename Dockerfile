@@ -6,7 +6,9 @@
 #   docker build -t livechain .
 #   docker run -p 8545:8545 -v "$PWD/my-conf:/etc/livechain:ro" livechain
 
-ARG RUST_VERSION=1.85
+# The toolchain the test suite builds with; at least the newest rust-version among the locked
+# dependencies (scripts/container-check checks it).
+ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 # cmake and a C++ compiler: pingora's zlib-ng build. Versions are not pinned (DL3008): Debian
 # stable replaces them with security updates, and a pin would break the build when it does.
