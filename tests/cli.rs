@@ -196,6 +196,19 @@ async fn without_a_config_file_the_built_in_demo_is_served_from_any_directory() 
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(entries, ["livechain.log"]);
+    // SIGHUP reloads the demo (there is no file to read), and --listen is applied to the
+    // reloaded config too: no "changed, needs a restart" warning about server.listen.
+    p.signal("HUP");
+    assert!(
+        p.log_until(Duration::from_secs(10), |l| l
+            .contains("configuration reloaded"))
+            .await,
+        "{}",
+        p.log()
+    );
+    assert!(!p.log().contains("after a restart"), "{}", p.log());
+    let r = c.post("/polygon", &call(3, "eth_chainId", json!([]))).await;
+    assert_eq!(r.json()["result"], "0x89");
 
     // `check` without a file checks the demo too.
     let out = Command::new(bin())
