@@ -39,11 +39,11 @@ pub fn get_status(url: &str, timeout: Duration) -> Result<u16, CheckError> {
     };
     let deadline = Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let host_port = format!(
-        "{}:{port}",
-        host.trim_start_matches('[').trim_end_matches(']')
-    );
-    let addr = host_port
+    // `host_str` keeps an IPv6 literal's brackets: right for the Host header, not for the
+    // address lookup.
+    let host_port = format!("{host}:{port}");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = (bare, port)
         .to_socket_addrs()
         .map_err(io)?
         .next()
@@ -137,6 +137,31 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn ipv6_literals_are_reached() {
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 loopback here
+        };
+        let url = format!(
+            "http://[::1]:{}/health",
+            listener.local_addr().unwrap().port()
+        );
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut req = [0u8; 512];
+            let n = s.read(&mut req).expect("read");
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .expect("write");
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        assert_eq!(
+            get_status(&url, Duration::from_secs(5)).expect("status"),
+            200
+        );
+        let req = server.join().expect("server");
+        assert!(req.contains("\r\nHost: [::1]:"), "{req}");
     }
 
     #[test]
