@@ -22,6 +22,7 @@ pub mod dns;
 pub mod drain;
 pub mod h1;
 pub mod health;
+pub mod healthcheck;
 pub mod jsonrpc;
 pub mod kv;
 pub mod metrics;

@@ -56,6 +56,47 @@ fn shipped_configs_are_valid() {
 }
 
 #[test]
+fn packaged_and_container_configs_are_valid_and_configure_no_chain() {
+    // The Debian package's /etc/livechain and the image's: valid as installed, no chain (never
+    // the demo's mocks), so the warning says what to do.
+    for (main, ups) in [
+        ("pkg/etc/livechain.toml", "pkg/etc/upstreams.toml"),
+        ("deploy/container/livechain.toml", "pkg/etc/upstreams.toml"),
+    ] {
+        let dir = TempDir::new();
+        let text = std::fs::read_to_string(repo_path(main)).unwrap();
+        let main_copy = dir.write("livechain.toml", &text);
+        dir.write(
+            "upstreams.toml",
+            &std::fs::read_to_string(repo_path(ups)).unwrap(),
+        );
+        let out = check(&main_copy, &[]);
+        assert!(out.status.success(), "{main}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no chains configured"), "{main}: {err}");
+    }
+    // The template's commented-out examples are a valid config once uncommented.
+    let template = std::fs::read_to_string(repo_path("pkg/etc/upstreams.toml")).unwrap();
+    let uncommented: String = template
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        uncommented.contains("[[chains.ethereum.upstreams]]"),
+        "{uncommented}"
+    );
+    let dir = TempDir::new();
+    let main = dir.write("livechain.toml", "[server]\n");
+    dir.write("upstreams.toml", &uncommented);
+    let out = check(&main, &[("INFURA_KEY", "k1"), ("ALCHEMY_KEY", "k2")]);
+    assert!(out.status.success(), "{uncommented}\n{out:?}");
+}
+
+#[test]
 fn check_names_file_key_and_reason() {
     let dir = TempDir::new();
     let main = dir.write("livechain.toml", "[server]\nlisten = \"127.0.0.1:1\"\n");
@@ -122,6 +163,138 @@ async fn default_config_serves_both_chains_from_embedded_mocks() {
     assert_eq!(v[0]["id"], 1);
     assert_eq!(v[1]["id"], 2);
     assert!(v[1]["result"]["hash"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_config_file_the_built_in_demo_is_served_from_any_directory() {
+    let p = Proxy::start_bare(&[]).await;
+    let mut c = p.client();
+    for (path, id) in [("/ethereum", "0x1"), ("/polygon", "0x89")] {
+        let r = c.post(path, &call(1, "eth_chainId", json!([]))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["result"], id);
+    }
+    let r = c
+        .post("/ethereum", &call(2, "eth_blockNumber", json!([])))
+        .await;
+    assert!(r.json()["result"]
+        .as_str()
+        .is_some_and(|h| h.starts_with("0x")));
+    // Said first, before anything else is logged.
+    let log = p.log();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(
+            "no config file at conf/livechain.toml: serving the built-in demo config (mock upstreams)"
+        ),
+        "first log line: {first}"
+    );
+    // Nothing written to the working directory but the test's own log (the demo's
+    // transaction queue is off).
+    let entries: Vec<_> = std::fs::read_dir(&p.dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(entries, ["livechain.log"]);
+    // SIGHUP reloads the demo (there is no file to read), and --listen is applied to the
+    // reloaded config too: no "changed, needs a restart" warning about server.listen.
+    p.signal("HUP");
+    assert!(
+        p.log_until(Duration::from_secs(10), |l| l
+            .contains("configuration reloaded"))
+            .await,
+        "{}",
+        p.log()
+    );
+    assert!(!p.log().contains("after a restart"), "{}", p.log());
+    let r = c.post("/polygon", &call(3, "eth_chainId", json!([]))).await;
+    assert_eq!(r.json()["result"], "0x89");
+
+    // `check` without a file checks the demo too.
+    let out = Command::new(bin())
+        .arg("check")
+        .current_dir(&p.dir.0)
+        .output()
+        .expect("run check");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("built-in demo config"));
+}
+
+#[test]
+fn a_config_named_on_the_command_line_must_exist() {
+    let dir = TempDir::new();
+    for args in [
+        &["--config", "missing.toml"][..],
+        &["check", "--config", "missing.toml"],
+    ] {
+        let out = Command::new(bin())
+            .args(args)
+            .current_dir(&dir.0)
+            .output()
+            .expect("run livechain");
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("missing.toml: cannot read file"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_without_chains_is_valid_and_answers_503_saying_why() {
+    let ups = "# every provider commented out, as a fresh install has it\n";
+    let dir = TempDir::new();
+    let main = dir.write("livechain.toml", "[server]\n");
+    dir.write("upstreams.toml", ups);
+    let out = check(&main, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("no chains configured"),
+        "{err}"
+    );
+
+    let p = Proxy::start(ups, "").await;
+    assert!(
+        p.log_until(Duration::from_secs(5), |l| l
+            .contains("no chains configured"))
+            .await,
+        "a warning at start"
+    );
+    let mut c = p.client();
+    let r = c
+        .post("/ethereum", &call(7, "eth_chainId", json!([])))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["id"].as_u64(), v["error"]["code"].as_i64()),
+        (Some(7), Some(-32011))
+    );
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no chains are configured"));
+    let health = c.request("GET", "/health", &[], b"").await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["reason"], "no chains configured");
+
+    // `livechain health`: exit 1 on the 503, 0 on a 2xx.
+    let health_cmd = |path: &str| {
+        Command::new(bin())
+            .args(["health", "--url", &format!("http://{}{path}", p.addr)])
+            .output()
+            .expect("run livechain health")
+    };
+    let out = health_cmd("/health");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 503"));
+    assert!(health_cmd("/status").status.success());
+    // Nothing listening: exit 1 too, quickly.
+    let out = Command::new(bin())
+        .args(["health", "--timeout-ms", "500", "--url"])
+        .arg(format!("http://127.0.0.1:{}/health", free_port()))
+        .output()
+        .expect("run livechain health");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

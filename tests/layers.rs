@@ -8,6 +8,7 @@ use std::path::Path;
 /// Each top-level module's layer; a module may use only modules of lower layers.
 const LAYERS: &[(&str, u32)] = &[
     ("conn", 0),
+    ("healthcheck", 0),
     ("jsonrpc", 0),
     ("telemetry", 0),
     ("h1", 1),

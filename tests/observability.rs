@@ -729,6 +729,35 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         .filter(|l| l.contains("livechain.service"))
         .collect();
     assert!(warnings.is_empty(), "warnings: {warnings:#?}");
+    // The Debian package's unit is the same one with the binary in /usr/bin.
+    let packaged =
+        std::fs::read_to_string(repo_path("pkg/debian/livechain.service")).expect("packaged unit");
+    let directives = |text: &str, bin: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("Documentation="))
+            .map(|l| l.replace(bin, "BIN"))
+            .collect()
+    };
+    assert_eq!(
+        directives(&packaged, "/usr/bin/livechain"),
+        directives(&unit, "/usr/local/bin/livechain"),
+        "pkg/debian/livechain.service differs from systemd/livechain.service beyond the binary's path"
+    );
+    std::fs::create_dir_all(dir.0.join("packaged")).expect("dir");
+    let path = dir.write(
+        "packaged/livechain.service",
+        &packaged.replace("/usr/bin/livechain", &bin()),
+    );
+    let out = Command::new(tool("systemd-analyze"))
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed on the packaged unit:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The reload command itself accepts the shipped config.
     let check = Command::new(bin())
         .args(["check", "--config"])

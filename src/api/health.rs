@@ -28,6 +28,8 @@ pub fn usable(chain: &Chain, now: Millis) -> usize {
 /// The instance's verdict over its chains: which are down, and whether that is healthy.
 struct Verdict<'a> {
     healthy: bool,
+    /// No chain is configured at all.
+    unconfigured: bool,
     down: Vec<&'a str>,
     chains: serde_json::Map<String, serde_json::Value>,
 }
@@ -44,12 +46,15 @@ fn judge(snapshot: &Snapshot, mode: HealthMode, now: Millis) -> Verdict<'_> {
         }
         chains.insert(chain.name.clone(), json!({ "usable_upstreams": n }));
     }
-    let healthy = match mode {
-        HealthMode::All => down.is_empty(),
-        HealthMode::Any => down.len() < total,
-    };
+    // No chain configured (a fresh install) serves nothing: not healthy for a load balancer.
+    let healthy = total > 0
+        && match mode {
+            HealthMode::All => down.is_empty(),
+            HealthMode::Any => down.len() < total,
+        };
     Verdict {
         healthy,
+        unconfigured: total == 0,
         down,
         chains,
     }
@@ -63,12 +68,15 @@ pub fn health(snapshot: &Snapshot, mode: HealthMode, now: Millis) -> Answer {
         true => (200, "ok"),
         false => (503, "unavailable"),
     };
-    let body = json!({
+    let mut body = json!({
         "status": word,
         "mode": mode.as_str(),
         "down": v.down,
         "chains": v.chains,
     });
+    if v.unconfigured {
+        body["reason"] = "no chains configured".into();
+    }
     Answer::json(status, body.to_string())
 }
 
@@ -101,11 +109,14 @@ pub fn ready(snapshot: &Snapshot, mode: HealthMode, phase: Phase, now: Millis) -
         "ready"
     };
     let status = if word == "ready" { 200 } else { 503 };
-    let body = json!({
+    let mut body = json!({
         "status": word,
         "mode": mode.as_str(),
         "down": v.down,
     });
+    if v.unconfigured {
+        body["reason"] = "no chains configured".into();
+    }
     Answer::json(status, body.to_string())
 }
 

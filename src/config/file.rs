@@ -288,8 +288,7 @@ fn default_health() -> String {
     "any".to_string()
 }
 
-/// The upstreams file. A missing `chains` table is reported by validation, not by serde, so the
-/// message can say what is expected.
+/// The upstreams file. A missing `chains` table means no chains (valid: see `validate::upstreams`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpstreamsFile {

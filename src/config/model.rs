@@ -179,6 +179,19 @@ pub struct UpstreamsConfig {
     pub retry: RetryConfig,
 }
 
+impl UpstreamsConfig {
+    /// The warning for a file that names no chain (valid, but every request is answered 503).
+    pub fn no_chains_warning(&self) -> Option<String> {
+        self.chains.is_empty().then(|| {
+            format!(
+                "{}: no chains configured: every request is answered 503 until a [chains.NAME] \
+                 with its [[chains.NAME.upstreams]] is added (then reload)",
+                self.path.display()
+            )
+        })
+    }
+}
+
 /// `[probe]` in the upstreams file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeConfig {

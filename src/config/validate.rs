@@ -261,13 +261,12 @@ pub(crate) fn upstreams(
     path: &Path,
     env: Env<'_>,
 ) -> Result<UpstreamsConfig, ConfigError> {
+    // No chain at all is valid: it is how a fresh install's template reads before the operator
+    // adds providers, and refusing it would leave a packaged service that cannot start (nor
+    // `livechain check` pass) until edited. Such a config is loud instead: a warning at start and
+    // from `check` (`UpstreamsConfig::no_chains_warning`) and HTTP 503 with a message saying what
+    // to add for every request, so it is never mistaken for a working proxy.
     let mut p = Problems::new(path);
-    if file.chains.is_empty() {
-        p.push(
-            "chains",
-            "at least one chain is required, e.g. [chains.ethereum] with chain_id = 1",
-        );
-    }
 
     let mut owners: BTreeMap<u64, &str> = BTreeMap::new();
     let mut chains = BTreeMap::new();

@@ -38,8 +38,9 @@ pub enum Target {
     Events(Arc<Chain>),
     /// `GET /v1/chains/{chain}/health`: public like `/health` (no key, no admin token).
     ChainHealth(Arc<Chain>),
-    /// A `POST` to a chain that does not exist: every call's id gets the error.
-    UnknownChain(Box<RpcError>),
+    /// A `POST` to a chain that does not exist: every call's id gets the error, with this HTTP
+    /// status (404, or 503 while no chain is configured at all).
+    UnknownChain(u16, Box<RpcError>),
     /// Refused without reading a body (which is drained to keep the connection). Boxed, like
     /// the error above: rare, and a request's target is moved a few times on the hot path.
     Refuse(Box<Answer>),
@@ -117,7 +118,6 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             (None, _, _) => Target::Refuse(Box::new(unknown_chain(
                 snapshot,
                 chain_segment(rest).unwrap_or(rest),
-                404,
             ))),
             (Some(_), false, "GET") => Target::Refuse(Box::new(
                 Answer::rpc_error(
@@ -140,11 +140,11 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
     let name = path.strip_prefix('/').and_then(chain_segment);
     let Some(chain) = name.and_then(|s| snapshot.chain(s)) else {
         let name = name.unwrap_or(path);
-        let err = unknown_chain_error(snapshot, name);
+        let (status, err) = unknown_chain_error(snapshot, name);
         return if method == "POST" {
-            Target::UnknownChain(Box::new(err))
+            Target::UnknownChain(status, Box::new(err))
         } else {
-            Target::Refuse(Box::new(Answer::rpc_error(404, &err)))
+            Target::Refuse(Box::new(Answer::rpc_error(status, &err)))
         };
     };
     match method {
@@ -226,23 +226,37 @@ fn not_found(path: &str) -> Answer {
     Answer::rpc_error(404, &err)
 }
 
-fn unknown_chain(snapshot: &Snapshot, name: &str, status: u16) -> Answer {
-    Answer::rpc_error(status, &unknown_chain_error(snapshot, name))
+fn unknown_chain(snapshot: &Snapshot, name: &str) -> Answer {
+    let (status, err) = unknown_chain_error(snapshot, name);
+    Answer::rpc_error(status, &err)
 }
 
-fn unknown_chain_error(snapshot: &Snapshot, name: &str) -> RpcError {
+/// 404 naming the chains served; 503 while there are none (an installed but not yet configured
+/// livechain is unavailable rather than wrong about the client's chain).
+fn unknown_chain_error(snapshot: &Snapshot, name: &str) -> (u16, RpcError) {
     let known: Vec<String> = snapshot
         .chains()
         .map(|c| format!("/{} (/{})", c.name, c.chain_id))
         .collect();
-    RpcError::new(
+    if known.is_empty() {
+        return (
+            503,
+            RpcError::new(
+                code::NO_UPSTREAM,
+                "no chains are configured: add a [chains.NAME] with its upstreams to the \
+                 upstreams file and reload",
+            ),
+        );
+    }
+    let err = RpcError::new(
         code::INVALID_REQUEST,
         format!(
             "unknown chain {:?}; this endpoint serves {}",
             quote(name),
             known.join(", ")
         ),
-    )
+    );
+    (404, err)
 }
 
 #[cfg(test)]
@@ -250,8 +264,13 @@ mod tests {
     use super::*;
 
     fn snapshot() -> Snapshot {
-        let text = "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"u\"\n\
-                    http = \"http://127.0.0.1:9\"\n";
+        snapshot_of(
+            "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"u\"\n\
+             http = \"http://127.0.0.1:9\"\n",
+        )
+    }
+
+    fn snapshot_of(text: &str) -> Snapshot {
         let config = crate::config::Config {
             path: "t.toml".into(),
             server: crate::config::parse_server("", std::path::Path::new("t.toml"), |_| None)
@@ -271,6 +290,25 @@ mod tests {
             .snapshot
     }
 
+    #[test]
+    fn without_chains_every_chain_request_is_unavailable() {
+        let empty = snapshot_of("");
+        let main = Site::Main { metrics_here: true };
+        match route(main, "POST", "/ethereum", false, &empty) {
+            Target::UnknownChain(status, err) => {
+                assert_eq!((status, err.code), (503, code::NO_UPSTREAM));
+                assert!(err.message.contains("no chains are configured"), "{err:?}");
+            }
+            _ => panic!("not an unknown chain"),
+        }
+        for (method, path, ws) in [("GET", "/v1/ws/ethereum", true), ("GET", "/1", false)] {
+            match route(main, method, path, ws, &empty) {
+                Target::Refuse(a) => assert_eq!(a.status, 503, "{method} {path}"),
+                _ => panic!("{method} {path} not refused"),
+            }
+        }
+    }
+
     fn what(site: Site, method: &str, path: &str, ws: bool) -> String {
         match route(site, method, path, ws, &snapshot()) {
             Target::JsonRpc(c) => format!("jsonrpc {}", c.name),
@@ -280,7 +318,7 @@ mod tests {
             Target::Rest => "rest".into(),
             Target::Events(c) => format!("events {}", c.name),
             Target::ChainHealth(c) => format!("chain health {}", c.name),
-            Target::UnknownChain(_) => "unknown chain".into(),
+            Target::UnknownChain(..) => "unknown chain".into(),
             Target::Refuse(a) => format!("refuse {}", a.status),
             Target::Dlq(op) => format!("{op:?}"),
         }

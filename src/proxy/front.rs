@@ -296,7 +296,7 @@ impl Front {
             | Target::Events(_)
             | Target::Rest
             | Target::Preflight
-            | Target::UnknownChain(_) => {
+            | Target::UnknownChain(..) => {
                 let key = auth::presented(
                     dispatch::path_key(parsed.path).map(str::as_bytes),
                     parsed.authorization,
@@ -417,11 +417,11 @@ impl Front {
                     },
                 }
             }
-            Target::UnknownChain(err) => {
+            Target::UnknownChain(status, err) => {
                 match read_body(stream, buf, req.body, req.expect_continue, &limits).await {
                     Err(BodyEnd::Gone) => return false,
                     Err(BodyEnd::Answer(a)) => a,
-                    Ok(body) => super::refuse_each(&body, limits.bounds(), 404, &err),
+                    Ok(body) => super::refuse_each(&body, limits.bounds(), status, &err),
                 }
             }
             // Answered without the body, which is read and dropped to keep the connection.
@@ -459,7 +459,7 @@ impl Front {
                     Target::Refuse(answer) => *answer,
                     // Served above and in `process_new`.
                     Target::JsonRpc(_)
-                    | Target::UnknownChain(_)
+                    | Target::UnknownChain(..)
                     | Target::WebSocket(_)
                     | Target::Events(_) => {
                         unreachable!("served elsewhere")

@@ -6,11 +6,13 @@
 //! one are coalesced into the next. A config that fails to load or build leaves the running
 //! table untouched; the outcome of the last reload is kept for `/status` and metrics.
 //!
-//! Changes to `server.listen`, `server.threads`, `server.grace_period_ms`,
-//! `server.dns_refresh_ms` and `server.watch_config` need a restart and are reported as such;
-//! the request limits (`max_body_bytes`, `max_response_bytes`, `max_batch`,
-//! `request_timeout_ms`), `server.health`, the access-log sampling, the connect and idle
-//! timeouts of new upstreams, and the whole upstreams file apply at once.
+//! Changes to `server.listen`, `server.metrics_listen`, `server.threads`,
+//! `server.grace_period_ms`, `server.dns_refresh_ms`, `server.watch_config` and `[dlq]` need a
+//! restart and are reported as such; the request and WebSocket limits in `route::Limits`,
+//! `server.health`, the access-log sampling, the connect timeout, `[cache]`, `[auth]`,
+//! `[limits]`, the keys file and the whole upstreams file apply at once. Connection pools carry
+//! over with unchanged upstreams, so `upstream_max_connections` and `upstream_idle_timeout_ms`
+//! reach only new or changed ones.
 
 mod diff;
 pub mod watch;
@@ -61,6 +63,8 @@ pub struct Reloader {
     /// The config of the running table: the one the process started with, then the last one
     /// a reload applied. Its files are the ones watched.
     pub config: Config,
+    /// What the process started from (a file or the built-in demo), read again on each reload.
+    pub loader: config::Loader,
     /// The server settings the process started with (some need a restart to change).
     pub started_with: ServerConfig,
     /// Takes `[cache]`'s rules and backend on every reload.
@@ -103,7 +107,7 @@ impl Reloader {
             };
             match &cause {
                 Cause::Signal => {
-                    tracing::info!(config = %self.config.path.display(), "SIGHUP: reloading configuration")
+                    tracing::info!(config = %self.loader.source, "SIGHUP: reloading configuration")
                 }
                 Cause::Files(files) => {
                     let files: Vec<String> =
@@ -165,7 +169,10 @@ impl Reloader {
     }
 
     async fn try_reload(&mut self) -> Result<(u64, Config), String> {
-        let config = config::load(&self.config.path).map_err(|e| e.to_string())?;
+        let config = self.loader.load().map_err(|e| e.to_string())?;
+        if let Some(warning) = config.upstreams.no_chains_warning() {
+            tracing::warn!("{warning}");
+        }
         self.warn_restart_only(&config.server);
         let previous = self.router.load();
         let built =
@@ -203,6 +210,10 @@ impl Reloader {
         let old = &self.started_with;
         let changed = [
             ("server.listen", old.listen != new.listen),
+            (
+                "server.metrics_listen",
+                old.metrics_listen != new.metrics_listen,
+            ),
             ("server.threads", old.threads != new.threads),
             (
                 "server.grace_period_ms",
@@ -210,6 +221,8 @@ impl Reloader {
             ),
             ("server.dns_refresh_ms", old.dns_refresh != new.dns_refresh),
             ("server.watch_config", old.watch_config != new.watch_config),
+            // The queue's store is opened once, at start.
+            ("dlq", old.dlq != new.dlq),
         ];
         for (key, differs) in changed {
             if differs {

@@ -52,8 +52,14 @@ impl Livechaind {
 }
 
 /// Builds everything from a validated config; nothing is listening yet. Embedded mocks and the
-/// reload handler (fed by `hup`) run on `control`.
-pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechaind, StartError> {
+/// reload handler (fed by `hup`, reading through `loader`, where `config` came from) run on
+/// `control`.
+pub fn build(
+    config: &Config,
+    loader: crate::config::Loader,
+    control: &Control,
+    hup: Signal,
+) -> Result<Livechaind, StartError> {
     let s = &config.server;
     let mut mocks = MockHost::new(control.handle());
     let built = table::build(config, None, &mut mocks)?;
@@ -170,6 +176,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
     ));
     let reloader = Reloader {
         config: config.clone(),
+        loader,
         started_with: config.server.clone(),
         router: router.clone(),
         mocks,
