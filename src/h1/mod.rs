@@ -7,7 +7,7 @@
 //! - [`answer`]: the answers livechain writes, and the one writer.
 //!
 //! Pingora's HTTP/1 session is not used for either side. It costs more per request than nginx
-//! spends on a whole proxied exchange (README "Performance"), and having both it and a fast
+//! spends on a whole proxied exchange (docs/performance.md), and having both it and a fast
 //! path meant two parsers that disagreed at the edges (a missing `Host`, two `Content-Type`s,
 //! pipelined requests after one Pingora served). The fuzz targets hold this layer to Pingora's
 //! parser and body reader on the same bytes (`fuzz/`).

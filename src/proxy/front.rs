@@ -10,8 +10,8 @@
 //! request whose body was not read to its end.
 //!
 //! Pingora still accepts the connections (and owns the process: signals, graceful shutdown,
-//! background services); its HTTP session is not used, for its cost per request (README
-//! "Performance") and so that one parser decides everything (`h1`).
+//! background services); its HTTP session is not used, for its cost per request
+//! (docs/performance.md) and so that one parser decides everything (`h1`).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
