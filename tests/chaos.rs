@@ -12,10 +12,14 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
 use common::chaos::{accepts, ms, Cluster, Opts, Report, Run, HEDGE};
-use common::fault::Fault;
+use common::fault::{Fault, FaultProxy, DRIP_BYTES, DRIP_PAUSE};
 
 /// Every kind of fault, as the test applies them.
 const FAULTS: [Fault; 6] = [
@@ -130,7 +134,10 @@ async fn hedged_reads_keep_p99_within_twice_healthy() {
     }
 }
 
-/// A loopback echo server for the harness tests.
+// The fault proxy itself: each fault does what the runs above take it to do.
+
+/// A loopback echo server (the proxies' target in the harness tests); ends with the test's
+/// runtime.
 async fn echo() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -145,18 +152,178 @@ async fn echo() -> std::net::SocketAddr {
     addr
 }
 
+/// A client connection through `proxy` that has had one echo already (so it is open and
+/// relayed when a fault is switched on).
+async fn relayed(proxy: &FaultProxy) -> TcpStream {
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+        .await
+        .expect("echo through the proxy")
+        .unwrap();
+    c
+}
+
+/// Reads `n` bytes, failing after `within`; what came and how long it took.
+async fn read_n(c: &mut TcpStream, n: usize, within: Duration) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut buf = vec![0u8; n];
+    timeout(within, c.read_exact(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{n} bytes not echoed within {within:?}"))
+        .expect("read the echo");
+    (buf, started.elapsed())
+}
+
+/// Whether `c` gets nothing (neither bytes nor a close) for `quiet`.
+async fn silent(c: &mut TcpStream, quiet: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    timeout(quiet, c.read(&mut buf)).await.is_err()
+}
+
+/// Whether `c` is reset (not closed with a FIN, not left silent) within a second. Only read:
+/// a write would take the reset's error itself, and the read after it would see an end.
+async fn is_reset(c: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        timeout(Duration::from_secs(1), c.read(&mut buf)).await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset
+    )
+}
+
 #[tokio::test]
-async fn harness_partition_holds_and_counts() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let target = echo().await;
-    let proxy = common::fault::FaultProxy::start(target, &["MARK"]);
-    let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    let t0 = std::time::Instant::now();
-    c.write_all(b"hello MARK").await.unwrap();
-    let mut buf = [0u8; 10];
-    c.read_exact(&mut buf).await.unwrap();
+async fn harness_partition_is_silent_then_delivers() {
+    let proxy = FaultProxy::start(echo().await, &["MARK"]);
+    let mut c = relayed(&proxy).await;
+    let t0 = Instant::now();
     proxy.set(Fault::Partition);
-    c.write_all(b"again MARK").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    eprintln!("marks {:?}", proxy.marks_since(t0));
+    c.write_all(b"1 MARK").await.unwrap();
+    let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
+    fresh.write_all(b"2 MARK").await.unwrap();
+    assert!(
+        silent(&mut c, Duration::from_millis(300)).await,
+        "an open connection answered"
+    );
+    assert!(
+        silent(&mut fresh, Duration::from_millis(100)).await,
+        "a new connection answered"
+    );
+    assert_eq!(
+        proxy.marks_since(t0).len(),
+        2,
+        "the requests sent meanwhile are counted"
+    );
+    proxy.set(Fault::Pass);
+    // What was sent meanwhile arrives once the partition heals, as TCP would deliver it.
+    assert_eq!(read_n(&mut c, 6, Duration::from_secs(5)).await.0, b"1 MARK");
+    assert_eq!(
+        read_n(&mut fresh, 6, Duration::from_secs(5)).await.0,
+        b"2 MARK"
+    );
+}
+
+#[tokio::test]
+async fn harness_reset_cuts_open_and_new_connections() {
+    let proxy = FaultProxy::start(echo().await, &["MARK"]);
+    let mut c = relayed(&proxy).await;
+    proxy.set(Fault::Reset);
+    assert!(is_reset(&mut c).await, "an open connection was not reset");
+    let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(is_reset(&mut fresh).await, "a new connection was not reset");
+    proxy.set(Fault::Pass);
+    relayed(&proxy).await;
+}
+
+#[tokio::test]
+async fn harness_latency_delays_each_answer() {
+    let proxy = FaultProxy::start(echo().await, &["MARK"]);
+    let mut c = relayed(&proxy).await;
+    proxy.set(Fault::Latency(Duration::from_millis(300)));
+    for _ in 0..2 {
+        c.write_all(b"hello").await.unwrap();
+        let (got, took) = read_n(&mut c, 5, Duration::from_secs(5)).await;
+        assert_eq!(got, b"hello");
+        assert!(took >= Duration::from_millis(300), "answered in {took:?}");
+        assert!(took < Duration::from_millis(1500), "answered in {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn harness_bandwidth_paces_answers() {
+    let proxy = FaultProxy::start(echo().await, &["MARK"]);
+    let mut c = relayed(&proxy).await;
+    proxy.set(Fault::Bandwidth(1000));
+    c.write_all(&[7u8; 500]).await.unwrap();
+    let (got, took) = read_n(&mut c, 500, Duration::from_secs(5)).await;
+    assert_eq!(got, [7u8; 500]);
+    // 500 bytes at 1,000 a second, the last piece's time included.
+    assert!(took >= Duration::from_millis(450), "500 B in {took:?}");
+    assert!(took < Duration::from_millis(2000), "500 B in {took:?}");
+}
+
+#[tokio::test]
+async fn harness_half_open_reads_never_answers_then_resets() {
+    let proxy = FaultProxy::start(echo().await, &["MARK"]);
+    let mut c = relayed(&proxy).await;
+    let t0 = Instant::now();
+    proxy.set(Fault::HalfOpen);
+    c.write_all(b"1 MARK").await.unwrap();
+    let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
+    fresh.write_all(b"2 MARK").await.unwrap();
+    assert!(
+        silent(&mut c, Duration::from_millis(300)).await,
+        "an open connection answered"
+    );
+    assert!(
+        silent(&mut fresh, Duration::from_millis(100)).await,
+        "a new connection answered"
+    );
+    assert_eq!(
+        proxy.marks_since(t0).len(),
+        2,
+        "the requests are read and counted"
+    );
+    proxy.set(Fault::Pass);
+    // The peer that forgot them answers their next bytes with a reset.
+    assert!(is_reset(&mut c).await, "a half-open connection lived on");
+    assert!(
+        is_reset(&mut fresh).await,
+        "a half-open connection lived on"
+    );
+    relayed(&proxy).await;
+}
+
+#[tokio::test]
+async fn harness_slow_drip_sends_a_few_bytes_at_a_time() {
+    let proxy = FaultProxy::start(echo().await, &["MARK"]);
+    let mut c = relayed(&proxy).await;
+    proxy.set(Fault::SlowDrip);
+    let n = DRIP_BYTES * 4;
+    c.write_all(&vec![1u8; n]).await.unwrap();
+    let (_, took) = read_n(&mut c, n, Duration::from_secs(5)).await;
+    // Four pieces, three pauses between them.
+    assert!(took >= DRIP_PAUSE * 3, "{n} bytes in {took:?}");
+    proxy.set(Fault::Pass);
+    c.write_all(&vec![2u8; 4096]).await.unwrap();
+    let (_, took) = read_n(&mut c, 4096, Duration::from_secs(5)).await;
+    assert!(
+        took < DRIP_PAUSE * 2,
+        "4 KiB took {took:?} after the drip ended"
+    );
+}
+
+#[tokio::test]
+async fn harness_markers_are_counted_across_reads() {
+    let proxy = FaultProxy::start(echo().await, &["\"eth_getBalance\""]);
+    let mut c = relayed(&proxy).await;
+    let t0 = Instant::now();
+    // A marker split over two writes (and so, here, two reads), and two in one.
+    c.write_all(b"{\"method\":\"eth_getBa").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.write_all(b"lance\"} \"eth_getBalance\" \"eth_getBalance\"")
+        .await
+        .unwrap();
+    read_n(&mut c, 50, Duration::from_secs(5)).await;
+    assert_eq!(proxy.marks_since(t0).len(), 3);
 }
