@@ -72,27 +72,34 @@ const MAX_STATUS: usize = 200_000;
 pub const HEALTH_SETTINGS: &str = "[probe]\ninterval_ms = 100\ntimeout_ms = 250\n\n\
      [circuit]\nfailure_threshold = 3\ncooldown_ms = 200\nmax_cooldown_ms = 400\nwindow_ms = 1000\n";
 
-/// The `[retry]` table: the settings above, then `extra` (hedging keys).
-pub fn retry_table(extra: &str) -> String {
-    format!("[retry]\nmax_retries = 2\nper_try_timeout_ms = 250\nbackoff_max_ms = 50\n{extra}\n")
+/// The upstreams file's policy tables for the chaos runs: [`HEALTH_SETTINGS`] and `[retry]`
+/// with `retry_extra` (hedging keys) in it.
+pub fn tuned(retry_extra: &str) -> String {
+    format!(
+        "{HEALTH_SETTINGS}\n[retry]\nmax_retries = 2\nper_try_timeout_ms = 250\nbackoff_max_ms = 50\n\
+         {retry_extra}\n"
+    )
+}
+
+/// livechain's default health settings, with `retry_extra` in `[retry]`: what a run shows
+/// without the tuning.
+pub fn untuned(retry_extra: &str) -> String {
+    format!("[retry]\n{retry_extra}\n")
 }
 
 /// The keys that turn hedged reads on in `[retry]`.
 pub const HEDGE: &str = "hedge = true\n";
 
-/// The upstreams file for `proxies`, with [`HEALTH_SETTINGS`] and `retry_extra` in `[retry]`.
-pub fn upstreams_file(proxies: &[SocketAddr], retry_extra: &str) -> String {
+/// The upstreams file for `proxies` (named `u0`, `u1`, …), `policy` (`tuned` or `untuned`)
+/// first.
+pub fn upstreams_file(proxies: &[SocketAddr], policy: &str) -> String {
     let named: Vec<(String, String)> = proxies
         .iter()
         .enumerate()
         .map(|(i, a)| (format!("u{i}"), format!("http://{a}")))
         .collect();
     let named: Vec<(&str, String)> = named.iter().map(|(n, u)| (n.as_str(), u.clone())).collect();
-    format!(
-        "{HEALTH_SETTINGS}\n{}\n{}",
-        retry_table(retry_extra),
-        super::upstreams_toml("ethereum", 1, &named)
-    )
+    format!("{policy}\n{}", super::upstreams_toml("ethereum", 1, &named))
 }
 
 /// The main config's extra keys: the response cache off (it would answer repeated reads itself
@@ -100,11 +107,11 @@ pub fn upstreams_file(proxies: &[SocketAddr], retry_extra: &str) -> String {
 /// ones still get theirs).
 pub const SERVER_EXTRA: &str = "access_log_sample = 0.0\n";
 
-/// Whether this build of livechain accepts `retry_extra` in `[retry]` (`livechain check`).
-pub fn accepts(retry_extra: &str) -> bool {
+/// Whether this build of livechain accepts `policy` in its upstreams file (`livechain check`).
+pub fn accepts(policy: &str) -> bool {
     let dir = TempDir::new();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
-    dir.write("upstreams.toml", &upstreams_file(&[addr], retry_extra));
+    dir.write("upstreams.toml", &upstreams_file(&[addr], policy));
     let main = dir.write(
         "livechain.toml",
         &format!("[server]\nlisten = \"127.0.0.1:0\"\n{SERVER_EXTRA}{NO_CACHE}"),
@@ -192,12 +199,9 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts everything and waits until livechain has every upstream `up`.
-    pub async fn start(
-        upstreams: usize,
-        retry_extra: &str,
-        mock_latency_ms: (u64, u64),
-    ) -> Cluster {
+    /// Starts everything, `policy` (`tuned` or `untuned`) in the upstreams file, and waits
+    /// until livechain has every upstream `up`.
+    pub async fn start(upstreams: usize, policy: &str, mock_latency_ms: (u64, u64)) -> Cluster {
         let dir = TempDir::new();
         let mock = MockProcess::start(&dir, mock_latency_ms).await;
         let proxies: Vec<FaultProxy> = (0..upstreams)
@@ -205,7 +209,7 @@ impl Cluster {
             .collect();
         let addrs: Vec<SocketAddr> = proxies.iter().map(|p| p.addr).collect();
         let livechain = Proxy::start(
-            &upstreams_file(&addrs, retry_extra),
+            &upstreams_file(&addrs, policy),
             &format!("{SERVER_EXTRA}{NO_CACHE}"),
         )
         .await;
