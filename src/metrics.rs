@@ -36,6 +36,18 @@ pub struct Metrics {
     pub upstream_latency: HistogramVec,
     /// `livechain_retries_total{chain}`: attempts after the first.
     pub retries: IntCounterVec,
+    /// `livechain_hedged_requests_total{chain}`: reads sent to a second upstream while the
+    /// first was slow.
+    pub hedged: IntCounterVec,
+    /// `livechain_hedge_wins_total{chain,winner}`: which exchange of a hedged read gave the
+    /// answer (`first`, `hedge`).
+    pub hedge_wins: IntCounterVec,
+    /// `livechain_consensus_total{chain,result}`: consensus reads by result (`agreed`,
+    /// `no_quorum`).
+    pub consensus: IntCounterVec,
+    /// `livechain_consensus_disagreements_total{chain,upstream}`: answers that differed from
+    /// the quorum's.
+    pub consensus_disagreements: IntCounterVec,
     /// `livechain_jsonrpc_errors_total{chain,code}`: error objects in answers to clients.
     pub jsonrpc_errors: IntCounterVec,
     pub(crate) upstream_up: IntGaugeVec,
@@ -172,6 +184,26 @@ impl Metrics {
                 "livechain_retries_total",
                 "Attempts made after the first one of a request.",
                 &["chain"],
+            ),
+            hedged: counter(
+                "livechain_hedged_requests_total",
+                "Reads sent to a second upstream because the first had not answered in time.",
+                &["chain"],
+            ),
+            hedge_wins: counter(
+                "livechain_hedge_wins_total",
+                "Hedged reads by the exchange whose answer the client got (first, hedge).",
+                &["chain", "winner"],
+            ),
+            consensus: counter(
+                "livechain_consensus_total",
+                "Consensus reads by result (agreed, no_quorum).",
+                &["chain", "result"],
+            ),
+            consensus_disagreements: counter(
+                "livechain_consensus_disagreements_total",
+                "Answers of an upstream that differed from the quorum's in a consensus read.",
+                &["chain", "upstream"],
             ),
             jsonrpc_errors: counter(
                 "livechain_jsonrpc_errors_total",
@@ -415,6 +447,10 @@ impl Metrics {
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_latency.clone()),
             Box::new(m.retries.clone()),
+            Box::new(m.hedged.clone()),
+            Box::new(m.hedge_wins.clone()),
+            Box::new(m.consensus.clone()),
+            Box::new(m.consensus_disagreements.clone()),
             Box::new(m.jsonrpc_errors.clone()),
             Box::new(m.upstream_up.clone()),
             Box::new(m.upstream_score.clone()),

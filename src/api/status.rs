@@ -62,6 +62,8 @@ struct UpstreamStatus<'a> {
     rate_limited_for_ms: Option<u64>,
     in_flight: u32,
     chain_id: &'static str,
+    /// Demoted for disagreeing with the quorum of consensus reads.
+    demoted: bool,
 }
 
 fn upstream_status<'a>(chain: &Chain, u: &'a Upstream, now: Millis) -> UpstreamStatus<'a> {
@@ -93,6 +95,7 @@ fn upstream_status<'a>(chain: &Chain, u: &'a Upstream, now: Millis) -> UpstreamS
         consecutive_failures: h.consecutive_failures(),
         rate_limited_for_ms: h.rate_limited_until(now).map(|t| t - now),
         in_flight: h.in_flight(),
+        demoted: h.is_demoted(now),
         chain_id: match h.chain_id_status() {
             crate::health::ChainIdStatus::Unknown => "unknown",
             crate::health::ChainIdStatus::Ok => "ok",

@@ -319,6 +319,9 @@ pub(crate) struct RetryFile {
     pub per_try_timeout_ms: Option<u64>,
     pub backoff_base_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
+    pub hedge: Option<bool>,
+    pub hedge_max_ms: Option<u64>,
+    pub hedge_budget: Option<f64>,
 }
 
 /// `[[chains.NAME.routes]]`.
@@ -327,6 +330,26 @@ pub(crate) struct RetryFile {
 pub(crate) struct RouteFile {
     pub methods: Vec<String>,
     pub tags: Vec<String>,
+}
+
+/// `[[chains.NAME.consensus]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConsensusFile {
+    pub methods: Vec<String>,
+    pub quorum: u32,
+    pub of: u32,
+    #[serde(default)]
+    pub fallback: FallbackFile,
+}
+
+/// `chains.NAME.consensus[].fallback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FallbackFile {
+    #[default]
+    Error,
+    Best,
 }
 
 /// `[chains.NAME]`.
@@ -343,6 +366,8 @@ pub(crate) struct ChainFile {
     pub ws_max_connections: Option<u64>,
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub consensus: Vec<ConsensusFile>,
     /// Canonical blocks the chain supervisor keeps (reorgs deeper than this are rebased).
     #[serde(default = "default_reorg_window")]
     pub reorg_window: u64,

@@ -219,6 +219,8 @@ pub struct RetryConfig {
     pub backoff_base: Duration,
     /// Cap of one backoff (`backoff_max_ms`, default 200).
     pub backoff_max: Duration,
+    /// Hedged reads (`hedge = true`); `None` when off.
+    pub hedge: Option<HedgeConfig>,
 }
 
 impl Default for RetryConfig {
@@ -228,6 +230,27 @@ impl Default for RetryConfig {
             per_try_timeout: Duration::from_millis(3000),
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_millis(200),
+            hedge: None,
+        }
+    }
+}
+
+/// Hedged reads: a read whose upstream has not answered by the smaller of that upstream's
+/// recent p90 latency and `max_delay` is sent to a second one too, and the first good answer
+/// wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgeConfig {
+    /// `hedge_max_ms` (default 250): the longest a read waits before it is hedged.
+    pub max_delay: Duration,
+    /// `hedge_budget` (default 0.1): the share of reads that may be hedged.
+    pub budget: f64,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        HedgeConfig {
+            max_delay: Duration::from_millis(250),
+            budget: 0.1,
         }
     }
 }
@@ -259,6 +282,25 @@ pub struct RouteConfig {
     pub tags: Vec<String>,
 }
 
+/// `[[chains.NAME.consensus]]`: calls whose method matches one of `methods` are sent to `of`
+/// upstreams at once and answered only with a result `quorum` of them agree on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsensusConfig {
+    pub methods: Vec<String>,
+    pub quorum: usize,
+    pub of: usize,
+    /// Without a quorum: an error, or the answer of the highest-scoring upstream.
+    pub fallback: ConsensusFallback,
+}
+
+/// `chains.NAME.consensus[].fallback`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConsensusFallback {
+    #[default]
+    Error,
+    Best,
+}
+
 /// `[chains.NAME]`.
 #[derive(Debug, Clone)]
 pub struct ChainConfig {
@@ -272,6 +314,8 @@ pub struct ChainConfig {
     pub deny: Vec<String>,
     /// Tag requirements by method, first match wins (`routes`).
     pub routes: Vec<RouteConfig>,
+    /// Consensus reads by method, first match wins (`consensus`).
+    pub consensus: Vec<ConsensusConfig>,
     /// Most proxied WebSocket connections at once on this chain (`ws_max_connections`).
     pub ws_max_connections: Option<usize>,
     /// Canonical blocks the chain supervisor keeps (`reorg_window`, default 128).

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use super::error::Problems;
-use super::file::{CircuitFile, ProbeFile, RetryFile, RouteFile};
-use super::model::{CircuitConfig, ProbeConfig, RetryConfig, RouteConfig, UpstreamConfig};
+use super::file::{CircuitFile, ConsensusFile, FallbackFile, ProbeFile, RetryFile, RouteFile};
+use super::model::{
+    CircuitConfig, ConsensusConfig, ConsensusFallback, HedgeConfig, ProbeConfig, RetryConfig,
+    RouteConfig, UpstreamConfig,
+};
 
 /// `key` in `[0, lo..=hi]` ms, or the default.
 fn ms(
@@ -154,11 +157,32 @@ pub(crate) fn retry(p: &mut Problems, f: &RetryFile) -> RetryConfig {
             ),
         );
     }
+    let dh = HedgeConfig::default();
+    let max_delay = ms(
+        p,
+        "retry.hedge_max_ms",
+        f.hedge_max_ms,
+        1,
+        60_000,
+        dh.max_delay,
+    );
+    let budget = match f.hedge_budget {
+        None => dh.budget,
+        Some(b) if (0.0..=1.0).contains(&b) => b,
+        Some(b) => {
+            p.push(
+                "retry.hedge_budget",
+                format!("must be between 0 and 1 (a share of reads), got {b}"),
+            );
+            dh.budget
+        }
+    };
     RetryConfig {
         max_retries,
         per_try_timeout,
         backoff_base,
         backoff_max,
+        hedge: (f.hedge == Some(true)).then_some(HedgeConfig { max_delay, budget }),
     }
 }
 
@@ -234,6 +258,68 @@ pub(crate) fn routes(
         out.push(RouteConfig {
             methods: r.methods.clone(),
             tags: r.tags.clone(),
+        });
+    }
+    out
+}
+
+/// Most upstreams one consensus read asks.
+const MAX_CONSENSUS_OF: u32 = 16;
+
+pub(crate) fn consensus(
+    p: &mut Problems,
+    key: &str,
+    chain: &str,
+    rules: &[ConsensusFile],
+    upstreams: usize,
+) -> Vec<ConsensusConfig> {
+    let mut out = Vec::with_capacity(rules.len());
+    for (i, r) in rules.iter().enumerate() {
+        let ckey = format!("{key}.consensus[{i}]");
+        if r.methods.is_empty() {
+            p.push(
+                format!("{ckey}.methods"),
+                "needs at least one method pattern",
+            );
+        }
+        check_globs(p, &format!("{ckey}.methods"), &r.methods);
+        if !(2..=MAX_CONSENSUS_OF).contains(&r.of) {
+            p.push(
+                format!("{ckey}.of"),
+                format!(
+                    "must be between 2 and {MAX_CONSENSUS_OF} upstreams, got {}",
+                    r.of
+                ),
+            );
+        } else if r.of as usize > upstreams {
+            p.push(
+                format!("{ckey}.of"),
+                format!(
+                    "asks {} upstreams, but chain {chain:?} has {upstreams}",
+                    r.of
+                ),
+            );
+        }
+        // A majority of those asked: two different answers can never both reach it.
+        if r.quorum > r.of || r.quorum * 2 <= r.of {
+            p.push(
+                format!("{ckey}.quorum"),
+                format!(
+                    "must be a majority of `of` ({} to {}), got {}",
+                    r.of / 2 + 1,
+                    r.of,
+                    r.quorum
+                ),
+            );
+        }
+        out.push(ConsensusConfig {
+            methods: r.methods.clone(),
+            quorum: r.quorum as usize,
+            of: r.of as usize,
+            fallback: match r.fallback {
+                FallbackFile::Error => ConsensusFallback::Error,
+                FallbackFile::Best => ConsensusFallback::Best,
+            },
         });
     }
     out

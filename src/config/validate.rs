@@ -319,6 +319,7 @@ pub(crate) fn upstreams(
             None => DEFAULT_DENY.iter().map(|s| s.to_string()).collect(),
         };
         let routes = policy::routes(&mut p, &key, name, &chain.routes, &list);
+        let consensus = policy::consensus(&mut p, &key, name, &chain.consensus, list.len());
         if !(MIN_REORG_WINDOW..=MAX_REORG_WINDOW).contains(&chain.reorg_window) {
             p.push(
                 format!("{key}.reorg_window"),
@@ -346,6 +347,7 @@ pub(crate) fn upstreams(
                 upstreams: list,
                 deny,
                 routes,
+                consensus,
                 ws_max_connections: chain.ws_max_connections.map(|n| n as usize),
                 reorg_window: chain.reorg_window.clamp(MIN_REORG_WINDOW, MAX_REORG_WINDOW) as usize,
                 finality_depth: chain.finality_depth,

@@ -25,6 +25,8 @@ pub struct ChainLive {
     /// Written once per probe round by the probe task, never read on the request path: a
     /// mutex costs nothing here, and keeps the judgement's state in one piece.
     tracker: Mutex<HeadTracker>,
+    /// What is left of the share of reads that may be hedged.
+    pub hedges: super::HedgeBudget,
 }
 
 impl ChainLive {
@@ -37,6 +39,7 @@ impl ChainLive {
             canonical: AtomicU64::new(UNKNOWN),
             best_latency_us: AtomicU64::new(0),
             tracker: Mutex::new(HeadTracker::default()),
+            hedges: Default::default(),
         }
     }
 

@@ -8,10 +8,11 @@
 //! the upstream's score:
 //!
 //! ```text
-//! score = weight × latency_factor × error_factor × lag_factor        (0 = takes no traffic)
+//! score = weight × latency_factor × error_factor × lag_factor × demotion (0 = no traffic)
 //! latency_factor = clamp((best + 5 ms) / (own + 5 ms), 0.05, 1)      EWMA vs. the chain's fastest
 //! error_factor   = max((1 − error_rate)², 0.05)                       once 5+ outcomes in the window
 //! lag_factor     = 1 at the head, 1 − 0.5·lag/(max_lag+1) within max_block_lag, 0 beyond
+//! demotion       = 0.05 after 3 consensus reads in a row answered unlike the quorum, for 60 s
 //! ```
 //! The score is 0 until the node's chain id has been verified and its head is known, while its
 //! head is implausibly ahead of the chain's (see `head`), while the circuit is open, and while
@@ -20,6 +21,7 @@
 //! node at 0.3 ms vs 0.6 ms) at equal footing, while a 100 ms provider next to a 50 ms one gets
 //! about half the traffic.
 
+mod budget;
 mod chain;
 mod circuit;
 pub mod head;
@@ -30,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Re
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use budget::HedgeBudget;
 pub use chain::ChainLive;
 pub use circuit::{CircuitState, Transition};
 
@@ -126,7 +129,19 @@ pub struct UpstreamHealth {
     circuit: circuit::Circuit,
     rate_limited_until: AtomicU64,
     in_flight: AtomicU32,
+    /// Consensus reads in a row whose answer differed from the quorum's, and when the last
+    /// one did (ms): a node that keeps disagreeing is demoted (see [`DEMOTE_AFTER`]).
+    disagreements: AtomicU32,
+    disagreed_at: AtomicU64,
 }
+
+/// Consensus disagreements in a row that demote an upstream.
+pub const DEMOTE_AFTER: u32 = 3;
+/// How long a demotion lasts without a further disagreement (an upstream that is no longer
+/// asked can win its place back).
+const DEMOTION: Millis = 60_000;
+/// The score factor of a demoted upstream.
+const DEMOTED_FACTOR: f64 = 0.05;
 
 /// The chain-wide numbers a score is relative to.
 #[derive(Debug, Clone, Copy)]
@@ -153,6 +168,8 @@ impl UpstreamHealth {
             circuit: circuit::Circuit::new(),
             rate_limited_until: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            disagreements: AtomicU32::new(0),
+            disagreed_at: AtomicU64::new(0),
         }
     }
 
@@ -358,6 +375,23 @@ impl UpstreamHealth {
         self.in_flight.load(Relaxed)
     }
 
+    /// Records whether its answer to a consensus read matched the quorum's.
+    pub fn record_consensus(&self, agreed: bool, now: Millis) {
+        if agreed {
+            self.disagreements.store(0, Relaxed);
+        } else {
+            self.disagreements.fetch_add(1, Relaxed);
+            self.disagreed_at.store(now, Relaxed);
+        }
+    }
+
+    /// Whether it disagreed with the quorum [`DEMOTE_AFTER`] times in a row, the last time
+    /// within the demotion period.
+    pub fn is_demoted(&self, now: Millis) -> bool {
+        self.disagreements.load(Relaxed) >= DEMOTE_AFTER
+            && now.saturating_sub(self.disagreed_at.load(Relaxed)) < DEMOTION
+    }
+
     /// Counts a request in flight until the guard is dropped.
     pub fn begin(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Relaxed);
@@ -399,7 +433,12 @@ impl UpstreamHealth {
         } else {
             ((1.0 - rate) * (1.0 - rate)).max(0.05)
         };
-        f64::from(weight) * circuit * lag * latency * errors
+        let agreement = if self.is_demoted(now) {
+            DEMOTED_FACTOR
+        } else {
+            1.0
+        };
+        f64::from(weight) * circuit * lag * latency * errors * agreement
     }
 }
 

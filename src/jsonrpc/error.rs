@@ -16,6 +16,8 @@ pub mod code {
     pub const NO_UPSTREAM: i32 = -32011;
     /// Upstreams failed (connect error, timeout, bad answer) for every attempt.
     pub const UPSTREAM_FAILED: i32 = -32603;
+    /// Upstreams asked for a consensus read did not agree (`fallback = "error"`).
+    pub const NO_CONSENSUS: i32 = -32013;
     /// EIP-1474: a rate limit was exceeded.
     pub const LIMIT_EXCEEDED: i32 = -32005;
     /// EIP-1474: a resource (here: the shared rate limits) is unavailable.

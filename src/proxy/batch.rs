@@ -50,6 +50,8 @@ pub async fn forward(
     }
     let mut sent: Vec<(usize, &Call, &str)> = Vec::with_capacity(items.len());
     let mut txs: Vec<(usize, &Call, &str)> = Vec::new();
+    // Consensus reads: each asked of several upstreams on its own.
+    let mut agreed: Vec<(usize, &Call, &str)> = Vec::new();
     // Calls the cache serves, and of them those answered from it (for the access log).
     let (mut cacheable, mut from_cache) = (0usize, 0usize);
     for (i, item) in items.iter().enumerate() {
@@ -64,6 +66,13 @@ pub async fn forward(
         }
         if is_send_raw(method) {
             txs.push((i, call, method));
+            continue;
+        }
+        if call.id.is_some()
+            && f.chain.policy.consensus_for(method).is_some()
+            && super::hedge::may_hedge(method)
+        {
+            agreed.push((i, call, method));
             continue;
         }
         if let Some(slot) = plans.get_mut(i) {
@@ -110,6 +119,9 @@ pub async fn forward(
         })
         .collect();
     let queued = transactions(f, body, &txs, &mut finals).await;
+    if !agreed.is_empty() {
+        Box::pin(consensus_reads(f, through, body, &agreed, &mut finals)).await;
+    }
     let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
     for (i, call, method) in sent {
         if finals[i].is_some() {
@@ -202,6 +214,45 @@ pub async fn forward(
 /// Sends a batch's transactions one by one as single calls (so that a queued, watched or
 /// broadcast transaction in a batch is treated as one sent alone), their answers into
 /// `finals`; the queue ids of those queued, for `X-Livechain-Queued`.
+/// A call of a batch as a request of its own: its bytes, and the call parsed alone.
+fn alone(body: &Bytes, call: &Call) -> Option<(Bytes, Call)> {
+    let one = body.slice(call.span.clone());
+    // It parsed as part of the batch, so it parses alone: the bounds were checked there.
+    let bounds = crate::jsonrpc::Bounds {
+        max_batch: 1,
+        max_depth: usize::MAX,
+    };
+    match crate::jsonrpc::parse(&one, bounds) {
+        Ok(Request::Single(alone)) => Some((one, alone)),
+        _ => None,
+    }
+}
+
+/// Answers the batch's consensus reads, side by side, each as a single call (through the
+/// response cache like one).
+async fn consensus_reads(
+    f: &Forwarder<'_>,
+    through: &cached::Through<'_>,
+    body: &Bytes,
+    calls: &[(usize, &Call, &str)],
+    finals: &mut [Option<Bytes>],
+) {
+    let runs = calls.iter().map(|&(i, call, method)| async move {
+        let (one, alone) = alone(body, call)?;
+        let through = cached::Through {
+            cache: through.cache,
+            config: through.config,
+            no_cache: through.no_cache,
+        };
+        let mut state = Attempts::default();
+        let answer = cached::forward(through, f, &one, &alone, method, &mut state).await;
+        Some((i, answer.body))
+    });
+    for (i, answer) in futures::future::join_all(runs).await.into_iter().flatten() {
+        finals[i] = Some(answer);
+    }
+}
+
 async fn transactions(
     f: &Forwarder<'_>,
     body: &Bytes,
@@ -210,13 +261,7 @@ async fn transactions(
 ) -> Option<http::HeaderValue> {
     let mut queued: Vec<String> = Vec::new();
     for &(i, call, method) in txs {
-        let one = body.slice(call.span.clone());
-        // It parsed as part of the batch, so it parses alone: the bounds were checked there.
-        let bounds = crate::jsonrpc::Bounds {
-            max_batch: 1,
-            max_depth: usize::MAX,
-        };
-        let Ok(Request::Single(alone)) = crate::jsonrpc::parse(&one, bounds) else {
+        let Some((one, alone)) = alone(body, call) else {
             continue;
         };
         let mut state = Attempts::default();
@@ -276,6 +321,18 @@ fn keep_verbatim(
     }
 }
 
+/// The worst verdict on a batch's answers (`Malformed` when it is no array of answers).
+fn batch_verdict(body: &[u8]) -> Verdict {
+    let Some(answers) = split_answers(body) else {
+        return Verdict::Malformed;
+    };
+    answers
+        .iter()
+        .map(|a| answer_verdict(a.text).0)
+        .find(|v| *v != Verdict::Good)
+        .unwrap_or(Verdict::Good)
+}
+
 async fn run_group(
     f: &Forwarder<'_>,
     body: &Bytes,
@@ -289,6 +346,10 @@ async fn run_group(
     // A node's own error for a call, kept in case no other upstream does better.
     let mut fallback: Vec<(usize, Bytes)> = Vec::new();
     let mut first = true;
+    // A group of reads may be hedged (notifications aside, which expect no answer).
+    let hedge = (members.iter().all(|(_, c)| c.id.is_some())
+        && f.hedges(members.iter().map(|(_, c)| c.method(body))))
+    .then_some(batch_verdict as super::hedge::Judge);
     for _ in 0..f.max_attempts() {
         if pending.is_empty() {
             break;
@@ -299,7 +360,8 @@ async fn run_group(
         } else {
             Bytes::from(sub_batch(body, pending.iter().map(|(_, c)| &c.span)))
         };
-        let (response, upstream, latency) = match f.attempt(need, &mut state, out).await {
+        let (response, upstream, latency) = match f.attempt_read(need, &mut state, out, hedge).await
+        {
             Attempt::Answered {
                 response,
                 upstream,

@@ -107,7 +107,7 @@ impl Failure {
 /// Sends requests of one client request to the chain's upstreams.
 pub struct Forwarder<'a> {
     pub chain: &'a Chain,
-    pub connector: &'a Connector,
+    pub connector: &'a Arc<Connector>,
     pub max_response: usize,
     pub deadline: Instant,
     /// The transaction queue (`[dlq] enabled`).
@@ -211,7 +211,18 @@ impl Forwarder<'_> {
                 () = timer => Err(ExchangeError::Timeout),
             }
         };
-        let latency = started.elapsed();
+        self.settle(up, result, started.elapsed(), state)
+    }
+
+    /// What an exchange with `up` that took `latency` came to: an answer to judge, or a
+    /// failure already recorded in the upstream's health.
+    pub(super) fn settle(
+        &self,
+        up: Arc<Upstream>,
+        result: Result<Response, ExchangeError>,
+        latency: Duration,
+        state: &mut Attempts,
+    ) -> Attempt {
         state.upstream_time += latency;
         let policy = &self.chain.policy.health;
         match result {
@@ -280,7 +291,7 @@ impl Forwarder<'_> {
 
     /// An untried upstream that fits `need`. A call naming a block no upstream has reached yet
     /// goes to one that fits otherwise: it answers what a node answers for a future block.
-    fn select(&self, need: &Need<'_>, tried: &[Arc<Upstream>]) -> Option<Arc<Upstream>> {
+    pub(super) fn select(&self, need: &Need<'_>, tried: &[Arc<Upstream>]) -> Option<Arc<Upstream>> {
         let fits = |u: &Upstream, strict_block: bool| {
             !tried.iter().any(|t| std::ptr::eq(&**t, u))
                 && need.tags.is_none_or(|tags| u.has_tags(tags))

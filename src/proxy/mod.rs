@@ -13,9 +13,11 @@
 mod access;
 mod batch;
 mod cached;
+mod consensus;
 mod dispatch;
 mod forward;
 mod front;
+mod hedge;
 mod logs;
 mod media;
 mod outcome;

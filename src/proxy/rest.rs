@@ -22,7 +22,7 @@ pub(super) fn error(status: u16, message: impl std::fmt::Display) -> Answer {
 /// The answer to a `/v1/chains…` GET; `None` when the path is not one of these endpoints.
 pub async fn answer(
     snapshot: &Snapshot,
-    connector: &crate::upstream::Connector,
+    connector: &std::sync::Arc<crate::upstream::Connector>,
     path: &str,
 ) -> Option<Answer> {
     let rest = path.strip_prefix("/v1/chains")?;

@@ -102,12 +102,23 @@ pub async fn forward_plain(
         return Answer::json(200, out);
     }
     let need = need_of(f, body, call, method);
+    if let Some(rule) = f.chain.policy.consensus_for(method) {
+        // Reads only: a write is never sent to several upstreams on purpose.
+        if super::hedge::may_hedge(method) && !call.is_notification() {
+            let agreed = super::consensus::forward(f, body, call, rule, &need, state);
+            if let Some(answer) = Box::pin(agreed).await {
+                return answer;
+            }
+        }
+    }
     let is_tx = is_send_raw(method);
     let mut fallback: Option<(Response, i64)> = None;
     // The last node error's class: a method no upstream offers is no reason to queue.
     let mut last_class = None;
+    let hedge = (!call.is_notification() && f.hedges(std::iter::once(method)))
+        .then_some(super::hedge::single as super::hedge::Judge);
     for _ in 0..f.max_attempts() {
-        match f.attempt(&need, state, body.clone()).await {
+        match f.attempt_read(&need, state, body.clone(), hedge).await {
             Attempt::Answered {
                 response,
                 upstream,

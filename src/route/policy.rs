@@ -2,7 +2,8 @@
 //! need upstreams with certain tags, and the retry, circuit and probe settings.
 
 use crate::config::{
-    ChainConfig, ProbeConfig, RetryConfig, RouteConfig, SubscriptionMode, UpstreamsConfig,
+    ChainConfig, ConsensusConfig, ProbeConfig, RetryConfig, RouteConfig, SubscriptionMode,
+    UpstreamsConfig,
 };
 use crate::health::HealthPolicy;
 use crate::jsonrpc::classify::glob_match;
@@ -12,6 +13,7 @@ use crate::jsonrpc::classify::glob_match;
 pub struct Policy {
     deny: Vec<String>,
     routes: Vec<RouteConfig>,
+    consensus: Vec<ConsensusConfig>,
     pub retry: RetryConfig,
     pub health: HealthPolicy,
     pub probe: ProbeConfig,
@@ -31,6 +33,7 @@ impl Policy {
         Policy {
             deny: chain.deny.clone(),
             routes: chain.routes.clone(),
+            consensus: chain.consensus.clone(),
             retry: file.retry.clone(),
             health: HealthPolicy {
                 failure_threshold: c.failure_threshold,
@@ -51,6 +54,16 @@ impl Policy {
 
     pub fn is_denied(&self, method: &str) -> bool {
         self.deny.iter().any(|p| glob_match(p, method))
+    }
+
+    /// The consensus rule for `method` (first match), if any.
+    pub fn consensus_for(&self, method: &str) -> Option<&ConsensusConfig> {
+        if self.consensus.is_empty() {
+            return None;
+        }
+        self.consensus
+            .iter()
+            .find(|r| r.methods.iter().any(|p| glob_match(p, method)))
     }
 
     /// The tags an upstream needs to serve `method` (first matching route), if any.

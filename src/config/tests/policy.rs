@@ -1,4 +1,4 @@
-//! `[probe]`, `[circuit]`, `[retry]`, `deny`, `routes`, `tags`, `server.max_batch`, access-log
+//! `[probe]`, `[circuit]`, `[retry]` (hedging too), `deny`, `routes`, `consensus`, `tags`, `server.max_batch`, access-log
 //! sampling.
 
 use std::time::Duration;
@@ -39,8 +39,10 @@ fn every_key_parses() {
     let head = "[probe]\ninterval_ms = 250\ntimeout_ms = 100\n\
                 [circuit]\nfailure_threshold = 2\nerror_rate_threshold = 0.25\nmin_requests = 4\n\
                 window_ms = 5000\ncooldown_ms = 20\nmax_cooldown_ms = 40\nrate_limit_backoff_ms = 7\n\
-                [retry]\nmax_retries = 4\nper_try_timeout_ms = 900\nbackoff_base_ms = 0\nbackoff_max_ms = 5\n";
-    let chain = "deny = []\n[[chains.ethereum.routes]]\nmethods = [\"trace_*\", \"debug_trace*\"]\ntags = [\"trace\"]\n";
+                [retry]\nmax_retries = 4\nper_try_timeout_ms = 900\nbackoff_base_ms = 0\nbackoff_max_ms = 5\n\
+                hedge = true\nhedge_max_ms = 40\nhedge_budget = 0.25\n";
+    let chain = "deny = []\n[[chains.ethereum.routes]]\nmethods = [\"trace_*\", \"debug_trace*\"]\ntags = [\"trace\"]\n\
+                 [[chains.ethereum.consensus]]\nmethods = [\"eth_getBalance\", \"eth_call\"]\nquorum = 2\nof = 2\nfallback = \"best\"\n";
     let c = upstreams_ok(&with_upstreams(head, chain));
     assert_eq!(c.probe.interval, Duration::from_millis(250));
     assert_eq!(c.probe.timeout, Duration::from_millis(100));
@@ -59,6 +61,32 @@ fn every_key_parses() {
     assert!(chain.deny.is_empty(), "deny = [] allows everything");
     assert_eq!(chain.routes[0].methods, ["trace_*", "debug_trace*"]);
     assert_eq!(chain.routes[0].tags, ["trace"]);
+    assert_eq!(
+        c.retry.hedge,
+        Some(HedgeConfig {
+            max_delay: Duration::from_millis(40),
+            budget: 0.25
+        })
+    );
+    assert_eq!(
+        chain.consensus,
+        [ConsensusConfig {
+            methods: vec!["eth_getBalance".into(), "eth_call".into()],
+            quorum: 2,
+            of: 2,
+            fallback: ConsensusFallback::Best,
+        }]
+    );
+    // Off unless asked for; a consensus rule's fallback is an error by default.
+    let c = upstreams_ok(&with_upstreams(
+        "[retry]\nhedge_max_ms = 40\n",
+        "[[chains.ethereum.consensus]]\nmethods = [\"eth_call\"]\nquorum = 2\nof = 2\n",
+    ));
+    assert_eq!(c.retry.hedge, None);
+    assert_eq!(
+        c.chains["ethereum"].consensus[0].fallback,
+        ConsensusFallback::Error
+    );
 }
 
 #[test]
@@ -75,6 +103,14 @@ fn each_problem_is_named() {
         ("", "[[chains.ethereum.routes]]\nmethods = [\"trace_*\"]\ntags = []\n", "chains.ethereum.routes[0].tags: needs at least one tag"),
         ("", "[[chains.ethereum.routes]]\nmethods = [\"trace_*\"]\ntags = [\"gpu\"]\n", "chains.ethereum.routes[0].tags: no upstream of chain \"ethereum\" has all of the tags [gpu]"),
         ("", "[[chains.ethereum.routes]]\nmethods = [\"x\"]\ntags = [\"Trace\"]\n", "chains.ethereum.routes[0].tags[0]: invalid tag \"Trace\""),
+        ("[retry]\nhedge = true\nhedge_budget = 1.5\n", "", "retry.hedge_budget: must be between 0 and 1"),
+        ("[retry]\nhedge = true\nhedge_max_ms = 0\n", "", "retry.hedge_max_ms: must be between 1 and 60000"),
+        ("", "[[chains.ethereum.consensus]]\nmethods = [\"eth_call\"]\nquorum = 2\nof = 3\n", "chains.ethereum.consensus[0].of: asks 3 upstreams, but chain \"ethereum\" has 2"),
+        ("", "[[chains.ethereum.consensus]]\nmethods = [\"eth_call\"]\nquorum = 1\nof = 2\n", "chains.ethereum.consensus[0].quorum: must be a majority of `of` (2 to 2), got 1"),
+        ("", "[[chains.ethereum.consensus]]\nmethods = [\"eth_call\"]\nquorum = 3\nof = 2\n", "chains.ethereum.consensus[0].quorum: must be a majority"),
+        ("", "[[chains.ethereum.consensus]]\nmethods = [\"eth_call\"]\nquorum = 1\nof = 1\n", "chains.ethereum.consensus[0].of: must be between 2 and 16"),
+        ("", "[[chains.ethereum.consensus]]\nmethods = []\nquorum = 2\nof = 2\n", "chains.ethereum.consensus[0].methods: needs at least one method pattern"),
+        ("", "[[chains.ethereum.consensus]]\nmethods = [\"eth_call\"]\nquorum = 2\nof = 2\nfallback = \"any\"\n", "unknown variant"),
     ];
     for (head, chain, want) in cases {
         let err = upstreams_err(&with_upstreams(head, chain));
