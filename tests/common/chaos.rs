@@ -87,8 +87,12 @@ pub fn untuned(retry_extra: &str) -> String {
     format!("[retry]\n{retry_extra}\n")
 }
 
-/// The keys that turn hedged reads on in `[retry]`.
-pub const HEDGE: &str = "hedge = true\n";
+/// The keys that turn hedged reads on in `[retry]`. The budget covers the reads sent to an
+/// upstream that has just failed until it is found out: with one of three silent, a third of
+/// the reads for about `per_try_timeout_ms`, while the bucket holds 10 hedges and a budget of
+/// 0.1 adds 0.1 a read (at 150 reads a second, 14 hedges in those 250 ms for some 15-20 reads
+/// that need one: a few wait the whole 250 ms, and p99 over a 3 s fault is 250 ms).
+pub const HEDGE: &str = "hedge = true\nhedge_budget = 0.3\n";
 
 /// The upstreams file for `proxies` (named `u0`, `u1`, …), `policy` (`tuned` or `untuned`)
 /// first.
@@ -235,23 +239,39 @@ impl Cluster {
         cluster
     }
 
-    /// Client calls each upstream has failed (any outcome but success), from `/metrics`.
-    pub async fn failed_attempts(&self) -> Vec<u64> {
+    /// What `/metrics` says now.
+    pub async fn metrics(&self) -> Metrics {
         let mut c = self.livechain.client();
         let r = c.request("GET", "/metrics", &[], b"").await;
         assert_eq!(r.status, 200, "/metrics: {}", r.text());
         let text = r.text();
-        (0..self.proxies.len())
-            .map(|i| {
-                let name = format!("upstream=\"u{i}\"");
-                text.lines()
-                    .filter(|l| l.starts_with("livechain_upstream_requests_total{"))
-                    .filter(|l| l.contains(&name) && !l.contains("outcome=\"success\""))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>() as u64
-            })
-            .collect()
+        let sum = |prefix: &str, has: &dyn Fn(&str) -> bool| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && has(l))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        Metrics {
+            failed: (0..self.proxies.len())
+                .map(|i| {
+                    let name = format!("upstream=\"u{i}\"");
+                    sum("livechain_upstream_requests_total{", &|l| {
+                        l.contains(&name) && !l.contains("outcome=\"success\"")
+                    })
+                })
+                .collect(),
+            hedged: sum("livechain_hedged_requests_total{", &|_| true),
+        }
     }
+}
+
+/// Counters read from livechain's `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Client calls each upstream failed (any outcome but success).
+    pub failed: Vec<u64>,
+    /// Reads sent to a second upstream while the first was slow (0 without hedging).
+    pub hedged: u64,
 }
 
 /// Whether each upstream `u0..u{n}` is `up` on livechain's chain status; `None` when it could
@@ -366,6 +386,8 @@ struct Step {
     end: Instant,
     /// Failed client calls per faulted upstream while it lasted, from livechain's metrics.
     failed_attempts: Vec<u64>,
+    /// Hedged reads in the calm before it and while it lasted.
+    hedged: (u64, u64),
 }
 
 /// A cluster under load, faults applied one after another.
@@ -430,8 +452,9 @@ impl Run {
     /// lifts it, and waits (bounded) until each takes a client call again.
     pub async fn fault(&mut self, fault: Fault, faulted: &[usize]) {
         let settled = self.settle().await;
+        let calm = self.cluster.metrics().await;
         tokio::time::sleep(self.opts.healthy).await;
-        let before = self.cluster.failed_attempts().await;
+        let before = self.cluster.metrics().await;
         let start = Instant::now();
         for &i in faulted {
             self.cluster.proxies[i].set(fault);
@@ -441,7 +464,7 @@ impl Run {
         for &i in faulted {
             self.cluster.proxies[i].set(Fault::Pass);
         }
-        let after = self.cluster.failed_attempts().await;
+        let after = self.cluster.metrics().await;
         let proxies = &self.cluster.proxies;
         eventually(self.opts.settle_limit, || {
             let back = faulted
@@ -456,7 +479,11 @@ impl Run {
             settled,
             start,
             end,
-            failed_attempts: faulted.iter().map(|&i| after[i] - before[i]).collect(),
+            failed_attempts: faulted
+                .iter()
+                .map(|&i| after.failed[i] - before.failed[i])
+                .collect(),
+            hedged: (before.hedged - calm.hedged, after.hedged - before.hedged),
         });
     }
 
@@ -518,6 +545,8 @@ pub struct Row {
     /// Client calls each faulted upstream read in the healthy time before the fault.
     pub healthy_calls: Vec<usize>,
     pub failed_attempts: Vec<u64>,
+    /// Hedged reads in the healthy time before the fault and during it.
+    pub hedged: (u64, u64),
     /// When each faulted upstream stopped getting client calls (`None`: it never did).
     pub traffic_stop: Vec<Option<Duration>>,
     /// When `/status` first showed each faulted upstream not `up`.
@@ -601,6 +630,7 @@ fn measure(
         fault_p99: percentile(&during, 0.99),
         healthy_calls,
         failed_attempts: step.failed_attempts.clone(),
+        hedged: step.hedged,
         traffic_stop,
         status_down,
         detection,
@@ -687,7 +717,7 @@ impl Report {
         let mut out = String::from(
             "| fault | faulted | calls | errors | p50/p99 healthy | p50/p99 during | \
              detection | down on /status | recovery from start | back after end | \
-             failed attempts |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+             failed attempts | hedged healthy/during |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let names: Vec<String> = r.faulted.iter().map(|i| format!("u{i}")).collect();
@@ -698,7 +728,7 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(", ");
             out.push_str(&format!(
-                "| {} | {} of {}{} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} of {}{} | {} | {} | {} / {} | {} / {} | {} | {} | {} | {} | {} | {} / {} |\n",
                 r.fault.name(),
                 names.join(", "),
                 self.upstreams,
@@ -718,6 +748,8 @@ impl Report {
                     .map(u64::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
+                r.hedged.0,
+                r.hedged.1,
             ));
         }
         out
