@@ -10,10 +10,11 @@
 //!
 //! `benches/chaos.sh [--rate R] [--fault-secs S] [--upstreams N] [--hedge off|on|both]
 //! [--faults partition,reset,latency[:MS],bandwidth[:B/S],half-open,slow-drip] [--all]
-//! [--defaults]`
+//! [--defaults] [--hedge-budget B]`
 //! (`--hedge both`, the default, runs hedging only where the build accepts it; `--all` adds rows
 //! with every upstream faulted, where clients must see errors; `--defaults` runs livechain with
-//! its default probe, circuit and retry settings instead of the tuned ones).
+//! its default probe, circuit and retry settings instead of the tuned ones; `--hedge-budget`
+//! sets the hedged runs' `hedge_budget` instead of `chaos::HEDGE`'s).
 //!
 //! Everything listens on 127.0.0.1 ephemeral ports; every wait is bounded; the processes started
 //! (the mock, livechain) are stopped by their PIDs when the run ends, also on panic.
@@ -38,6 +39,8 @@ struct Args {
     all: bool,
     /// livechain's default health settings instead of `chaos::HEALTH_SETTINGS`.
     defaults: bool,
+    /// The hedged runs' `[retry]` keys (`chaos::HEDGE`, or another `hedge_budget`).
+    hedge_keys: String,
 }
 
 /// A fault by name: `partition`, `reset`, `latency[:MS]` (500), `bandwidth[:BYTES_PER_S]`
@@ -76,6 +79,7 @@ fn args() -> Args {
             .collect(),
         all: false,
         defaults: false,
+        hedge_keys: HEDGE.to_owned(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -94,6 +98,10 @@ fn args() -> Args {
                 }
             }
             "--faults" => a.faults = value.split(',').map(fault_named).collect(),
+            "--hedge-budget" => {
+                let budget: f64 = value.parse().expect("--hedge-budget");
+                a.hedge_keys = format!("hedge = true\nhedge_budget = {budget}\n");
+            }
             // `cargo bench` adds `--bench`; flags without a value.
             flag => {
                 a.all |= flag == "--all";
@@ -180,13 +188,14 @@ fn main() {
         report.push('\n');
     }
     if a.hedge.1 {
-        if accepts(&tuned(HEDGE)) {
-            let title = format!("With hedging (`[retry] {}`)", HEDGE.trim());
-            report.push_str(&rt.block_on(matrix(&a, HEDGE, &title)));
+        let keys = &a.hedge_keys;
+        let shown = keys.trim().replace('\n', ", ");
+        if accepts(&tuned(keys)) {
+            let title = format!("With hedging (`[retry] {shown}`)");
+            report.push_str(&rt.block_on(matrix(&a, keys, &title)));
         } else {
             report.push_str(&format!(
-                "### With hedging\n\nNot run: this build refuses `{}` in `[retry]`.\n",
-                HEDGE.trim()
+                "### With hedging\n\nNot run: this build refuses `{shown}` in `[retry]`.\n"
             ));
         }
     }
