@@ -61,30 +61,36 @@ fn quoted(out: &mut String, s: &str) {
 }
 
 impl Entry<'_> {
+    #[cfg(test)]
     fn json(&self) -> String {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the entry as one JSON object to `out`.
+    fn write_json(&self, out: &mut String) {
         use std::fmt::Write as _;
         let ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         // Numbers through `itoa`: `format!` machinery was most of this line's cost.
         let mut n = itoa::Buffer::new();
-        let mut out = String::with_capacity(200);
         out.push_str("{\"time_ms\":");
         out.push_str(n.format(ms));
         out.push_str(",\"key\":");
-        quoted(&mut out, self.who);
+        quoted(out, self.who);
         let _ = write!(out, ",\"ip\":\"{}\",\"chain\":", self.ip);
-        quoted(&mut out, self.chain);
+        quoted(out, self.chain);
         out.push_str(",\"method\":");
-        quoted(&mut out, self.method);
+        quoted(out, self.method);
         out.push_str(",\"calls\":");
         out.push_str(n.format(self.calls));
         out.push_str(",\"status\":");
         out.push_str(n.format(self.status));
         out.push_str(",\"decision\":");
-        quoted(&mut out, self.decision);
+        quoted(out, self.decision);
         out.push('}');
-        out
     }
 }
 
@@ -126,18 +132,26 @@ impl Audit {
         if !self.is_on() {
             return;
         }
-        let mut line = entry.json();
-        if let Some(out) = self.out.load().as_deref() {
-            line.push('\n');
-            out.append(line.as_bytes());
+        let file = self.out.load();
+        // Nowhere to go: not even formatted (it costs a request about as much as the checks).
+        if file.is_none() && !tracing::enabled!(target: "livechain::audit", tracing::Level::INFO) {
             return;
         }
-        if !tracing::enabled!(target: "livechain::audit", tracing::Level::INFO) {
-            return;
+        thread_local! {
+            /// The line being written, kept between requests so none allocates its own.
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
         }
-        if !crate::telemetry::access::write_object("livechain::audit", &line) {
-            tracing::info!(target: "livechain::audit", "{line}");
-        }
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            entry.write_json(&mut line);
+            if let Some(out) = file.as_deref() {
+                line.push('\n');
+                out.append(line.as_bytes());
+            } else if !crate::telemetry::access::write_object("livechain::audit", &line) {
+                tracing::info!(target: "livechain::audit", "{line}");
+            }
+        });
     }
 }
 

@@ -197,7 +197,7 @@ impl IpBuckets {
 }
 
 struct Buckets {
-    keys: HashMap<String, Arc<KeyBuckets>>,
+    keys: ahash::AHashMap<String, Arc<KeyBuckets>>,
     ips: Arc<IpBuckets>,
 }
 
@@ -218,7 +218,7 @@ impl Default for Limiter {
     fn default() -> Self {
         Limiter {
             buckets: ArcSwap::from_pointee(Buckets {
-                keys: HashMap::new(),
+                keys: ahash::AHashMap::new(),
                 ips: Arc::new(IpBuckets::new(None, None)),
             }),
             clock: DefaultClock::default(),
@@ -253,7 +253,7 @@ impl Limiter {
             });
         });
         let old = self.buckets.load();
-        let mut fresh = HashMap::with_capacity(keys.keys.len());
+        let mut fresh = ahash::AHashMap::with_capacity(keys.keys.len());
         for k in &keys.keys {
             if k.rate.is_none() && k.units.is_none() {
                 continue;

@@ -234,7 +234,7 @@ pub struct AccessConfig {
     pub anonymous_rate: Option<Rate>,
     pub anonymous_units: Option<Rate>,
     /// Compute units per method (1 when not listed).
-    pub method_costs: HashMap<String, u32>,
+    pub method_costs: ahash::AHashMap<String, u32>,
 }
 
 impl std::fmt::Debug for AccessConfig {
@@ -549,7 +549,7 @@ pub(crate) fn access(
             units(p, "limits.anonymous.", r.compute_units_per_second),
         ),
     };
-    let mut method_costs = HashMap::new();
+    let mut method_costs = ahash::AHashMap::new();
     for (method, cost) in &limits.method_costs {
         match u32::try_from(*cost) {
             Ok(c) if (1..=1_000_000).contains(&c) => {

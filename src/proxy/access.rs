@@ -3,8 +3,6 @@
 //! Refusals are JSON-RPC errors with the request's ids and the status that fits; a refused
 //! request (401, 403) takes nothing from any bucket.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use http::{header, HeaderValue};
 
@@ -31,7 +29,7 @@ fn each_method<'b>(request: &'b Request, body: &'b [u8], mut f: impl FnMut(&'b s
 }
 
 /// Counters by chain, then key id.
-type Series = HashMap<Box<str>, HashMap<Box<str>, prometheus::IntCounter>>;
+type Series = ahash::AHashMap<Box<str>, ahash::AHashMap<Box<str>, prometheus::IntCounter>>;
 
 thread_local! {
     /// `livechain_key_requests_total` series by chain and key, resolved once per thread (a

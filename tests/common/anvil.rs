@@ -279,16 +279,32 @@ pub struct NodeScript {
 
 impl NodeScript {
     pub fn spawn(tools: &Path, source: &str) -> NodeScript {
-        NodeScript::spawn_with(tools, "node", "mjs", source)
+        NodeScript::spawn_with(tools, "node", "mjs", source, &[])
     }
 
     /// A Python script run by the tools' venv (web3.py is installed there).
     pub fn spawn_python(tools: &Path, source: &str) -> NodeScript {
-        let python = tools.join("venv/bin/python");
-        NodeScript::spawn_with(tools, &python.to_string_lossy(), "py", source)
+        NodeScript::spawn_python_env(tools, source, &[])
     }
 
-    fn spawn_with(tools: &Path, program: &str, ext: &str, source: &str) -> NodeScript {
+    /// [`NodeScript::spawn`] with environment variables set.
+    pub fn spawn_env(tools: &Path, source: &str, env: &[(&str, &str)]) -> NodeScript {
+        NodeScript::spawn_with(tools, "node", "mjs", source, env)
+    }
+
+    /// [`NodeScript::spawn_python`] with environment variables set.
+    pub fn spawn_python_env(tools: &Path, source: &str, env: &[(&str, &str)]) -> NodeScript {
+        let python = tools.join("venv/bin/python");
+        NodeScript::spawn_with(tools, &python.to_string_lossy(), "py", source, env)
+    }
+
+    fn spawn_with(
+        tools: &Path,
+        program: &str,
+        ext: &str,
+        source: &str,
+        env: &[(&str, &str)],
+    ) -> NodeScript {
         static N: AtomicUsize = AtomicUsize::new(0);
         let script = tools.join(format!(
             "script-{}-{}.{ext}",
@@ -299,6 +315,7 @@ impl NodeScript {
         let out = TempDir::new();
         let child = Command::new(program)
             .arg(&script)
+            .envs(env.iter().copied())
             .current_dir(tools)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(out.0.join("stdout")).expect("stdout file"))
