@@ -121,9 +121,9 @@ async fn one_faulted_upstream_of_three_costs_clients_nothing() {
 
 /// Hedged reads (`common::chaos::HEDGE`) answer the calls first sent to a faulted upstream from
 /// another one after that upstream's p90, so that p99 during any fault on one upstream of three
-/// stays within twice the healthy p99. The calm before each fault and the fault are longer than
-/// in the test above, so that each p99 is read from 450 and 750 calls: a machine's hiccup of a
-/// few calls does not decide it.
+/// stays within twice the healthy p99 (of all the calm times of the run). The calm before each
+/// fault and the fault are longer than in the test above, so that each p99 is read from 450
+/// and 750 calls: a machine's hiccup of a few calls does not decide it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hedged_reads_keep_p99_within_twice_healthy() {
     let policy = tuned(HEDGE);
@@ -141,17 +141,22 @@ async fn hedged_reads_keep_p99_within_twice_healthy() {
     assert_fault_tolerance(&report);
     let table = report.table();
     for r in &report.rows {
+        // A reset fails at once and the call is retried, not hedged; every other fault
+        // leaves a read waiting on its first upstream.
         assert!(
-            r.hedged.1 > 0,
+            r.fault == Fault::Reset || r.hedged.1 > 0,
             "{}: no read was hedged during the fault\n{table}",
             r.fault.name()
         );
+        // Against the run's healthy p99: a hedged read costs its first upstream's p90 plus
+        // a second read, so one calm time that met a quiet machine would decide alone.
         assert!(
-            r.fault_p99 <= r.healthy_p99 * 2,
-            "{}: p99 {} during the fault, {} healthy: more than twice\n{table}",
+            r.fault_p99 <= report.healthy_p99 * 2,
+            "{}: p99 {} during the fault, {} healthy: more than twice\n{}\n{table}",
             r.fault.name(),
             ms(r.fault_p99),
-            ms(r.healthy_p99)
+            ms(report.healthy_p99),
+            report.summary()
         );
     }
 }

@@ -497,6 +497,15 @@ impl Run {
             .iter()
             .filter(|s| s.at < first && s.error.is_some())
             .count();
+        let calm: Vec<Duration> = samples
+            .iter()
+            .filter(|s| {
+                self.steps
+                    .iter()
+                    .any(|step| s.at >= step.start - self.opts.healthy && s.at < step.start)
+            })
+            .map(|s| s.latency)
+            .collect();
         let rows = self
             .steps
             .iter()
@@ -517,6 +526,7 @@ impl Run {
         Report {
             upstreams: self.cluster.proxies.len(),
             calls: samples.len(),
+            healthy_p99: percentile(&calm, 0.99),
             warmup_errors,
             errors: samples
                 .iter()
@@ -704,6 +714,9 @@ pub struct Report {
     pub opts: Opts,
     /// Calls the load made in all.
     pub calls: usize,
+    /// The p99 of the calls due in every calm time before a fault, taken together: steadier
+    /// than one calm time's, whose few hundred calls may all have met a quiet machine.
+    pub healthy_p99: Duration,
     /// Failed calls before the first fault.
     pub warmup_errors: usize,
     /// The first failed calls' errors (at most 20), for a look.
@@ -759,7 +772,8 @@ impl Report {
     pub fn summary(&self) -> String {
         format!(
             "{} upstreams, {} calls/s over {} keep-alive connections, {} s per fault after {} s \
-             calm, {} calls in all, {} failed before the first fault",
+             calm, {} calls in all, {} failed before the first fault, p99 {} over all the calm \
+             times",
             self.upstreams,
             self.opts.rate,
             self.opts.workers,
@@ -767,6 +781,7 @@ impl Report {
             self.opts.healthy.as_secs_f64(),
             self.calls,
             self.warmup_errors,
+            ms(self.healthy_p99),
         )
     }
 }
