@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use livechain::config::{Loader, Source, DEFAULT_PATH};
 use livechain::control::Control;
 use livechain::telemetry::{self, LogFormat};
 use tokio::signal::unix::Signal;
 
 /// Exit code for an invalid configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
+/// Exit code of `check --probe` when a chain has no usable upstream (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -20,9 +23,13 @@ const EXIT_CONFIG: u8 = 78;
     about = "JSON-RPC reverse proxy for blockchain node providers"
 )]
 struct Cli {
-    /// Main config file; its `server.upstreams` names the upstreams file.
-    #[arg(long, global = true, default_value = "conf/livechain.toml")]
-    config: PathBuf,
+    /// Main config file; its `server.upstreams` names the upstreams file. Default:
+    /// conf/livechain.toml when it exists, else the built-in demo config (mock upstreams).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Serve on this address instead of the config's `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -33,7 +40,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the config files and exit (0 when valid).
-    Check,
+    Check {
+        /// Also contact every upstream (reachable, TLS, chain id, head, WebSocket, latency);
+        /// exit 69 when a chain has no upstream that could serve it.
+        #[arg(long)]
+        probe: bool,
+        /// With --probe: the longest one upstream's checks may take, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        probe_timeout_ms: u64,
+    },
     /// Run a standalone mock Ethereum node.
     Mock {
         #[arg(long, default_value = "127.0.0.1:18545")]
@@ -51,6 +66,14 @@ enum Command {
         /// How many blocks this node serves behind the chain's live head (a lagging node).
         #[arg(long, default_value_t = 0)]
         lag_blocks: u64,
+    },
+    /// GET a health endpoint: exit 0 when it answers 2xx, 1 otherwise (for container
+    /// health checks: no curl needed).
+    Health {
+        #[arg(long, default_value = livechain::healthcheck::DEFAULT_URL)]
+        url: String,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
     },
     /// API keys for the keys file.
     Key {
@@ -81,12 +104,17 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let source = Source::resolve(cli.config);
     let Some(command) = cli.command else {
         // SIGHUP must never kill the proxy, not even while it starts: take it over first.
         return match Control::start() {
             Ok((control, hup)) => {
                 let _log = telemetry::init(cli.log_format);
-                let code = run_proxy(&cli.config, &control, hup);
+                let loader = Loader {
+                    source,
+                    listen: cli.listen,
+                };
+                let code = run_proxy(loader, &control, hup);
                 control.shutdown();
                 code
             }
@@ -116,16 +144,58 @@ fn main() -> ExitCode {
         Command::Key {
             action: KeyAction::New { id },
         } => new_key(&id),
-        Command::Check => match livechain::config::load(&cli.config) {
+        Command::Health { url, timeout_ms } => {
+            match livechain::healthcheck::get_status(&url, Duration::from_millis(timeout_ms)) {
+                Ok(status) if (200..300).contains(&status) => ExitCode::SUCCESS,
+                Ok(status) => {
+                    eprintln!("livechain health: {url}: HTTP {status}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("livechain health: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check {
+            probe,
+            probe_timeout_ms,
+        } => match source.load() {
             Ok(config) => {
-                println!("{}: configuration is valid", config.path.display());
-                ExitCode::SUCCESS
+                if let Some(warning) = config.upstreams.no_chains_warning() {
+                    eprintln!("warning: {warning}");
+                }
+                println!("{source}: configuration is valid");
+                match probe {
+                    true => probe_upstreams(&config, Duration::from_millis(probe_timeout_ms)),
+                    false => ExitCode::SUCCESS,
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+    }
+}
+
+/// `livechain check --probe`: the table on stdout, the chains that cannot serve on stderr.
+fn probe_upstreams(config: &livechain::config::Config, limit: Duration) -> ExitCode {
+    let report = match livechain::check::run(config, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("livechain check: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    let unusable = report.unusable_chains();
+    for line in &unusable {
+        eprintln!("{line}");
+    }
+    match unusable.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(EXIT_UNAVAILABLE),
     }
 }
 
@@ -157,15 +227,24 @@ fn new_key(id: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run_proxy(path: &std::path::Path, control: &Control, hup: Signal) -> ExitCode {
-    let config = match livechain::config::load(path) {
+fn run_proxy(loader: Loader, control: &Control, hup: Signal) -> ExitCode {
+    if loader.source == Source::Demo {
+        tracing::warn!(
+            "no config file at {DEFAULT_PATH}: serving the built-in demo config (mock upstreams); \
+             give --config FILE to serve real providers"
+        );
+    }
+    let config = match loader.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let daemon = match livechain::server::build(&config, control, hup) {
+    if let Some(warning) = config.upstreams.no_chains_warning() {
+        tracing::warn!("{warning}");
+    }
+    let daemon = match livechain::server::build(&config, loader, control, hup) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("livechain: {e}");

@@ -25,14 +25,49 @@ const CHAIN_ID: &[u8] = br#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","para
 /// Probe answers are tiny; anything bigger is not a node answering.
 const MAX_PROBE_ANSWER: usize = 64 * 1024;
 
+/// Whether the first probe round since start has finished: `/health/ready` is 503 until it
+/// has. The round starts before the listener opens, which waits for it at most one probe
+/// timeout (`server::build`), so a slow provider cannot keep the port closed.
+pub struct FirstRound(tokio::sync::watch::Sender<bool>);
+
+impl Default for FirstRound {
+    fn default() -> Self {
+        FirstRound(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl FirstRound {
+    pub fn finish(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the round has finished.
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+}
+
 pub struct Prober {
     pub router: Arc<Router>,
     pub connector: Arc<Connector>,
+    /// The periodic rounds begin after the first one, so no upstream is asked twice at once.
+    pub first_round: Arc<FirstRound>,
 }
 
 #[async_trait]
 impl BackgroundService for Prober {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            () = self.first_round.wait() => {}
+            _ = shutdown.changed() => return,
+        }
         loop {
             let snapshot = self.router.load();
             let mut interval = Duration::from_secs(1);
@@ -219,6 +254,21 @@ fn head_block(head: u64) -> Bytes {
 /// (`Err(None)`: not a JSON-RPC answer).
 type Parsed = Result<Option<u64>, Option<(i64, String)>>;
 
+/// Why a probe call gave no result. Messages never hold a URL (they may hold keys).
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Exchange(#[from] ExchangeError),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("rate limited")]
+    RateLimited,
+    #[error("JSON-RPC error {code}: {message}")]
+    Rpc { code: i64, message: String },
+    #[error("not a JSON-RPC answer")]
+    Malformed,
+}
+
 /// Sends one probe call and reads its result with `parse`, recording the outcome in the
 /// upstream's health. `None` when the call failed; `Some(None)` for a `null` result.
 async fn ask(
@@ -229,6 +279,18 @@ async fn ask(
     timeout: Duration,
     parse: fn(&str) -> Parsed,
 ) -> Option<Option<u64>> {
+    call(chain, up, connector, body, timeout, parse).await.ok()
+}
+
+/// [`ask`], saying why it failed.
+async fn call(
+    chain: &Chain,
+    up: &Upstream,
+    connector: &Connector,
+    body: Bytes,
+    timeout: Duration,
+    parse: fn(&str) -> Parsed,
+) -> Result<Option<u64>, ProbeError> {
     let policy = &chain.policy.health;
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, up.exchange(connector, body, MAX_PROBE_ANSWER))
@@ -236,23 +298,32 @@ async fn ask(
         .unwrap_or(Err(ExchangeError::Timeout));
     let latency = started.elapsed();
     let (outcome, value) = match result {
-        Err(e) => (crate::upstream::outcome::outcome_of_error(&e), None),
+        Err(e) => (
+            crate::upstream::outcome::outcome_of_error(&e),
+            Err(e.into()),
+        ),
         Ok(r) if r.status == 429 => (
             Outcome::RateLimited {
                 retry_after: crate::upstream::outcome::retry_after(&r),
             },
-            None,
+            Err(ProbeError::RateLimited),
         ),
-        Ok(r) if !(200..300).contains(&r.status) => (Outcome::ServerError, None),
+        Ok(r) if !(200..300).contains(&r.status) => {
+            (Outcome::ServerError, Err(ProbeError::Status(r.status)))
+        }
         Ok(r) => match std::str::from_utf8(&r.body)
             .map_err(|_| None)
             .and_then(parse)
         {
-            Ok(v) => (Outcome::Success, Some(v)),
-            Err(Some((code, msg))) if classify_error(code, &msg) == ErrorClass::RateLimit => {
-                (Outcome::RateLimited { retry_after: None }, None)
+            Ok(v) => (Outcome::Success, Ok(v)),
+            Err(Some((code, msg))) if classify_error(code, &msg) == ErrorClass::RateLimit => (
+                Outcome::RateLimited { retry_after: None },
+                Err(ProbeError::RateLimited),
+            ),
+            Err(Some((code, message))) => {
+                (Outcome::NodeError, Err(ProbeError::Rpc { code, message }))
             }
-            Err(_) => (Outcome::NodeError, None),
+            Err(None) => (Outcome::NodeError, Err(ProbeError::Malformed)),
         },
     };
     if outcome != Outcome::Success {
@@ -261,6 +332,43 @@ async fn ask(
     let latency = (outcome == Outcome::Success).then_some(latency);
     up.health.record(outcome, latency, policy, now_ms());
     value
+}
+
+/// Asks `eth_chainId` once (for `livechain check --probe`), within the chain's probe timeout.
+pub async fn chain_id(
+    chain: &Chain,
+    up: &Upstream,
+    connector: &Connector,
+) -> Result<Option<u64>, ProbeError> {
+    let body = Bytes::from_static(CHAIN_ID);
+    call(
+        chain,
+        up,
+        connector,
+        body,
+        chain.policy.probe.timeout,
+        hex_result,
+    )
+    .await
+}
+
+/// Asks `eth_blockNumber` once (for `livechain check --probe`), within the chain's probe
+/// timeout.
+pub async fn block_number(
+    chain: &Chain,
+    up: &Upstream,
+    connector: &Connector,
+) -> Result<Option<u64>, ProbeError> {
+    let body = Bytes::from_static(BLOCK_NUMBER);
+    call(
+        chain,
+        up,
+        connector,
+        body,
+        chain.policy.probe.timeout,
+        hex_result,
+    )
+    .await
 }
 
 /// A hex quantity result (`eth_chainId`, `eth_blockNumber`); `null` is not one.

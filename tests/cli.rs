@@ -1,5 +1,5 @@
-//! The command line: `check`, shipped configs, the default config serving, the standalone mock,
-//! and signals.
+//! The command line: `check` (and `check --probe`), shipped configs, the default config
+//! serving, the standalone mock. SIGTERM is in `shutdown.rs`.
 
 mod common;
 
@@ -53,6 +53,47 @@ fn shipped_configs_are_valid() {
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("INFURA_KEY"), "{err}");
+}
+
+#[test]
+fn packaged_and_container_configs_are_valid_and_configure_no_chain() {
+    // The Debian package's /etc/livechain and the image's: valid as installed, no chain (never
+    // the demo's mocks), so the warning says what to do.
+    for (main, ups) in [
+        ("pkg/etc/livechain.toml", "pkg/etc/upstreams.toml"),
+        ("deploy/container/livechain.toml", "pkg/etc/upstreams.toml"),
+    ] {
+        let dir = TempDir::new();
+        let text = std::fs::read_to_string(repo_path(main)).unwrap();
+        let main_copy = dir.write("livechain.toml", &text);
+        dir.write(
+            "upstreams.toml",
+            &std::fs::read_to_string(repo_path(ups)).unwrap(),
+        );
+        let out = check(&main_copy, &[]);
+        assert!(out.status.success(), "{main}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no chains configured"), "{main}: {err}");
+    }
+    // The template's commented-out examples are a valid config once uncommented.
+    let template = std::fs::read_to_string(repo_path("pkg/etc/upstreams.toml")).unwrap();
+    let uncommented: String = template
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        uncommented.contains("[[chains.ethereum.upstreams]]"),
+        "{uncommented}"
+    );
+    let dir = TempDir::new();
+    let main = dir.write("livechain.toml", "[server]\n");
+    dir.write("upstreams.toml", &uncommented);
+    let out = check(&main, &[("INFURA_KEY", "k1"), ("ALCHEMY_KEY", "k2")]);
+    assert!(out.status.success(), "{uncommented}\n{out:?}");
 }
 
 #[test]
@@ -125,35 +166,135 @@ async fn default_config_serves_both_chains_from_embedded_mocks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_in_flight_requests_and_exits_within_the_grace_period() {
-    let eth = mock_with(1, Duration::from_secs(1), (800, 800)).await;
-    let mut p = Proxy::start(
-        &upstreams_toml("ethereum", 1, &[("slow", eth.url())]),
-        "grace_period_ms = 2000",
-    )
-    .await;
-    let addr = p.addr;
-    let in_flight = tokio::spawn(async move {
-        Client::new(addr)
-            .post("/ethereum", &call(1, "eth_chainId", json!([])))
-            .await
-    });
-    // Let the request reach the upstream before signalling.
-    let until = Instant::now() + Duration::from_secs(5);
-    while stats(&eth).await["calls"].as_u64().unwrap() == 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+async fn without_a_config_file_the_built_in_demo_is_served_from_any_directory() {
+    let p = Proxy::start_bare(&[]).await;
+    let mut c = p.client();
+    for (path, id) in [("/ethereum", "0x1"), ("/polygon", "0x89")] {
+        let r = c.post(path, &call(1, "eth_chainId", json!([]))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["result"], id);
     }
-    let signalled = Instant::now();
-    p.signal("TERM");
-    let r = in_flight.await.unwrap();
-    assert_eq!(r.status, 200, "in-flight request finished: {}", r.text());
-    let status = p.wait_exit(Duration::from_secs(10)).await;
-    let took = signalled.elapsed();
+    let r = c
+        .post("/ethereum", &call(2, "eth_blockNumber", json!([])))
+        .await;
+    assert!(r.json()["result"]
+        .as_str()
+        .is_some_and(|h| h.starts_with("0x")));
+    // Said first, before anything else is logged.
+    let log = p.log();
+    let first = log.lines().next().unwrap_or_default();
     assert!(
-        status.is_some(),
-        "livechain still running 10 s after SIGTERM"
+        first.contains(
+            "no config file at conf/livechain.toml: serving the built-in demo config (mock upstreams)"
+        ),
+        "first log line: {first}"
     );
-    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    // Nothing written to the working directory but the test's own log (the demo's
+    // transaction queue is off).
+    let entries: Vec<_> = std::fs::read_dir(&p.dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(entries, ["livechain.log"]);
+    // SIGHUP reloads the demo (there is no file to read), and --listen is applied to the
+    // reloaded config too: no "changed, needs a restart" warning about server.listen.
+    p.signal("HUP");
+    assert!(
+        p.log_until(Duration::from_secs(10), |l| l
+            .contains("configuration reloaded"))
+            .await,
+        "{}",
+        p.log()
+    );
+    assert!(!p.log().contains("after a restart"), "{}", p.log());
+    let r = c.post("/polygon", &call(3, "eth_chainId", json!([]))).await;
+    assert_eq!(r.json()["result"], "0x89");
+
+    // `check` without a file checks the demo too.
+    let out = Command::new(bin())
+        .arg("check")
+        .current_dir(&p.dir.0)
+        .output()
+        .expect("run check");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("built-in demo config"));
+}
+
+#[test]
+fn a_config_named_on_the_command_line_must_exist() {
+    let dir = TempDir::new();
+    for args in [
+        &["--config", "missing.toml"][..],
+        &["check", "--config", "missing.toml"],
+    ] {
+        let out = Command::new(bin())
+            .args(args)
+            .current_dir(&dir.0)
+            .output()
+            .expect("run livechain");
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("missing.toml: cannot read file"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_without_chains_is_valid_and_answers_503_saying_why() {
+    let ups = "# every provider commented out, as a fresh install has it\n";
+    let dir = TempDir::new();
+    let main = dir.write("livechain.toml", "[server]\n");
+    dir.write("upstreams.toml", ups);
+    let out = check(&main, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("no chains configured"),
+        "{err}"
+    );
+
+    let p = Proxy::start(ups, "").await;
+    assert!(
+        p.log_until(Duration::from_secs(5), |l| l
+            .contains("no chains configured"))
+            .await,
+        "a warning at start"
+    );
+    let mut c = p.client();
+    let r = c
+        .post("/ethereum", &call(7, "eth_chainId", json!([])))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["id"].as_u64(), v["error"]["code"].as_i64()),
+        (Some(7), Some(-32011))
+    );
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no chains are configured"));
+    let health = c.request("GET", "/health", &[], b"").await;
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["reason"], "no chains configured");
+
+    // `livechain health`: exit 1 on the 503, 0 on a 2xx.
+    let health_cmd = |path: &str| {
+        Command::new(bin())
+            .args(["health", "--url", &format!("http://{}{path}", p.addr)])
+            .output()
+            .expect("run livechain health")
+    };
+    let out = health_cmd("/health");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 503"));
+    assert!(health_cmd("/status").status.success());
+    // Nothing listening: exit 1 too, quickly.
+    let out = Command::new(bin())
+        .args(["health", "--timeout-ms", "500", "--url"])
+        .arg(format!("http://127.0.0.1:{}/health", free_port()))
+        .output()
+        .expect("run livechain health");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,4 +409,147 @@ async fn key_new_prints_a_fresh_key_once_and_an_entry_that_accepts_it() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+}
+
+/// `livechain mock --listen` on a free port serving `chain_id`, answering before it returns;
+/// killed (by its PID) when dropped.
+struct MockProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl MockProcess {
+    async fn start(chain_id: u64) -> MockProcess {
+        let port = free_port();
+        let child = Command::new(bin())
+            .args(["mock", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--chain-id", &chain_id.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn mock");
+        let mock = MockProcess { child, port };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let up = eventually(Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(up, "mock on port {port} listening");
+        mock
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn check_probe(upstreams: &str) -> (Option<i32>, String, String) {
+    let dir = TempDir::new();
+    dir.write("upstreams.toml", upstreams);
+    let main = dir.write("livechain.toml", "[server]\n");
+    let out = Command::new(bin())
+        .args(["check", "--probe", "--config"])
+        .arg(&main)
+        .output()
+        .expect("run livechain check --probe");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The table row of `upstream`, split into its cells.
+fn row<'a>(stdout: &'a str, upstream: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.get(1) == Some(&upstream))
+        .unwrap_or_else(|| panic!("no row for {upstream}:\n{stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_shows_a_serving_upstream_and_exits_0() {
+    let node = MockProcess::start(1).await;
+    let url = format!("http://127.0.0.1:{}", node.port);
+    let ups = format!(
+        "{}ws = \"ws://127.0.0.1:{}\"\n",
+        upstreams_toml("ethereum", 1, &[("local", url.clone())]),
+        node.port
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = check_probe(&ups);
+    eprintln!(
+        "check --probe took {:?}:\n{stdout}{stderr}",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("CHAIN"))
+        .expect("a header");
+    for column in [
+        "UPSTREAM", "URL", "TLS", "CHAIN ID", "HEAD", "WS", "LATENCY", "RESULT",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let cells = row(&stdout, "local");
+    assert_eq!(cells[0], "ethereum");
+    assert_eq!(cells[2], url);
+    assert_eq!(cells[4], "1", "chain id: {cells:?}");
+    assert!(cells[5].parse::<u64>().is_ok(), "head: {cells:?}");
+    assert_eq!(cells[6], "ok", "WebSocket handshake: {cells:?}");
+    assert_eq!(cells.last(), Some(&"ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_names_why_a_chain_has_no_usable_upstream() {
+    let polygon = MockProcess::start(137).await;
+    let refused = free_port();
+    // Bound and never accepting: the kernel completes the connection, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let secret = "0123456789abcdefSECRET";
+    let ups = upstreams_toml(
+        "ethereum",
+        1,
+        &[
+            ("wrong", format!("http://127.0.0.1:{}", polygon.port)),
+            (
+                "gone",
+                format!("http://user:pw@127.0.0.1:{refused}/v3/{secret}"),
+            ),
+            ("mute", format!("http://127.0.0.1:{silent_port}")),
+        ],
+    );
+    let started = Instant::now();
+    let (code, stdout, stderr) = check_probe(&ups);
+    let took = started.elapsed();
+    eprintln!("check --probe took {took:?}:\n{stdout}{stderr}");
+    assert_eq!(code, Some(69), "EX_UNAVAILABLE: {stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "chain ethereum: no usable upstream: wrong: chain id 137, expected 1; \
+             gone: connection refused; mute: timed out"
+        ),
+        "{stderr}"
+    );
+    let ends = |upstream: &str, why: &str| row(&stdout, upstream).join(" ").ends_with(why);
+    assert!(ends("wrong", "chain id 137, expected 1"), "{stdout}");
+    assert!(ends("gone", "connection refused"), "{stdout}");
+    assert!(ends("mute", "timed out"), "{stdout}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(secret) && !text.contains(":pw@"), "{text}");
+    }
+    assert!(
+        row(&stdout, "gone")[2] == format!("http://***@127.0.0.1:{refused}/***"),
+        "redacted: {stdout}"
+    );
+    // The silent one is given the probe timeout (2 s), once.
+    assert!(took < Duration::from_secs(6), "bounded: {took:?}");
+    drop(silent);
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 /// Each top-level module's layer; a module may use only modules of lower layers.
 const LAYERS: &[(&str, u32)] = &[
     ("conn", 0),
+    ("healthcheck", 0),
     ("jsonrpc", 0),
     ("telemetry", 0),
     ("h1", 1),
@@ -15,6 +16,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("mock", 1),
     ("config", 2),
     ("control", 2),
+    ("drain", 2),
     ("canon", 3),
     ("health", 3),
     ("metrics", 4),
@@ -26,6 +28,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("dns", 8),
     ("probe", 8),
     ("reload", 9),
+    ("check", 9),
     ("supervisor", 9),
     ("ws", 10),
     ("dlq", 10),

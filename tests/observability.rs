@@ -307,7 +307,8 @@ async fn health_flips_to_503_when_every_upstream_of_a_chain_is_down_and_back() {
         chain_block("ethereum", 1, &[("a", a.url()), ("b", b.url())]),
         chain_block("polygon", 137, &[("p", poly.url())])
     );
-    let p = Proxy::start(&ups, "").await;
+    // `all`: one chain down is the instance unhealthy (the default `any` is in tests/health.rs).
+    let p = Proxy::start(&ups, "health = \"all\"").await;
     let health = || async { get(p.addr, "/health").await };
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -728,6 +729,35 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         .filter(|l| l.contains("livechain.service"))
         .collect();
     assert!(warnings.is_empty(), "warnings: {warnings:#?}");
+    // The Debian package's unit is the same one with the binary in /usr/bin.
+    let packaged =
+        std::fs::read_to_string(repo_path("pkg/debian/livechain.service")).expect("packaged unit");
+    let directives = |text: &str, bin: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("Documentation="))
+            .map(|l| l.replace(bin, "BIN"))
+            .collect()
+    };
+    assert_eq!(
+        directives(&packaged, "/usr/bin/livechain"),
+        directives(&unit, "/usr/local/bin/livechain"),
+        "pkg/debian/livechain.service differs from systemd/livechain.service beyond the binary's path"
+    );
+    std::fs::create_dir_all(dir.0.join("packaged")).expect("dir");
+    let path = dir.write(
+        "packaged/livechain.service",
+        &packaged.replace("/usr/bin/livechain", &bin()),
+    );
+    let out = Command::new(tool("systemd-analyze"))
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed on the packaged unit:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The reload command itself accepts the shipped config.
     let check = Command::new(bin())
         .args(["check", "--config"])
@@ -743,7 +773,7 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     tool("promtool");
     let out = promtool(&["check", "rules", "conf/prometheus/alerts.yml"], None).expect("promtool");
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("9 rules found"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("11 rules found"));
     let out =
         promtool(&["test", "rules", "conf/prometheus/alerts_test.yml"], None).expect("promtool");
     assert!(out.status.success(), "{out:?}");
@@ -830,4 +860,86 @@ async fn dashboard_and_alerts_use_only_exported_metrics() {
         let unknown: Vec<_> = used.difference(&exported).collect();
         assert!(unknown.is_empty(), "{file} uses unexported {unknown:?}");
     }
+    dashboard_honours_instance_and_chain(&parsed, &scrape(p.addr).await);
+}
+
+/// Every expression of every panel selects `instance=~"$instance"` on each metric it reads,
+/// and `chain=~"$chain"` on each metric that has a chain label (as scraped), so the two
+/// variables narrow every panel.
+fn dashboard_honours_instance_and_chain(dashboard: &serde_json::Value, scraped: &Scrape) {
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    for name in ["instance", "chain"] {
+        assert!(
+            variables.contains(&name),
+            "no ${name} variable: {variables:?}"
+        );
+    }
+    let has_chain = |metric: &str| {
+        ["", "_bucket", "_count", "_sum"].iter().any(|suffix| {
+            !scraped
+                .label_values(&format!("{metric}{suffix}"), "chain")
+                .is_empty()
+        })
+    };
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap_or("");
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("a target's expr");
+            let selectors = selectors(expr);
+            assert!(!selectors.is_empty(), "{title}: no metric in {expr}");
+            for (metric, matchers) in selectors {
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| metric.strip_suffix(s))
+                    .unwrap_or(metric);
+                assert!(
+                    matchers.contains(r#"instance=~"$instance""#),
+                    "{title}: {metric} without $instance in {expr}"
+                );
+                if has_chain(base) {
+                    assert!(
+                        matchers.contains(r#"chain=~"$chain""#),
+                        "{title}: {metric} has a chain label, not narrowed by $chain: {expr}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 30, "checked {checked} selectors");
+}
+
+/// The metrics an expression reads (`livechain_…`, `process_…`, `up`), each with the text of
+/// its `{…}` matchers (empty when it has none).
+fn selectors(expr: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < expr.len() {
+        let starts = ["livechain_", "process_", "up{"]
+            .iter()
+            .any(|p| expr[i..].starts_with(p));
+        let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if !(starts && boundary) {
+            i += 1;
+            continue;
+        }
+        let end = expr[i..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(expr.len(), |e| i + e);
+        let metric = &expr[i..end];
+        let matchers = match expr[end..].strip_prefix('{') {
+            Some(rest) => &rest[..rest.find('}').expect("closing brace")],
+            None => "",
+        };
+        out.push((metric, matchers));
+        i = end;
+    }
+    out
 }

@@ -152,6 +152,10 @@ async fn every_endpoint_answers_as_the_openapi_document_says() {
 
     for (method, path, headers) in [
         ("GET", "/health".to_string(), vec![]),
+        ("GET", "/health/live".into(), vec![]),
+        ("GET", "/health/ready".into(), vec![]),
+        ("GET", "/v1/chains/ethereum/health".into(), vec![]),
+        ("GET", "/v1/chains/nowhere/health".into(), vec![]),
         ("GET", "/status".into(), admin_h()),
         ("GET", "/status".into(), vec![]),
         (

@@ -129,3 +129,47 @@ async fn wss_upstream_verified_against_its_ca() {
     assert_eq!(v["result"], "0x1");
     assert_eq!(v["id"], 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_reports_tls_verified_and_refused() {
+    let eth = mock(1).await;
+    let front = tls_front(eth.addr()).await;
+    let ca = repo_path("tests/fixtures/tls/ca.pem");
+    let ups = format!(
+        "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"trusted\"\n\
+         http = \"https://localhost:{port}/rpc\"\ntls_ca_file = \"{}\"\n\
+         [[chains.ethereum.upstreams]]\nname = \"untrusted\"\nhttp = \"https://localhost:{port}/rpc\"\n",
+        ca.display(),
+        port = front.port(),
+    );
+    let dir = TempDir::new();
+    dir.write("upstreams.toml", &ups);
+    let main = dir.write("livechain.toml", "[server]\n");
+    let out = std::process::Command::new(bin())
+        .args(["check", "--probe", "--config"])
+        .arg(&main)
+        .output()
+        .expect("run livechain check --probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // One upstream serves: the chain is usable, the other's TLS failure is in its row.
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}: {stdout}"))
+            .to_owned()
+    };
+    let trusted = row("trusted");
+    assert!(
+        trusted.contains(" ok ") && trusted.ends_with(" ok"),
+        "{trusted}"
+    );
+    let untrusted = row("untrusted");
+    assert!(
+        untrusted.contains("TLS") || untrusted.contains("certificate"),
+        "{untrusted}"
+    );
+    assert!(!untrusted.ends_with(" ok"), "{untrusted}");
+}

@@ -1,9 +1,10 @@
-//! The service endpoints beside JSON-RPC: `GET /health`, `GET /status`, `GET /metrics`,
-//! `GET /v1/admin/keys`.
+//! The service endpoints beside JSON-RPC: `GET /health` (and `/health/live`, `/health/ready`,
+//! `/v1/chains/{chain}/health`), `GET /status`, `GET /metrics`, `GET /v1/admin/keys`.
 //! Answered from the routing snapshot and live health, never from upstreams. Which request
 //! reaches which endpoint is `proxy::dispatch`'s to decide.
 
 pub mod dlq;
+pub mod health;
 pub mod scrape;
 pub mod status;
 
@@ -19,6 +20,10 @@ use crate::route::Snapshot;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Health,
+    /// `GET /health/live`.
+    Live,
+    /// `GET /health/ready`.
+    Ready,
     Status,
     Metrics,
     /// `GET /v1/admin/keys`: the configured keys' ids and settings (never the keys).
@@ -26,9 +31,10 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Whether the admin token guards it (`/health` says only ok or unavailable).
+    /// Whether the admin token guards it (the health endpoints say only ok or unavailable,
+    /// and load balancers have no token).
     pub fn is_admin(self) -> bool {
-        !matches!(self, Endpoint::Health)
+        !matches!(self, Endpoint::Health | Endpoint::Live | Endpoint::Ready)
     }
 }
 
@@ -46,13 +52,25 @@ pub struct Api {
     pub audit: Arc<crate::auth::audit::Audit>,
     /// The transaction queue (`[dlq] enabled`).
     pub dlq: Option<Arc<crate::dlq::Dlq>>,
+    /// Whether the first probe round has finished (`/health/ready`).
+    pub first_round: Arc<crate::probe::FirstRound>,
+    /// SIGTERM's drain, which every connection and `/health/ready` heed.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 impl Api {
     /// The answer of `endpoint`, from `snapshot` and live health.
     pub fn answer(&self, endpoint: Endpoint, snapshot: &Snapshot) -> Answer {
         match endpoint {
-            Endpoint::Health => status::health(snapshot, now_ms()),
+            Endpoint::Health => health::health(snapshot, snapshot.limits.health, now_ms()),
+            Endpoint::Live => health::live(),
+            Endpoint::Ready => {
+                let phase = health::Phase {
+                    probed: self.first_round.is_done(),
+                    draining: self.drain.is_draining(),
+                };
+                health::ready(snapshot, snapshot.limits.health, phase, now_ms())
+            }
             Endpoint::Status => status::status(self, snapshot, now_ms()),
             Endpoint::Metrics => {
                 Answer::typed(200, "text/plain; version=0.0.4", scrape::render(snapshot))

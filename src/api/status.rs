@@ -3,44 +3,12 @@
 use serde::Serialize;
 use serde_json::json;
 
+use super::health::usable;
 use super::Api;
 use crate::h1::Answer;
 use crate::health::{CircuitState, Millis};
 use crate::route::{Chain, Snapshot};
 use crate::upstream::Upstream;
-
-/// 200 when every chain has an upstream that can take traffic, 503 naming the chains without.
-pub fn health(snapshot: &Snapshot, now: Millis) -> Answer {
-    let down: Vec<&str> = snapshot
-        .chains()
-        .filter(|c| usable(c, now) == 0)
-        .map(|c| c.name.as_str())
-        .collect();
-    let chains: serde_json::Map<String, serde_json::Value> = snapshot
-        .chains()
-        .map(|c| {
-            (
-                c.name.clone(),
-                json!({ "usable_upstreams": usable(c, now) }),
-            )
-        })
-        .collect();
-    let (status, word) = if down.is_empty() {
-        (200, "ok")
-    } else {
-        (503, "unavailable")
-    };
-    let body = json!({ "status": word, "down": down, "chains": chains });
-    Answer::json(status, body.to_string())
-}
-
-fn usable(chain: &Chain, now: Millis) -> usize {
-    chain
-        .upstreams()
-        .iter()
-        .filter(|u| u.is_resolved() && u.score(now) > 0.0)
-        .count()
-}
 
 #[derive(Serialize)]
 struct UpstreamStatus<'a> {

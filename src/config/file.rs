@@ -148,6 +148,12 @@ pub(crate) struct ServerFile {
     /// Relative to the directory of `livechain.toml`.
     #[serde(default = "default_upstreams")]
     pub upstreams: String,
+    /// Reload when the config, upstreams or keys file changes on disk.
+    #[serde(default)]
+    pub watch_config: bool,
+    /// What `/health` and `/health/ready` require: `"any"` chain or `"all"` chains servable.
+    #[serde(default = "default_health")]
+    pub health: String,
 }
 
 impl Default for ServerFile {
@@ -175,6 +181,8 @@ impl Default for ServerFile {
             access_log_sample: default_access_log_sample(),
             access_log_slow_ms: default_access_log_slow_ms(),
             upstreams: default_upstreams(),
+            watch_config: false,
+            health: default_health(),
         }
     }
 }
@@ -275,8 +283,12 @@ fn default_upstreams() -> String {
     "upstreams.toml".to_string()
 }
 
-/// The upstreams file. A missing `chains` table is reported by validation, not by serde, so the
-/// message can say what is expected.
+/// One dead chain must not take an instance serving the others out of a load balancer.
+fn default_health() -> String {
+    "any".to_string()
+}
+
+/// The upstreams file. A missing `chains` table means no chains (valid: see `validate::upstreams`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpstreamsFile {

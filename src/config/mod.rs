@@ -1,8 +1,9 @@
 //! Configuration: the user-facing TOML files (`file`), `${VAR}` interpolation, validation into the
 //! typed [`Config`] (`model`), and errors that name the file, the key path and the reason.
 //!
-//! [`load`] and [`load_upstreams`] are what the binary and hot reload use; the `parse_*` and
-//! `*_with_env` variants take the environment as a function so tests stay hermetic.
+//! [`Source`] says which config the process runs (a file, or the built-in demo); [`load`] and
+//! [`load_upstreams`] read files; the `parse_*` and `*_with_env` variants take the environment as
+//! a function so tests stay hermetic.
 
 mod access;
 mod dlq;
@@ -11,6 +12,7 @@ mod file;
 mod interpolate;
 mod model;
 mod policy;
+mod source;
 mod upstream;
 mod validate;
 
@@ -28,6 +30,7 @@ pub use access::{
 pub use dlq::{DlqAnswer, DlqConfig};
 pub use error::{ConfigError, Problem};
 pub use model::*;
+pub use source::{load_demo, Loader, Source, DEFAULT_PATH};
 
 use file::{MainFile, UpstreamsFile};
 

@@ -140,6 +140,30 @@ pub struct ServerConfig {
     pub access_log: crate::telemetry::access::Sampling,
     /// The upstreams file, resolved relative to the main config file.
     pub upstreams_path: PathBuf,
+    /// Reload when the config files change on disk (`watch_config`).
+    pub watch_config: bool,
+    /// What `/health` and `/health/ready` require (`health`).
+    pub health: HealthMode,
+}
+
+/// `server.health`: which chains must be servable for the instance to count as healthy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HealthMode {
+    /// At least one chain (the default): a dead chain does not take the others out of a load
+    /// balancer with it.
+    #[default]
+    Any,
+    /// Every chain.
+    All,
+}
+
+impl HealthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthMode::Any => "any",
+            HealthMode::All => "all",
+        }
+    }
 }
 
 /// The upstreams file: every chain, ordered by name.
@@ -153,6 +177,19 @@ pub struct UpstreamsConfig {
     pub circuit: CircuitConfig,
     /// `[retry]`: retries and failover, for every request.
     pub retry: RetryConfig,
+}
+
+impl UpstreamsConfig {
+    /// The warning for a file that names no chain (valid, but every request is answered 503).
+    pub fn no_chains_warning(&self) -> Option<String> {
+        self.chains.is_empty().then(|| {
+            format!(
+                "{}: no chains configured: every request is answered 503 until a [chains.NAME] \
+                 with its [[chains.NAME.upstreams]] is added (then reload)",
+                self.path.display()
+            )
+        })
+    }
 }
 
 /// `[probe]` in the upstreams file.

@@ -18,8 +18,8 @@ use super::error::{ConfigError, Problems};
 use super::file::{CacheFile, CacheRuleFile, SubscriptionsFile, UpstreamsFile};
 use super::interpolate::{expand, Env};
 use super::model::{
-    CacheBackend, CacheConfig, CacheRule, CacheSetup, ChainConfig, ServerConfig, SubscriptionMode,
-    UpstreamsConfig, DEFAULT_DENY,
+    CacheBackend, CacheConfig, CacheRule, CacheSetup, ChainConfig, HealthMode, ServerConfig,
+    SubscriptionMode, UpstreamsConfig, DEFAULT_DENY,
 };
 use super::{policy, upstream};
 
@@ -173,6 +173,17 @@ pub(crate) fn server(
     if upstreams_path.is_none() {
         p.push("server.upstreams", "must not be empty");
     }
+    let health = match file.health.as_str() {
+        "any" => HealthMode::Any,
+        "all" => HealthMode::All,
+        other => {
+            p.push(
+                "server.health",
+                format!("must be \"any\" or \"all\", got {other:?}"),
+            );
+            HealthMode::Any
+        }
+    };
 
     // Placeholders below are only reached when a problem was recorded, and `finish` then
     // returns the problems instead.
@@ -209,6 +220,8 @@ pub(crate) fn server(
             slow: access_log_slow,
         },
         upstreams_path: upstreams_path.unwrap_or_default(),
+        watch_config: file.watch_config,
+        health,
     })
 }
 
@@ -248,13 +261,12 @@ pub(crate) fn upstreams(
     path: &Path,
     env: Env<'_>,
 ) -> Result<UpstreamsConfig, ConfigError> {
+    // No chain at all is valid: it is how a fresh install's template reads before the operator
+    // adds providers, and refusing it would leave a packaged service that cannot start (nor
+    // `livechain check` pass) until edited. Such a config is loud instead: a warning at start and
+    // from `check` (`UpstreamsConfig::no_chains_warning`) and HTTP 503 with a message saying what
+    // to add for every request, so it is never mistaken for a working proxy.
     let mut p = Problems::new(path);
-    if file.chains.is_empty() {
-        p.push(
-            "chains",
-            "at least one chain is required, e.g. [chains.ethereum] with chain_id = 1",
-        );
-    }
 
     let mut owners: BTreeMap<u64, &str> = BTreeMap::new();
     let mut chains = BTreeMap::new();

@@ -70,7 +70,7 @@ pub fn call(view: &View, method: &str, params: Option<&RawValue>, out: &mut Vec<
             match method {
                 "eth_getBalance" => qty(out, mix(a, n, 1) % (10 * 10u64.pow(18))),
                 "eth_getTransactionCount" => qty(out, a % 1000 + n / 100),
-                _ if a % 2 == 0 => lit(out, "\"0x\""),
+                _ if a.is_multiple_of(2) => lit(out, "\"0x\""),
                 _ => {
                     let mut code = b"\x60\x80\x60\x40\x52".to_vec();
                     code.extend_from_slice(&fill::<32>(a));

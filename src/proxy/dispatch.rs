@@ -36,8 +36,11 @@ pub enum Target {
     Dlq(crate::api::dlq::DlqOp),
     /// `GET /v1/chains/{chain}/events`: the chain's events as Server-Sent Events.
     Events(Arc<Chain>),
-    /// A `POST` to a chain that does not exist: every call's id gets the error.
-    UnknownChain(Box<RpcError>),
+    /// `GET /v1/chains/{chain}/health`: public like `/health` (no key, no admin token).
+    ChainHealth(Arc<Chain>),
+    /// A `POST` to a chain that does not exist: every call's id gets the error, with this HTTP
+    /// status (404, or 503 while no chain is configured at all).
+    UnknownChain(u16, Box<RpcError>),
     /// Refused without reading a body (which is drained to keep the connection). Boxed, like
     /// the error above: rare, and a request's target is moved a few times on the hot path.
     Refuse(Box<Answer>),
@@ -52,13 +55,28 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             let endpoint = match path {
                 "/metrics" => Endpoint::Metrics,
                 "/health" => Endpoint::Health,
-                _ => return Target::Refuse(Box::new(not_found(path))),
+                "/health/live" => Endpoint::Live,
+                "/health/ready" => Endpoint::Ready,
+                _ => {
+                    return match chain_health(path, snapshot) {
+                        Some(chain) if read_only => Target::ChainHealth(chain.clone()),
+                        Some(_) => Target::Refuse(Box::new(not_allowed(
+                            method,
+                            path,
+                            "GET, HEAD",
+                            "use GET",
+                        ))),
+                        None => Target::Refuse(Box::new(not_found(path))),
+                    }
+                }
             };
             return service(endpoint, read_only, method, path);
         }
     };
     match path {
         "/health" => return service(Endpoint::Health, read_only, method, path),
+        "/health/live" => return service(Endpoint::Live, read_only, method, path),
+        "/health/ready" => return service(Endpoint::Ready, read_only, method, path),
         "/status" => return service(Endpoint::Status, read_only, method, path),
         "/metrics" if metrics_here => return service(Endpoint::Metrics, read_only, method, path),
         "/v1/admin/keys" => return service(Endpoint::Keys, read_only, method, path),
@@ -84,6 +102,9 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
         if let (Some(chain), "GET") = (events, method) {
             return Target::Events(chain.clone());
         }
+        if let (Some(chain), true) = (chain_health(path, snapshot), read_only) {
+            return Target::ChainHealth(chain.clone());
+        }
         return if read_only {
             Target::Rest
         } else {
@@ -97,7 +118,6 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
             (None, _, _) => Target::Refuse(Box::new(unknown_chain(
                 snapshot,
                 chain_segment(rest).unwrap_or(rest),
-                404,
             ))),
             (Some(_), false, "GET") => Target::Refuse(Box::new(
                 Answer::rpc_error(
@@ -120,11 +140,11 @@ pub fn route(site: Site, method: &str, path: &str, websocket: bool, snapshot: &S
     let name = path.strip_prefix('/').and_then(chain_segment);
     let Some(chain) = name.and_then(|s| snapshot.chain(s)) else {
         let name = name.unwrap_or(path);
-        let err = unknown_chain_error(snapshot, name);
+        let (status, err) = unknown_chain_error(snapshot, name);
         return if method == "POST" {
-            Target::UnknownChain(Box::new(err))
+            Target::UnknownChain(status, Box::new(err))
         } else {
-            Target::Refuse(Box::new(Answer::rpc_error(404, &err)))
+            Target::Refuse(Box::new(Answer::rpc_error(status, &err)))
         };
     };
     match method {
@@ -165,6 +185,13 @@ pub fn path_key(path: &str) -> Option<&str> {
     chain_and_key(rest)?.1
 }
 
+/// The chain of `/v1/chains/{chain}/health`, by name or id.
+fn chain_health<'a>(path: &str, snapshot: &'a Snapshot) -> Option<&'a Arc<Chain>> {
+    path.strip_prefix("/v1/chains/")
+        .and_then(|rest| rest.strip_suffix("/health"))
+        .and_then(|name| segment(name).and_then(|n| snapshot.chain(n)))
+}
+
 /// The one segment of a path's rest: `ethereum`, `ethereum/`; `None` for more or none.
 fn segment(rest: &str) -> Option<&str> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -199,23 +226,37 @@ fn not_found(path: &str) -> Answer {
     Answer::rpc_error(404, &err)
 }
 
-fn unknown_chain(snapshot: &Snapshot, name: &str, status: u16) -> Answer {
-    Answer::rpc_error(status, &unknown_chain_error(snapshot, name))
+fn unknown_chain(snapshot: &Snapshot, name: &str) -> Answer {
+    let (status, err) = unknown_chain_error(snapshot, name);
+    Answer::rpc_error(status, &err)
 }
 
-fn unknown_chain_error(snapshot: &Snapshot, name: &str) -> RpcError {
+/// 404 naming the chains served; 503 while there are none (an installed but not yet configured
+/// livechain is unavailable rather than wrong about the client's chain).
+fn unknown_chain_error(snapshot: &Snapshot, name: &str) -> (u16, RpcError) {
     let known: Vec<String> = snapshot
         .chains()
         .map(|c| format!("/{} (/{})", c.name, c.chain_id))
         .collect();
-    RpcError::new(
+    if known.is_empty() {
+        return (
+            503,
+            RpcError::new(
+                code::NO_UPSTREAM,
+                "no chains are configured: add a [chains.NAME] with its upstreams to the \
+                 upstreams file and reload",
+            ),
+        );
+    }
+    let err = RpcError::new(
         code::INVALID_REQUEST,
         format!(
             "unknown chain {:?}; this endpoint serves {}",
             quote(name),
             known.join(", ")
         ),
-    )
+    );
+    (404, err)
 }
 
 #[cfg(test)]
@@ -223,8 +264,13 @@ mod tests {
     use super::*;
 
     fn snapshot() -> Snapshot {
-        let text = "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"u\"\n\
-                    http = \"http://127.0.0.1:9\"\n";
+        snapshot_of(
+            "[chains.ethereum]\nchain_id = 1\n[[chains.ethereum.upstreams]]\nname = \"u\"\n\
+             http = \"http://127.0.0.1:9\"\n",
+        )
+    }
+
+    fn snapshot_of(text: &str) -> Snapshot {
         let config = crate::config::Config {
             path: "t.toml".into(),
             server: crate::config::parse_server("", std::path::Path::new("t.toml"), |_| None)
@@ -244,6 +290,25 @@ mod tests {
             .snapshot
     }
 
+    #[test]
+    fn without_chains_every_chain_request_is_unavailable() {
+        let empty = snapshot_of("");
+        let main = Site::Main { metrics_here: true };
+        match route(main, "POST", "/ethereum", false, &empty) {
+            Target::UnknownChain(status, err) => {
+                assert_eq!((status, err.code), (503, code::NO_UPSTREAM));
+                assert!(err.message.contains("no chains are configured"), "{err:?}");
+            }
+            _ => panic!("not an unknown chain"),
+        }
+        for (method, path, ws) in [("GET", "/v1/ws/ethereum", true), ("GET", "/1", false)] {
+            match route(main, method, path, ws, &empty) {
+                Target::Refuse(a) => assert_eq!(a.status, 503, "{method} {path}"),
+                _ => panic!("{method} {path} not refused"),
+            }
+        }
+    }
+
     fn what(site: Site, method: &str, path: &str, ws: bool) -> String {
         match route(site, method, path, ws, &snapshot()) {
             Target::JsonRpc(c) => format!("jsonrpc {}", c.name),
@@ -252,7 +317,8 @@ mod tests {
             Target::Service(e) => format!("{e:?}"),
             Target::Rest => "rest".into(),
             Target::Events(c) => format!("events {}", c.name),
-            Target::UnknownChain(_) => "unknown chain".into(),
+            Target::ChainHealth(c) => format!("chain health {}", c.name),
+            Target::UnknownChain(..) => "unknown chain".into(),
             Target::Refuse(a) => format!("refuse {}", a.status),
             Target::Dlq(op) => format!("{op:?}"),
         }
@@ -279,6 +345,18 @@ mod tests {
             ("GET", "/v1/ws/nowhere", true, "refuse 404"),
             ("POST", "/v1/ws/ethereum", false, "refuse 405"),
             ("GET", "/health", false, "Health"),
+            ("GET", "/health/live", false, "Live"),
+            ("HEAD", "/health/ready", false, "Ready"),
+            ("POST", "/health/ready", false, "refuse 405"),
+            (
+                "GET",
+                "/v1/chains/ethereum/health",
+                false,
+                "chain health ethereum",
+            ),
+            ("GET", "/v1/chains/1/health", false, "chain health ethereum"),
+            ("GET", "/v1/chains/nowhere/health", false, "rest"),
+            ("POST", "/v1/chains/ethereum/health", false, "refuse 405"),
             ("HEAD", "/status", false, "Status"),
             ("POST", "/health", false, "refuse 405"),
             ("GET", "/metrics", false, "Metrics"),
@@ -313,6 +391,12 @@ mod tests {
         assert_eq!(what(elsewhere, "GET", "/metrics", false), "refuse 404");
         assert_eq!(what(Site::Metrics, "GET", "/metrics", false), "Metrics");
         assert_eq!(what(Site::Metrics, "GET", "/health", false), "Health");
+        assert_eq!(what(Site::Metrics, "GET", "/health/ready", false), "Ready");
+        assert_eq!(what(Site::Metrics, "GET", "/health/live", false), "Live");
+        assert_eq!(
+            what(Site::Metrics, "GET", "/v1/chains/ethereum/health", false),
+            "chain health ethereum"
+        );
         assert_eq!(what(Site::Metrics, "GET", "/status", false), "refuse 404");
         assert_eq!(
             what(Site::Metrics, "POST", "/ethereum", false),

@@ -66,6 +66,11 @@ impl Front {
         }
     }
 
+    /// The count of this listener's open client connections, which a drain waits on.
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+
     /// The metrics listener (`server.metrics_listen`): `/metrics` and `/health`.
     pub fn metrics(app: Livechain) -> Front {
         Front {
@@ -150,9 +155,15 @@ impl ServerApp for Front {
         // request: a timer and a waiter made and dropped for every request cost more than
         // parsing the request's head.
         let idle = std::pin::pin!(tokio::time::sleep(KEEPALIVE));
+        // Pingora's shutdown, or livechain's own drain on SIGTERM (`crate::drain`), which
+        // comes first: a connection idle between requests closes at either.
         let mut closing = shutdown.clone();
+        let draining = self.app.api.drain.wait();
         let stop = std::pin::pin!(async move {
-            let _ = closing.changed().await;
+            tokio::select! {
+                _ = closing.changed() => {}
+                () = draining => {}
+            }
         });
         let mut wait = Wait { idle, stop };
         let mut timer = None;
@@ -285,7 +296,7 @@ impl Front {
             | Target::Events(_)
             | Target::Rest
             | Target::Preflight
-            | Target::UnknownChain(_) => {
+            | Target::UnknownChain(..) => {
                 let key = auth::presented(
                     dispatch::path_key(parsed.path).map(str::as_bytes),
                     parsed.authorization,
@@ -406,11 +417,11 @@ impl Front {
                     },
                 }
             }
-            Target::UnknownChain(err) => {
+            Target::UnknownChain(status, err) => {
                 match read_body(stream, buf, req.body, req.expect_continue, &limits).await {
                     Err(BodyEnd::Gone) => return false,
                     Err(BodyEnd::Answer(a)) => a,
-                    Ok(body) => super::refuse_each(&body, limits.bounds(), 404, &err),
+                    Ok(body) => super::refuse_each(&body, limits.bounds(), status, &err),
                 }
             }
             // Answered without the body, which is read and dropped to keep the connection.
@@ -427,6 +438,9 @@ impl Front {
                         _ => super::respond::preflight(),
                     },
                     Target::Service(endpoint) => self.app.api.answer(endpoint, snapshot),
+                    Target::ChainHealth(chain) => {
+                        crate::api::health::chain(&chain, crate::health::now_ms())
+                    }
                     Target::Dlq(op) => {
                         crate::api::dlq::answer(self.app.dlq.as_deref(), op, req.query.as_deref())
                             .await
@@ -445,7 +459,7 @@ impl Front {
                     Target::Refuse(answer) => *answer,
                     // Served above and in `process_new`.
                     Target::JsonRpc(_)
-                    | Target::UnknownChain(_)
+                    | Target::UnknownChain(..)
                     | Target::WebSocket(_)
                     | Target::Events(_) => {
                         unreachable!("served elsewhere")
@@ -458,7 +472,7 @@ impl Front {
                 }
             }
         };
-        if !req.keep_alive || *shutdown.borrow() {
+        if !req.keep_alive || *shutdown.borrow() || self.app.api.drain.is_draining() {
             answer.close = true;
         }
         ctx.status = answer.status;
@@ -654,7 +668,7 @@ async fn next_request<S: Future<Output = ()>>(
                     .as_mut()
                     .reset(tokio::time::Instant::now() + timeout);
             }
-        } else if *shutdown.borrow() {
+        } else if *shutdown.borrow() || front.app.api.drain.is_draining() {
             return Next::Gone;
         }
         if buf.capacity() - buf.len() < READ_ROOM {

@@ -62,6 +62,8 @@ pub struct Limits {
     /// Which requests get an access-log line.
     pub access_log: crate::telemetry::access::Sampling,
     pub cache: crate::config::CacheConfig,
+    /// What `/health` and `/health/ready` require (`server.health`).
+    pub health: crate::config::HealthMode,
 }
 
 impl Limits {
@@ -89,6 +91,7 @@ impl Limits {
             connect_timeout: server.connect_timeout,
             access_log: server.access_log,
             cache: server.cache,
+            health: server.health,
         }
     }
 }

@@ -140,7 +140,12 @@ impl Upstream {
         )
         .await
         .map_err(|_| ExchangeError::Connect("timed out"))?
-        .map_err(|_| ExchangeError::Connect("connection refused or unreachable"))?;
+        .map_err(|e| {
+            ExchangeError::Connect(match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused",
+                _ => "unreachable",
+            })
+        })?;
         let _ = tcp.set_nodelay(true);
         Ok(Conn::Tcp(tcp))
     }
@@ -180,11 +185,17 @@ pub(super) fn request_head(path: &str, headers: &[(http::HeaderName, http::Heade
     Bytes::from(out)
 }
 
+/// Pingora's connect errors in the words of the plain TCP ones (`check --probe` prints them).
 fn kind(e: &ErrorType) -> &'static str {
     match e {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             "timed out"
         }
+        ErrorType::ConnectRefused => "connection refused",
+        ErrorType::ConnectNoRoute => "unreachable",
+        ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => "TLS handshake failed",
+        ErrorType::TLSHandshakeTimedout => "TLS handshake timed out",
+        ErrorType::InvalidCert => "invalid TLS certificate",
         other => other.as_str(),
     }
 }

@@ -124,6 +124,39 @@ impl Proxy {
         panic!("livechain did not become ready; last log:\n{last_log}");
     }
 
+    /// Starts livechain with `args` and `--listen` on a free loopback port, no config written,
+    /// in a fresh empty directory as its working directory (the log goes to `livechain.log`
+    /// there); waits until it answers.
+    pub async fn start_bare(args: &[&str]) -> Proxy {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let dir = TempDir::new();
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+            let log = dir.0.join("livechain.log");
+            let child = Command::new(bin())
+                .args(args)
+                .arg("--listen")
+                .arg(addr.to_string())
+                .current_dir(&dir.0)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("spawn livechain");
+            let mut proxy = Proxy {
+                child,
+                addr,
+                dir,
+                log,
+            };
+            if proxy.wait_ready(Duration::from_secs(30)).await {
+                return proxy;
+            }
+            last_log = proxy.log();
+        }
+        panic!("livechain did not become ready; last log:\n{last_log}");
+    }
+
     /// Polls until the proxy answers an HTTP request (any answer), or the process exits.
     async fn wait_ready(&mut self, within: Duration) -> bool {
         let until = Instant::now() + within;

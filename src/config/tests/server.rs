@@ -432,3 +432,25 @@ fn dlq_defaults_and_every_rule() {
         assert!(e.contains(MAIN), "names the file: {e}");
     }
 }
+
+#[test]
+fn watch_config_and_health_mode() {
+    let s = server_ok("");
+    assert!(!s.watch_config, "watching is opt-in");
+    assert_eq!(
+        s.health,
+        HealthMode::Any,
+        "one dead chain is not the instance"
+    );
+    let s = server_ok("[server]\nwatch_config = true\nhealth = \"all\"\n");
+    assert!(s.watch_config);
+    assert_eq!(s.health, HealthMode::All);
+    let e = server_err("[server]\nhealth = \"most\"\n");
+    assert!(
+        e.contains("server.health: must be \"any\" or \"all\", got \"most\""),
+        "{e}"
+    );
+    assert!(e.contains(MAIN), "names the file: {e}");
+    let e = server_err("[server]\nwatch_config = \"yes\"\n");
+    assert!(e.contains("watch_config"), "{e}");
+}

@@ -89,12 +89,16 @@ fn chains_are_ordered_by_name_and_upstreams_keep_file_order() {
 }
 
 #[test]
-fn at_least_one_chain() {
-    assert_eq!(
-        upstreams_err(""),
-        "conf/upstreams.toml: chains: at least one chain is required, e.g. [chains.ethereum] with \
-         chain_id = 1"
+fn no_chains_is_valid_with_a_warning() {
+    let config = upstreams_ok("# every provider commented out\n");
+    assert!(config.chains.is_empty());
+    let warning = config.no_chains_warning().expect("a warning");
+    assert!(
+        warning.starts_with("conf/upstreams.toml: no chains configured"),
+        "{warning}"
     );
+    // A chain without upstreams is still a mistake.
+    assert!(upstreams_err("[chains.ethereum]\nchain_id = 1\n").contains("at least one upstream"));
 }
 
 #[test]

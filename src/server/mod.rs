@@ -1,5 +1,7 @@
 //! Assembling the process: the routing table (`table`), the Pingora server with the proxy, probe
-//! and DNS services, and the reload handler on the control runtime.
+//! and DNS services, the reload handler on the control runtime, and how it stops (`stop`).
+
+mod stop;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,18 +38,28 @@ pub struct Livechaind {
     pub server: Server,
     pub router: Arc<Router>,
     pub listen: SocketAddr,
+    stop: stop::Stop,
 }
 
 impl Livechaind {
-    /// Serves until SIGTERM (graceful, bounded by the grace period) or SIGINT.
+    /// Serves until SIGTERM (drains: exits once in-flight requests are done, at most
+    /// `grace_period_ms`) or SIGINT (at once).
     pub fn run(self) {
-        self.server.run(pingora::server::RunArgs::default());
+        self.server.run(pingora::server::RunArgs {
+            shutdown_signal: Box::new(self.stop),
+        });
     }
 }
 
 /// Builds everything from a validated config; nothing is listening yet. Embedded mocks and the
-/// reload handler (fed by `hup`) run on `control`.
-pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechaind, StartError> {
+/// reload handler (fed by `hup`, reading through `loader`, where `config` came from) run on
+/// `control`.
+pub fn build(
+    config: &Config,
+    loader: crate::config::Loader,
+    control: &Control,
+    hup: Signal,
+) -> Result<Livechaind, StartError> {
     let s = &config.server;
     let mut mocks = MockHost::new(control.handle());
     let built = table::build(config, None, &mut mocks)?;
@@ -61,7 +73,9 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
 
     let conf = ServerConf {
         threads: s.threads,
-        grace_period_seconds: Some(s.grace_period.as_millis().div_ceil(1000) as u64),
+        // The grace period is livechain's own drain (`stop`), over before Pingora is told to
+        // stop: Pingora's would be a fixed sleep on top of it.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         work_stealing: false,
         upgrade_sock: format!("/tmp/livechain_upgrade_{}.sock", std::process::id()),
@@ -72,12 +86,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         &conf,
     ))));
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
-    // Every upstream is probed once before the listener opens: an upstream takes traffic only
-    // once its chain id is verified and its head known, so the first requests would otherwise
-    // find none. Bounded by the probe timeout (a silent upstream stays unverified).
-    control
-        .handle()
-        .block_on(crate::probe::probe_all(&router, &connector));
+    let first_round = first_probe_round(&router, &connector, control, config);
 
     let reload = Arc::new(ReloadStatus::default());
     let cache = Arc::new(crate::cache::Cache::new(s.cache.max_bytes));
@@ -100,6 +109,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         true => Some(Arc::new(crate::dlq::Dlq::open(&s.dlq)?)),
         false => None,
     };
+    let drain = Arc::new(crate::drain::Drain::default());
     let api = Api {
         started: std::time::Instant::now(),
         reload: reload.clone(),
@@ -108,19 +118,20 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         limiter: limiter.clone(),
         audit: audit.clone(),
         dlq: dlq.clone(),
+        first_round: first_round.clone(),
+        drain: drain.clone(),
     };
     let app = Livechain::new(router.clone(), connector.clone(), api);
-    let mut proxy = pingora::services::listening::Service::new(
-        "livechain proxy".to_owned(),
-        Front::new(app.clone()),
-    );
+    let front = Front::new(app.clone());
+    let mut open = vec![front.open_connections()];
+    let mut proxy = pingora::services::listening::Service::new("livechain proxy".to_owned(), front);
     proxy.add_tcp(&s.listen.to_string());
     server.add_service(proxy);
     if let Some(addr) = s.metrics_listen {
-        let mut svc = pingora::services::listening::Service::new(
-            "livechain metrics".to_owned(),
-            Front::metrics(app.clone()),
-        );
+        let front = Front::metrics(app.clone());
+        open.push(front.open_connections());
+        let mut svc =
+            pingora::services::listening::Service::new("livechain metrics".to_owned(), front);
         svc.add_tcp(&addr.to_string());
         server.add_service(svc);
     }
@@ -129,6 +140,7 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         Prober {
             router: router.clone(),
             connector: connector.clone(),
+            first_round,
         },
     ));
     server.add_service(background_service(
@@ -163,7 +175,8 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         },
     ));
     let reloader = Reloader {
-        main_path: config.path.clone(),
+        config: config.clone(),
+        loader,
         started_with: config.server.clone(),
         router: router.clone(),
         mocks,
@@ -178,7 +191,41 @@ pub fn build(config: &Config, control: &Control, hup: Signal) -> Result<Livechai
         server,
         router,
         listen: s.listen,
+        stop: stop::Stop {
+            drain,
+            open,
+            grace: s.grace_period,
+        },
     })
+}
+
+/// Probes every upstream once before the listener opens: an upstream takes traffic only once
+/// its chain id is verified and its head known, so the first requests would otherwise find none.
+/// The listener waits for that round at most one probe timeout: a slow provider must not keep
+/// the port (and `/health/live`) closed; `/health/ready` is 503 until the round is over.
+fn first_probe_round(
+    router: &Arc<Router>,
+    connector: &Arc<Connector>,
+    control: &Control,
+    config: &Config,
+) -> Arc<crate::probe::FirstRound> {
+    let first_round = Arc::new(crate::probe::FirstRound::default());
+    let (router, connector, done) = (router.clone(), connector.clone(), first_round.clone());
+    control.handle().spawn(async move {
+        crate::probe::probe_all(&router, &connector).await;
+        done.finish();
+    });
+    let wait = config.upstreams.probe.timeout;
+    let finished = control
+        .handle()
+        .block_on(async { tokio::time::timeout(wait, first_round.wait()).await });
+    if finished.is_err() {
+        tracing::warn!(
+            waited_ms = wait.as_millis() as u64,
+            "the first probe round is still running; listening now, /health/ready is 503 until it ends"
+        );
+    }
+    first_round
 }
 
 /// Tells the user where livechain listens and how to try it.
