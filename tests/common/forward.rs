@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use super::tcp::{bind, connect, reset};
 
 /// Counters shared by the accept loop and the relays.
 #[derive(Default)]
@@ -209,16 +211,6 @@ impl Drop for Forwarder {
     }
 }
 
-fn bind(addr: SocketAddr) -> TcpListener {
-    let socket = TcpSocket::new_v4().expect("forwarder socket");
-    // The same port again after a kill, whatever its old connections left in TIME_WAIT.
-    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-    socket
-        .bind(addr)
-        .unwrap_or_else(|e| panic!("forwarder bind {addr}: {e}"));
-    socket.listen(1024).expect("forwarder listen")
-}
-
 /// Whether the first bytes of a connection (its first read: a request head on loopback comes in
 /// one piece) are an HTTP request asking for a WebSocket.
 fn is_upgrade(head: &[u8]) -> bool {
@@ -235,9 +227,8 @@ async fn relay(
     counters: &Counters,
     mut gone: watch::Receiver<bool>,
 ) {
-    let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target));
     let server = tokio::select! {
-        r = connect => r.ok().and_then(Result::ok),
+        s = connect(target) => s,
         _ = gone.wait_for(|cut| *cut) => None,
     };
     let Some(server) = server else {
@@ -245,7 +236,6 @@ async fn relay(
         return;
     };
     let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
     let (mut client_rx, mut client_tx) = client.into_split();
     let (mut server_rx, mut server_tx) = server.into_split();
     let mut websocket = false;
@@ -360,9 +350,4 @@ fn record(pending: &mut Vec<u8>, counters: &Counters) -> bool {
             seen.requests.push(Request { batch, calls });
         }
     }
-}
-
-/// Makes the close of `stream` (when it is dropped) a reset instead of an orderly FIN.
-fn reset(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }

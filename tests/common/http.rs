@@ -76,18 +76,36 @@ impl Client {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
-    /// [`Client::post`] that returns the failure (the connection closed without an answer,
-    /// no answer within `within`) instead of panicking.
+    /// Like [`Client::request`], but a broken connection or no answer within `within` is an
+    /// `Err` saying so (and the connection is dropped; the next call opens another) instead of
+    /// a panic: for loads that count what clients would see.
+    pub async fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        within: Duration,
+    ) -> Result<Response, String> {
+        let result = tokio::time::timeout(within, self.exchange(method, path, headers, body)).await;
+        let error = match result {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {within:?}"),
+        };
+        self.conn = None;
+        Err(error)
+    }
+
+    /// [`Client::try_request`] POSTing a JSON body.
     pub async fn try_post(
         &mut self,
         path: &str,
         body: &[u8],
         within: Duration,
-    ) -> std::io::Result<Response> {
+    ) -> Result<Response, String> {
         let headers = [("content-type", "application/json")];
-        tokio::time::timeout(within, self.exchange("POST", path, &headers, body))
-            .await
-            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        self.try_request("POST", path, &headers, body, within).await
     }
 
     /// Whether the server closed the connection after the last answer.

@@ -3,11 +3,14 @@
 #![allow(dead_code)]
 
 pub mod anvil;
+pub mod chaos;
+pub mod fault;
 pub mod forward;
 pub mod http;
 pub mod load;
 pub mod rawnode;
 pub mod redis;
+pub mod tcp;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
