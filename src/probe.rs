@@ -68,19 +68,33 @@ impl BackgroundService for Prober {
             () = self.first_round.wait() => {}
             _ = shutdown.changed() => return,
         }
+        // Each upstream is probed on its own: a silent one holds only its own probe (for up to
+        // `probe.timeout_ms`), never the others' (a round that waited for every upstream was
+        // as slow as the slowest, for every chain). The chain is judged after each probe.
         loop {
             let snapshot = self.router.load();
             let mut interval = Duration::from_secs(1);
-            let rounds = snapshot.chains().map(|chain| {
+            for chain in snapshot.chains() {
                 interval = interval.min(chain.policy.probe.interval);
-                probe_chain(chain.clone(), &self.connector)
-            });
-            let started = Instant::now();
-            futures::future::join_all(rounds).await;
+                for up in chain.upstreams() {
+                    if up.health.is_probing() {
+                        continue;
+                    }
+                    let (chain, up, connector) =
+                        (chain.clone(), up.clone(), self.connector.clone());
+                    tokio::spawn(async move {
+                        let Some(_probing) = up.health.begin_probe() else {
+                            return;
+                        };
+                        probe(&chain, &up, &connector).await;
+                        refresh_chain(&chain);
+                        up.pool.sweep();
+                    });
+                }
+            }
             drop(snapshot);
-            let wait = interval.saturating_sub(started.elapsed());
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -815,3 +815,48 @@ async fn a_transaction_resent_after_a_pooled_connection_closed_gets_its_hash() {
         "sent, then sent again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_does_not_slow_the_other_upstreams_probes() {
+    use common::rawnode::{self, RawNode, Reply};
+    // Accepts connections and never answers: each of its probes takes `probe.timeout_ms`.
+    let silent = RawNode::start(|_| Reply::Silent).await;
+    // Fails its chain-id check with HTTP 500, so every probe of it asks `eth_chainId` again.
+    let failing = RawNode::start(|ex| match ex.method() {
+        Some("eth_chainId") => Reply::Bytes(
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        ),
+        _ => rawnode::chain_answer(ex, 1, 100),
+    })
+    .await;
+    let good = RawNode::start(|ex| rawnode::chain_answer(ex, 1, 100)).await;
+    let upstreams = format!(
+        "[probe]\ninterval_ms = 100\ntimeout_ms = 1500\n[chains.ethereum]\nchain_id = 1\n\
+         [[chains.ethereum.upstreams]]\nname = \"silent\"\nhttp = \"{}\"\n\
+         [[chains.ethereum.upstreams]]\nname = \"failing\"\nhttp = \"{}\"\n\
+         [[chains.ethereum.upstreams]]\nname = \"good\"\nhttp = \"{}\"\n",
+        silent.url(),
+        failing.url(),
+        good.url()
+    );
+    let p = Proxy::start(&upstreams, NO_CACHE).await;
+    // Past the first round (which waits for every upstream, within one probe timeout).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            p.client()
+                .request("GET", "/health/ready", &[], b"")
+                .await
+                .status
+                == 200
+        })
+        .await
+    );
+    let before = failing.count("eth_chainId");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let asked = failing.count("eth_chainId") - before;
+    // Every 100 ms: about 15. Rounds held by the silent upstream's 1.5 s probes: about 1.
+    assert!(
+        asked >= 8,
+        "the failing upstream was probed {asked} times in 1.5 s at a 100 ms interval"
+    );
+}

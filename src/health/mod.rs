@@ -133,6 +133,8 @@ pub struct UpstreamHealth {
     /// one did (ms): a node that keeps disagreeing is demoted (see [`DEMOTE_AFTER`]).
     disagreements: AtomicU32,
     disagreed_at: AtomicU64,
+    /// A probe of it is in flight (the prober starts no second one).
+    probing: AtomicBool,
 }
 
 /// Consensus disagreements in a row that demote an upstream.
@@ -170,6 +172,7 @@ impl UpstreamHealth {
             in_flight: AtomicU32::new(0),
             disagreements: AtomicU32::new(0),
             disagreed_at: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -375,6 +378,19 @@ impl UpstreamHealth {
         self.in_flight.load(Relaxed)
     }
 
+    /// Whether a probe of it is in flight.
+    pub fn is_probing(&self) -> bool {
+        self.probing.load(Relaxed)
+    }
+
+    /// Marks a probe of it in flight until the guard is dropped; `None` when one already is.
+    pub fn begin_probe(&self) -> Option<Probing<'_>> {
+        self.probing
+            .compare_exchange(false, true, Relaxed, Relaxed)
+            .ok()
+            .map(|_| Probing(&self.probing))
+    }
+
     /// Records whether its answer to a consensus read matched the quorum's.
     pub fn record_consensus(&self, agreed: bool, now: Millis) {
         if agreed {
@@ -450,6 +466,15 @@ fn lag_factor(head: u64, chain_head: u64, max_lag: u64) -> f64 {
         1.0 - 0.5 * lag as f64 / (max_lag + 1) as f64
     } else {
         0.0
+    }
+}
+
+/// A probe in flight on an upstream ([`UpstreamHealth::begin_probe`]).
+pub struct Probing<'a>(&'a AtomicBool);
+
+impl Drop for Probing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
     }
 }
 
