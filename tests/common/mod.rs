@@ -50,8 +50,26 @@ impl Drop for TempDir {
     }
 }
 
-/// A port free right now (the caller retries if it is taken before use).
+/// A port free right now (the caller retries if it is taken before use). Picked below the
+/// kernel's ephemeral range: a port from that range, released here and bound by the test's
+/// process a moment later, can be taken in between by any socket bound to port 0 or any
+/// outgoing connection (the tests make thousands), and a proxy that cannot bind its port would
+/// leave the test talking to whatever took it.
 pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12_000 {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        for _ in 0..200 {
+            let port = rng.gen_range(10_000..ephemeral_low);
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -178,6 +196,13 @@ impl Proxy {
                         .await
                         .is_ok_and(|r| r.is_ok());
                 if answered && buf.starts_with(b"HTTP/1.1") {
+                    // Answered, but by this process? One that could not bind says so.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if self.log().contains("is in use") {
+                        let _ = self.child.kill();
+                        let _ = self.child.wait();
+                        return false;
+                    }
                     return true;
                 }
             }
