@@ -8,39 +8,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::rawnode::{self, http_ok, RawNode, Reply};
+use common::rawnode::{self, RawNode};
 use common::*;
 use serde_json::{json, Value};
 
 const HEAD: u64 = 100;
 const ADDR: &str = "0x00000000000000000000000000000000000000aa";
 
-/// A node answering clients' calls with `answer` (as a JSON result) after `delay`; batches
-/// of clients' calls likewise, one answer per call.
+/// A node answering clients' calls with `answer` after `delay` (`rawnode::answering`).
 async fn node(answer: &'static str, delay: Duration) -> RawNode {
-    RawNode::start(move |ex| {
-        let reply = |body: Vec<u8>| {
-            if delay.is_zero() {
-                Reply::Bytes(body)
-            } else {
-                Reply::Then(Vec::new(), delay, body)
-            }
-        };
-        if let Some(Value::Array(calls)) = &ex.json {
-            let answers: Vec<String> = calls
-                .iter()
-                .map(|c| rawnode::result(&c["id"].to_string(), answer))
-                .collect();
-            return reply(http_ok(&format!("[{}]", answers.join(","))));
-        }
-        let id = ex.id();
-        // Clients' calls carry string ids; the probes' and the supervisor's are numbers.
-        if id.starts_with('"') {
-            return reply(http_ok(&rawnode::result(&id, answer)));
-        }
-        rawnode::chain_answer(ex, 1, HEAD)
-    })
-    .await
+    rawnode::answering(answer, delay, HEAD).await
 }
 
 /// livechain in front of `nodes` (name, node, weight), with a consensus rule.

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::rawnode::{self, http_ok, RawNode, Reply};
+use common::rawnode::{self, RawNode};
 use common::*;
 use serde_json::{json, Value};
 
@@ -16,31 +16,9 @@ const HEAD: u64 = 100;
 /// How long the slow node takes to answer a client's call.
 const SLOW: Duration = Duration::from_millis(800);
 
-/// A node whose answer to a client's call is `answer` (a JSON result), after `delay`.
+/// A node answering clients' calls with `answer` after `delay` (`rawnode::answering`).
 async fn node(answer: &'static str, delay: Duration) -> RawNode {
-    RawNode::start(move |ex| {
-        let delayed = |body: Vec<u8>| {
-            if delay.is_zero() {
-                Reply::Bytes(body)
-            } else {
-                Reply::Then(Vec::new(), delay, body)
-            }
-        };
-        if let Some(Value::Array(calls)) = &ex.json {
-            let answers: Vec<String> = calls
-                .iter()
-                .map(|c| rawnode::result(&c["id"].to_string(), answer))
-                .collect();
-            return delayed(http_ok(&format!("[{}]", answers.join(","))));
-        }
-        let id = ex.id();
-        // Clients' calls carry string ids; the probes' and the supervisor's are numbers.
-        if id.starts_with('"') {
-            return delayed(http_ok(&rawnode::result(&id, answer)));
-        }
-        rawnode::chain_answer(ex, 1, HEAD)
-    })
-    .await
+    rawnode::answering(answer, delay, HEAD).await
 }
 
 /// The sum of a counter's series whose labels contain every one of `labels`.

@@ -289,10 +289,10 @@ pub fn error_members(raw: &RawValue) -> Option<(i64, String)> {
     Some((e.code, e.message))
 }
 
-/// Method name prefixes whose answers no rule may keep: writes, signing, filters and
-/// subscriptions (their answers depend on state kept by one node), node administration and
-/// test-node controls.
-const NEVER_KEPT: &[&str] = &[
+/// Method name prefixes of calls that write, sign, or depend on or change one node's state:
+/// filters and subscriptions (their ids live on one node), node administration and test-node
+/// controls. Their answers are never kept, and they are never sent to two nodes on purpose.
+const STATEFUL: &[&str] = &[
     "eth_send",
     "eth_sign",
     "eth_subscribe",
@@ -311,18 +311,24 @@ const NEVER_KEPT: &[&str] = &[
     "anvil_",
     "evm_",
     "hardhat_",
+    "debug_set",
 ];
+
+/// Whether `method` writes, signs, or depends on or changes one node's state (see `STATEFUL`).
+pub fn is_stateful(method: &str) -> bool {
+    STATEFUL.iter().any(|p| method.starts_with(p))
+}
 
 /// Whether `method`'s answers may never be kept, whatever a rule says.
 pub fn never_kept(method: &str) -> bool {
-    NEVER_KEPT.iter().any(|p| method.starts_with(p))
+    is_stateful(method)
 }
 
 /// Whether a rule's method pattern (a name, or a prefix ending in `*`) names a method that is
 /// never kept.
 pub fn may_cover_unkept(pattern: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) => NEVER_KEPT
+        Some(prefix) => STATEFUL
             .iter()
             .any(|p| p.starts_with(prefix) || prefix.starts_with(p)),
         None => never_kept(pattern),

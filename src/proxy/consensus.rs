@@ -23,6 +23,7 @@ use super::forward::{Attempts, Forwarder, Need};
 use super::hedge::{exchange, record_late, single};
 use super::outcome::Verdict;
 use super::respond::{self, Answer};
+use super::single::pass;
 use crate::config::{ConsensusConfig, ConsensusFallback};
 use crate::health::now_ms;
 use crate::jsonrpc::{code, Call, Request, RpcError};
@@ -275,14 +276,6 @@ fn error(body: &Bytes, call: &Call, chain: &str, status: u16, message: String) -
         status,
         respond::error_for_all(body, &Request::Single(call.clone()), &err),
     )
-}
-
-fn pass(response: Response) -> Answer {
-    let mut a = Answer::json(response.status, response.body);
-    if let Some(enc) = response.content_encoding {
-        a = a.with_header(http::header::CONTENT_ENCODING, enc);
-    }
-    a
 }
 
 #[cfg(test)]

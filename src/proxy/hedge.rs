@@ -23,38 +23,11 @@ use crate::metrics::metrics;
 use crate::upstream::outcome::{outcome_of_error, retry_after};
 use crate::upstream::{Connector, ExchangeError, Response, Upstream};
 
-/// Whether a call of `method` may be sent to two upstreams at once. Never a write (a
+/// Whether a call of `method` may be sent to two upstreams at once: never a write (a
 /// transaction or signature sent twice), nor what lives on one node (a filter's id, a
-/// subscription), nor what changes a node's state (test-node and admin namespaces).
+/// subscription), nor what changes a node's state (`classify::is_stateful`).
 pub fn may_hedge(method: &str) -> bool {
-    const STATEFUL: &[&str] = &[
-        "eth_sendRawTransaction",
-        "eth_sendRawTransactionConditional",
-        "eth_sendTransaction",
-        "eth_sign",
-        "eth_signTransaction",
-        "eth_newFilter",
-        "eth_newBlockFilter",
-        "eth_newPendingTransactionFilter",
-        "eth_getFilterChanges",
-        "eth_getFilterLogs",
-        "eth_uninstallFilter",
-        "eth_subscribe",
-        "eth_unsubscribe",
-    ];
-    const NAMESPACES: &[&str] = &[
-        "eth_signTypedData",
-        "personal_",
-        "admin_",
-        "miner_",
-        "engine_",
-        "anvil_",
-        "hardhat_",
-        "evm_",
-        "debug_set",
-        "txpool_",
-    ];
-    !STATEFUL.contains(&method) && !NAMESPACES.iter().any(|p| method.starts_with(p))
+    !crate::jsonrpc::classify::is_stateful(method)
 }
 
 /// One exchange that owns what it needs, so that the slower of two can be left to finish on

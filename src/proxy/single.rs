@@ -289,7 +289,8 @@ fn null_result(body: &[u8]) -> bool {
     NULL_RESULT.find(body).is_some()
 }
 
-fn pass(response: Response) -> Answer {
+/// A node's answer as the client gets it.
+pub(super) fn pass(response: Response) -> Answer {
     let mut a = Answer::json(response.status, response.body);
     if let Some(enc) = response.content_encoding {
         a = a.with_header(http::header::CONTENT_ENCODING, enc);

@@ -319,3 +319,32 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// A node of chain 1 at `head` whose answer to every client call is `answer` (a JSON result),
+/// after `delay`; a batch of client calls gets one such answer per call. Clients' calls are
+/// told apart by their string ids (livechain's probes and supervisor use numbers), which get
+/// [`chain_answer`]s, so the node stays in rotation whatever it tells clients.
+pub async fn answering(answer: &'static str, delay: Duration, head: u64) -> RawNode {
+    RawNode::start(move |ex| {
+        let reply = |body: Vec<u8>| {
+            if delay.is_zero() {
+                Reply::Bytes(body)
+            } else {
+                Reply::Then(Vec::new(), delay, body)
+            }
+        };
+        if let Some(serde_json::Value::Array(calls)) = &ex.json {
+            let answers: Vec<String> = calls
+                .iter()
+                .map(|c| result(&c["id"].to_string(), answer))
+                .collect();
+            return reply(http_ok(&format!("[{}]", answers.join(","))));
+        }
+        let id = ex.id();
+        if id.starts_with('"') {
+            return reply(http_ok(&result(&id, answer)));
+        }
+        chain_answer(ex, 1, head)
+    })
+    .await
+}
