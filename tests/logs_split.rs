@@ -42,20 +42,43 @@ fn quantity_of(v: &Value) -> Option<u64> {
 /// A node that refuses ranges wider than [`LIMIT`] with `message` (and code `code`), and
 /// answers an internal error for any range holding block `broken`.
 async fn limited(code: i64, message: &'static str, broken: Option<u64>) -> RawNode {
+    // One call's answer object, as JSON text.
+    let answer = move |call: &Value| {
+        let id = call["id"].to_string();
+        let filter = &call["params"][0];
+        let from = quantity_of(&filter["fromBlock"]).unwrap_or(HEAD);
+        let to = quantity_of(&filter["toBlock"]).unwrap_or(HEAD);
+        if to - from + 1 > LIMIT {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":"{message}"}}}}"#
+            )
+        } else if broken.is_some_and(|b| (from..=to).contains(&b)) {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32603,"message":"internal error"}}}}"#
+            )
+        } else {
+            rawnode::result(&id, &Value::Array(logs(from, to)).to_string())
+        }
+    };
     RawNode::start(move |ex| {
-        let id = ex.id();
         if ex.method() == Some("eth_getLogs") {
-            let filter = ex.param(0).cloned().unwrap_or(Value::Null);
-            let from = quantity_of(&filter["fromBlock"]).unwrap_or(HEAD);
-            let to = quantity_of(&filter["toBlock"]).unwrap_or(HEAD);
-            let body = if to - from + 1 > LIMIT {
-                format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":"{message}"}}}}"#)
-            } else if broken.is_some_and(|b| (from..=to).contains(&b)) {
-                format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32603,"message":"internal error"}}}}"#)
-            } else {
-                rawnode::result(&id, &Value::Array(logs(from, to)).to_string())
-            };
-            return Reply::Bytes(http_ok(&body));
+            return Reply::Bytes(http_ok(&answer(ex.json.as_ref().unwrap())));
+        }
+        // A client's batch (string ids; livechain's own calls use numbers): its logs calls as
+        // above, anything else answered "0x1" (the tests send `eth_chainId`).
+        let client = |c: &Value| c["id"].is_string();
+        if let Some(Value::Array(calls)) = ex.json.as_ref().filter(|j| {
+            j.as_array()
+                .is_some_and(|calls| !calls.is_empty() && calls.iter().all(client))
+        }) {
+            let answers: Vec<String> = calls
+                .iter()
+                .map(|c| match c["method"].as_str() {
+                    Some("eth_getLogs") => answer(c),
+                    _ => rawnode::result(&c["id"].to_string(), "\"0x1\""),
+                })
+                .collect();
+            return Reply::Bytes(http_ok(&format!("[{}]", answers.join(","))));
         }
         rawnode::chain_answer(ex, 1, HEAD)
     })
@@ -147,5 +170,55 @@ async fn with_max_logs_range_the_upstream_is_never_asked_a_wider_range() {
     assert_eq!(node.count("eth_getLogs"), 10);
     let got = get_logs(&p, json!({"fromBlock": "0x1", "toBlock": "0xa"})).await;
     assert_eq!(got["result"], Value::Array(logs(1, 10)));
+    assert_eq!(node.count("eth_getLogs"), 11);
+}
+
+/// A batch holding a wide `eth_getLogs`, a call of another method and a narrow one.
+async fn logs_batch(p: &Proxy) -> Value {
+    let batch = json!([
+        {"jsonrpc":"2.0","id":"b1","method":"eth_getLogs","params":[{"fromBlock":"0x64","toBlock":"0xc2"}]},
+        {"jsonrpc":"2.0","id":"b2","method":"eth_chainId","params":[]},
+        {"jsonrpc":"2.0","id":"b3","method":"eth_getLogs","params":[{"fromBlock":"0x1","toBlock":"0x3"}]}
+    ]);
+    let r = p
+        .client()
+        .post("/ethereum", batch.to_string().as_bytes())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_batch_a_refused_range_is_split_too() {
+    let node = limited(-32005, "query returned more than 10000 results", None).await;
+    let p = proxy_for(&node).await;
+    let v = logs_batch(&p).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v[0]["id"], "b1");
+    assert_eq!(v[0]["result"], Value::Array(logs(0x64, 0xc2)), "{v}");
+    assert_eq!(
+        (&v[1]["id"], &v[1]["result"]),
+        (&json!("b2"), &json!("0x1"))
+    );
+    assert_eq!(v[2]["id"], "b3");
+    assert_eq!(v[2]["result"], Value::Array(logs(1, 3)));
+    // The refused range was asked again in parts of at most ten blocks.
+    assert!(
+        node.count("eth_getLogs") >= 10,
+        "{}",
+        node.count("eth_getLogs")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_batch_with_max_logs_range_no_wider_range_is_sent() {
+    let node = limited(-32005, "query returned more than 10000 results", None).await;
+    let p = proxy_with(&node, &format!("max_logs_range = {LIMIT}")).await;
+    let v = logs_batch(&p).await;
+    assert_eq!(v[0]["result"], Value::Array(logs(0x64, 0xc2)), "{v}");
+    assert_eq!(v[1]["result"], "0x1");
+    assert_eq!(v[2]["result"], Value::Array(logs(1, 3)));
+    // Both logs calls on their own, the wide one in ten parts of ten, none refused (a refusal
+    // would add halves).
     assert_eq!(node.count("eth_getLogs"), 11);
 }

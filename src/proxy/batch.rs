@@ -50,8 +50,10 @@ pub async fn forward(
     }
     let mut sent: Vec<(usize, &Call, &str)> = Vec::with_capacity(items.len());
     let mut txs: Vec<(usize, &Call, &str)> = Vec::new();
-    // Consensus reads: each asked of several upstreams on its own.
-    let mut agreed: Vec<(usize, &Call, &str)> = Vec::new();
+    // Calls sent on their own: consensus reads (each asked of several upstreams), and on a
+    // chain with a `max_logs_range` an `eth_getLogs` (split before it is sent).
+    let mut alone_calls: Vec<(usize, &Call, &str)> = Vec::new();
+    let split_logs = super::logs::chain_limit(f).is_some();
     // Calls the cache serves, and of them those answered from it (for the access log).
     let (mut cacheable, mut from_cache) = (0usize, 0usize);
     for (i, item) in items.iter().enumerate() {
@@ -69,10 +71,10 @@ pub async fn forward(
             continue;
         }
         if call.id.is_some()
-            && f.chain.policy.consensus_for(method).is_some()
-            && super::hedge::may_hedge(method)
+            && ((f.chain.policy.consensus_for(method).is_some() && super::hedge::may_hedge(method))
+                || (split_logs && method == "eth_getLogs"))
         {
-            agreed.push((i, call, method));
+            alone_calls.push((i, call, method));
             continue;
         }
         if let Some(slot) = plans.get_mut(i) {
@@ -119,8 +121,8 @@ pub async fn forward(
         })
         .collect();
     let queued = transactions(f, body, &txs, &mut finals).await;
-    if !agreed.is_empty() {
-        Box::pin(consensus_reads(f, through, body, &agreed, &mut finals)).await;
+    if !alone_calls.is_empty() {
+        Box::pin(answer_alone(f, through, body, &alone_calls, &mut finals)).await;
     }
     let mut groups: Vec<(Need<'_>, Vec<(usize, &Call)>)> = Vec::new();
     for (i, call, method) in sent {
@@ -174,6 +176,7 @@ pub async fn forward(
         }
     }
     state.upstream_time = upstream_time;
+    Box::pin(split_refused_logs(f, body, items, &mut finals)).await;
     // Wallets ask these before sending: answered while no upstream can be.
     if failure.is_some() {
         for (i, item) in items.iter().enumerate() {
@@ -214,6 +217,33 @@ pub async fn forward(
 /// Sends a batch's transactions one by one as single calls (so that a queued, watched or
 /// broadcast transaction in a batch is treated as one sent alone), their answers into
 /// `finals`; the queue ids of those queued, for `X-Livechain-Queued`.
+/// Asks again, in parts, each `eth_getLogs` of the batch whose answer refused its block range
+/// as too large (what a single call gets, `logs::split`).
+async fn split_refused_logs(
+    f: &Forwarder<'_>,
+    body: &Bytes,
+    items: &[Item],
+    finals: &mut [Option<Bytes>],
+) {
+    for (i, item) in items.iter().enumerate() {
+        let Item::Call(call) = item else { continue };
+        let refused = call.id.is_some()
+            && call.method(body) == "eth_getLogs"
+            && finals[i]
+                .as_deref()
+                .is_some_and(super::logs::refused_as_too_large);
+        if !refused {
+            continue;
+        }
+        let Some((one, alone_call)) = alone(body, call) else {
+            continue;
+        };
+        if let Some(whole) = super::logs::split(f, &one, &alone_call).await {
+            finals[i] = Some(whole.body);
+        }
+    }
+}
+
 /// A call of a batch as a request of its own: its bytes, and the call parsed alone.
 fn alone(body: &Bytes, call: &Call) -> Option<(Bytes, Call)> {
     let one = body.slice(call.span.clone());
@@ -228,9 +258,9 @@ fn alone(body: &Bytes, call: &Call) -> Option<(Bytes, Call)> {
     }
 }
 
-/// Answers the batch's consensus reads, side by side, each as a single call (through the
-/// response cache like one).
-async fn consensus_reads(
+/// Answers calls of the batch side by side, each as a single call (through the response
+/// cache like one).
+async fn answer_alone(
     f: &Forwarder<'_>,
     through: &cached::Through<'_>,
     body: &Bytes,
@@ -346,6 +376,8 @@ async fn run_group(
     // A node's own error for a call, kept in case no other upstream does better.
     let mut fallback: Vec<(usize, Bytes)> = Vec::new();
     let mut first = true;
+    // An `eth_getLogs` answer refuses its range as too large: it is split later.
+    let mut splits = false;
     // A group of reads may be hedged (notifications aside, which expect no answer).
     let hedge = (members.iter().all(|(_, c)| c.id.is_some())
         && f.hedges(members.iter().map(|(_, c)| c.method(body))))
@@ -403,6 +435,9 @@ async fn run_group(
                 Verdict::Good => {
                     if let Some(code) = code {
                         metrics().jsonrpc_error(&f.chain.name, code);
+                        // Asked again in parts once the batch is answered: not passed on whole.
+                        splits |= call.method(body) == "eth_getLogs"
+                            && super::logs::refused_as_too_large(text.as_bytes());
                     }
                     finals.push((i, slice))
                 }
@@ -423,7 +458,7 @@ async fn run_group(
             }
         }
         f.record(&upstream, outcome_of_verdict(worst), latency);
-        if whole && first && still.is_empty() && used.iter().all(|u| *u) {
+        if whole && first && !splits && still.is_empty() && used.iter().all(|u| *u) {
             return GroupResult {
                 finals,
                 verbatim: Some(response.body),
