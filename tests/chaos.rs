@@ -219,12 +219,12 @@ async fn is_reset(c: &mut TcpStream) -> bool {
     )
 }
 
-#[tokio::test]
-async fn harness_partition_is_silent_then_delivers() {
-    let proxy = FaultProxy::start(echo().await, &["MARK"]);
-    let mut c = relayed(&proxy).await;
+/// An open connection and a new one through `proxy` under `fault`, each having sent a marked
+/// request: both unanswered, both requests counted (read by the proxy).
+async fn silenced(proxy: &FaultProxy, fault: Fault) -> (TcpStream, TcpStream) {
+    let mut c = relayed(proxy).await;
     let t0 = Instant::now();
-    proxy.set(Fault::Partition);
+    proxy.set(fault);
     c.write_all(b"1 MARK").await.unwrap();
     let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
     fresh.write_all(b"2 MARK").await.unwrap();
@@ -239,8 +239,15 @@ async fn harness_partition_is_silent_then_delivers() {
     assert_eq!(
         proxy.marks_since(t0).len(),
         2,
-        "the requests sent meanwhile are counted"
+        "the requests are read and counted"
     );
+    (c, fresh)
+}
+
+#[tokio::test]
+async fn harness_partition_is_silent_then_delivers() {
+    let proxy = FaultProxy::start(echo().await, &["MARK"]);
+    let (mut c, mut fresh) = silenced(&proxy, Fault::Partition).await;
     proxy.set(Fault::Pass);
     // What was sent meanwhile arrives once the partition heals, as TCP would deliver it.
     assert_eq!(read_n(&mut c, 6, Duration::from_secs(5)).await.0, b"1 MARK");
@@ -292,25 +299,7 @@ async fn harness_bandwidth_paces_answers() {
 #[tokio::test]
 async fn harness_half_open_reads_never_answers_then_resets() {
     let proxy = FaultProxy::start(echo().await, &["MARK"]);
-    let mut c = relayed(&proxy).await;
-    let t0 = Instant::now();
-    proxy.set(Fault::HalfOpen);
-    c.write_all(b"1 MARK").await.unwrap();
-    let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
-    fresh.write_all(b"2 MARK").await.unwrap();
-    assert!(
-        silent(&mut c, Duration::from_millis(300)).await,
-        "an open connection answered"
-    );
-    assert!(
-        silent(&mut fresh, Duration::from_millis(100)).await,
-        "a new connection answered"
-    );
-    assert_eq!(
-        proxy.marks_since(t0).len(),
-        2,
-        "the requests are read and counted"
-    );
+    let (mut c, mut fresh) = silenced(&proxy, Fault::HalfOpen).await;
     proxy.set(Fault::Pass);
     // The peer that forgot them answers their next bytes with a reset.
     assert!(is_reset(&mut c).await, "a half-open connection lived on");

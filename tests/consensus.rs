@@ -62,14 +62,6 @@ async fn call(p: &Proxy, id: &str, method: &str, params: Value) -> (u16, Value) 
     (r.status, v)
 }
 
-async fn counter(p: &Proxy, name: &str, labels: &[&str]) -> f64 {
-    let text = p.client().request("GET", "/metrics", &[], b"").await.text();
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn upstream<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["upstreams"]
         .as_array()
@@ -113,8 +105,7 @@ async fn a_lying_upstream_is_outvoted_counted_and_demoted() {
     // The liar's answers are compared even when the quorum came first.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            counter(
-                &p,
+            p.counter(
                 "livechain_consensus_disagreements_total",
                 &["upstream=\"liar\""],
             )
@@ -124,8 +115,7 @@ async fn a_lying_upstream_is_outvoted_counted_and_demoted() {
         .await
     );
     assert_eq!(
-        counter(
-            &p,
+        p.counter(
             "livechain_consensus_disagreements_total",
             &["upstream=\"a\""]
         )
@@ -133,7 +123,8 @@ async fn a_lying_upstream_is_outvoted_counted_and_demoted() {
         0.0
     );
     assert_eq!(
-        counter(&p, "livechain_consensus_total", &["result=\"agreed\""]).await,
+        p.counter("livechain_consensus_total", &["result=\"agreed\""])
+            .await,
         12.0
     );
     let status = chain_status(&p).await;
@@ -174,7 +165,8 @@ async fn the_answer_comes_when_a_quorum_agrees() {
     // The slow one agreed in the end, and is not held against it.
     tokio::time::sleep(Duration::from_millis(1700)).await;
     assert_eq!(
-        counter(&p, "livechain_consensus_disagreements_total", &[]).await,
+        p.counter("livechain_consensus_disagreements_total", &[])
+            .await,
         0.0
     );
 }
@@ -201,7 +193,8 @@ async fn without_a_quorum_the_fallback_decides() {
         "{message}"
     );
     assert_eq!(
-        counter(&p, "livechain_consensus_total", &["result=\"no_quorum\""]).await,
+        p.counter("livechain_consensus_total", &["result=\"no_quorum\""])
+            .await,
         1.0
     );
     drop(p);
@@ -211,7 +204,8 @@ async fn without_a_quorum_the_fallback_decides() {
     assert_eq!((status, &v["result"]), (200, &json!("0x2")), "{v}");
     // Nobody is demoted for it: there was no majority to differ from.
     assert_eq!(
-        counter(&p, "livechain_consensus_disagreements_total", &[]).await,
+        p.counter("livechain_consensus_disagreements_total", &[])
+            .await,
         0.0
     );
 }

@@ -21,15 +21,6 @@ async fn node(answer: &'static str, delay: Duration) -> RawNode {
     rawnode::answering(answer, delay, HEAD).await
 }
 
-/// The sum of a counter's series whose labels contain every one of `labels`.
-async fn counter(p: &Proxy, name: &str, labels: &[&str]) -> f64 {
-    let text = p.client().request("GET", "/metrics", &[], b"").await.text();
-    text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// livechain in front of a slow node (weighted `slow_weight`) and a fast one, both usable.
 async fn setup(slow_weight: u32, retry: &str) -> (Proxy, RawNode, RawNode) {
     let (slow, fast) = (
@@ -91,13 +82,12 @@ async fn a_read_on_a_slow_upstream_gets_the_fast_answer() {
         slow.count("eth_getBalance") >= 4,
         "the slow one was picked first"
     );
-    let hedged = counter(
-        &p,
-        "livechain_hedged_requests_total",
-        &["chain=\"ethereum\""],
-    )
-    .await;
-    let won = counter(&p, "livechain_hedge_wins_total", &["winner=\"hedge\""]).await;
+    let hedged = p
+        .counter("livechain_hedged_requests_total", &["chain=\"ethereum\""])
+        .await;
+    let won = p
+        .counter("livechain_hedge_wins_total", &["winner=\"hedge\""])
+        .await;
     assert!(hedged >= 4.0 && won >= 4.0, "hedged {hedged}, won {won}");
 }
 
@@ -142,7 +132,7 @@ async fn without_hedging_the_client_waits_for_the_slow_upstream() {
     let (result, took) = balance(&mut p.client(), 1).await;
     assert_eq!(result, "0x51");
     assert!(took >= SLOW, "{took:?}");
-    let hedged = counter(&p, "livechain_hedged_requests_total", &[]).await;
+    let hedged = p.counter("livechain_hedged_requests_total", &[]).await;
     assert_eq!(hedged, 0.0);
 }
 
@@ -163,12 +153,9 @@ async fn hedges_stay_within_the_budget() {
             }
         }
     }
-    let hedged = counter(
-        &p,
-        "livechain_hedged_requests_total",
-        &["chain=\"ethereum\""],
-    )
-    .await;
+    let hedged = p
+        .counter("livechain_hedged_requests_total", &["chain=\"ethereum\""])
+        .await;
     // The bucket starts with 10 hedges; each read adds a tenth of one.
     let most = 10.0 + 0.1 * CALLS as f64;
     assert!(hedged <= most, "{hedged} hedged of {CALLS}, at most {most}");
@@ -220,10 +207,7 @@ async fn writes_and_node_bound_calls_are_never_hedged() {
             assert!(started.elapsed() >= SLOW);
         }
     }
-    assert_eq!(
-        counter(&p, "livechain_hedged_requests_total", &[]).await,
-        0.0
-    );
+    assert_eq!(p.counter("livechain_hedged_requests_total", &[]).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,6 +215,20 @@ impl Proxy {
         Client::new(self.addr)
     }
 
+    /// The sum of a counter's series on `/metrics` whose lines contain every one of `labels`
+    /// (e.g. `upstream="a"`).
+    pub async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self
+            .client()
+            .request("GET", "/metrics", &[], b"")
+            .await
+            .text();
+        text.lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
