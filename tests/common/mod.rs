@@ -99,10 +99,7 @@ impl Proxy {
 
     /// [`Proxy::start`] with extra command-line arguments.
     pub async fn start_with_args(upstreams: &str, server_extra: &str, args: &[&str]) -> Proxy {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let dir = TempDir::new();
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        Proxy::spawn_ready(|dir, addr, cmd| {
             dir.write("upstreams.toml", upstreams);
             let mut server = format!("[server]\nlisten = \"{addr}\"\n");
             for (key, value) in [
@@ -118,44 +115,35 @@ impl Proxy {
             server.push_str(server_extra);
             server.push('\n');
             let main = dir.write("livechain.toml", &server);
-            let log = dir.0.join("livechain.log");
-            let child = Command::new(bin())
-                .arg("--config")
-                .arg(&main)
-                .args(args)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .spawn()
-                .expect("spawn livechain");
-            let mut proxy = Proxy {
-                child,
-                addr,
-                dir,
-                log,
-            };
-            if proxy.wait_ready(Duration::from_secs(30)).await {
-                return proxy;
-            }
-            last_log = proxy.log();
-        }
-        panic!("livechain did not become ready; last log:\n{last_log}");
+            cmd.arg("--config").arg(&main).args(args);
+        })
+        .await
     }
 
     /// Starts livechain with `args` and `--listen` on a free loopback port, no config written,
     /// in a fresh empty directory as its working directory (the log goes to `livechain.log`
     /// there); waits until it answers.
     pub async fn start_bare(args: &[&str]) -> Proxy {
+        Proxy::spawn_ready(|dir, addr, cmd| {
+            cmd.args(args)
+                .arg("--listen")
+                .arg(addr.to_string())
+                .current_dir(&dir.0);
+        })
+        .await
+    }
+
+    /// Runs livechain in a fresh directory on a free port, its command completed by `setup`,
+    /// until one answers (three tries: a port can be taken before livechain binds it).
+    async fn spawn_ready(mut setup: impl FnMut(&TempDir, SocketAddr, &mut Command)) -> Proxy {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = TempDir::new();
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
             let log = dir.0.join("livechain.log");
-            let child = Command::new(bin())
-                .args(args)
-                .arg("--listen")
-                .arg(addr.to_string())
-                .current_dir(&dir.0)
+            let mut cmd = Command::new(bin());
+            setup(&dir, addr, &mut cmd);
+            let child = cmd
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).expect("log file"))
